@@ -1,0 +1,325 @@
+"""A realistic, deterministic demo GPU fleet.
+
+Every GPU is one resource with one row per hour (``--gpus 10000 --days 90`` is 21.6 million rows,
+less the few GPUs that were provisioned late). What makes it realistic:
+
+* prices from ``gpu_prices`` (AWS published on-demand rates; GCP/Azure list prices);
+* named workloads per GPU type, with teams, and a few unattributed GPUs;
+* diurnal utilization for inference, flat high utilization for training, nightly batch jobs;
+* 40% of the fleet on spot capacity whose price moves day to day, with "capacity crunch" days
+  at the on-demand price: those are the days whose spend crosses the $10,000 burn threshold at
+  the default fleet size;
+* GPUs that sit idle: one for the whole 14-day window, one provisioned 7 days ago and never
+  used, one for 4 days and one for 2 days (high / high / medium / low idle findings).
+
+The same ``seed`` gives the same rows. Costs are generated as integer micro-dollars, so the
+reported total is exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, delete, func, select
+
+from heliox_orchestration.db.gpu_prices import GPU_PRICES
+from heliox_orchestration.db.schema import (
+    gpu_usage_hourly,
+    micros_to_dollars,
+    sqlite_datetime_text,
+)
+
+DEMO_PREFIX = "demo-"
+DEFAULT_GPUS = 85
+DEFAULT_DAYS = 45
+CHUNK_ROWS = 500_000
+
+# (workload, team, kind) per GPU type; kind picks the utilization profile.
+WORKLOADS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "H100": (
+        ("GPT-4-class LLM serving", "llm-platform", "inference"),
+        ("Llama 3 fine-tuning", "research", "training"),
+    ),
+    "A100": (
+        ("Llama 3 fine-tuning", "research", "training"),
+        ("Stable Diffusion XL", "imaging", "inference"),
+        ("GPT-4-class LLM serving", "llm-platform", "inference"),
+    ),
+    "A100-80GB": (("Llama 3 fine-tuning", "research", "training"),),
+    "L40S": (("Stable Diffusion XL", "imaging", "inference"),),
+    "A10G": (
+        ("Stable Diffusion XL", "imaging", "inference"),
+        ("Whisper", "speech", "inference"),
+    ),
+    "L4": (("Whisper", "speech", "inference"), ("BERT", "search", "batch")),
+    "T4": (("BERT", "search", "batch"), ("Whisper", "speech", "inference")),
+}
+# Share of each price row in the fleet (same order as GPU_PRICES).
+FLEET_WEIGHTS = (14, 10, 4, 8, 10, 6, 6, 7, 6, 6, 7, 8, 8)
+UNATTRIBUTED_SHARE = 0.06
+SPOT_SHARE = 0.40
+# Idle GPUs planted at fixed fleet positions: (index, provider, gpu_type, idle hours, provisioned
+# at the start of the idle streak?).
+IDLE_PLAN = (
+    (0, "aws", "H100", 15 * 24, False),  # idle through the whole 14-day window
+    (1, "gcp", "A100", 7 * 24 + 5, True),  # new 7 days ago, never used
+    (2, "azure", "T4", 4 * 24 + 2, True),  # medium
+    (3, "aws", "L4", 2 * 24 + 3, True),  # low
+)
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    gpus: int = DEFAULT_GPUS
+    days: int = DEFAULT_DAYS
+    end_date: dt.date | None = None  # last local day; default: today
+    seed: int = 42
+    timezone: str = "UTC"
+
+    def hour_range(self, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
+        """UTC [start, end) of the generated hours: local midnights, never past the current hour."""
+        tz = ZoneInfo(self.timezone)
+        now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+        end_date = self.end_date or now.astimezone(tz).date()
+        first = end_date - dt.timedelta(days=self.days - 1)
+        start = dt.datetime.combine(first, dt.time(), tz).astimezone(dt.UTC)
+        end = dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time(), tz).astimezone(dt.UTC)
+        # Only completed hours: the current hour is still being billed.
+        current_hour = now.replace(minute=0, second=0, microsecond=0)
+        return start, max(start, min(end, current_hour))
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    rows: int
+    total_cost_usd: Decimal
+    replaced_rows: int
+    start: dt.datetime
+    end: dt.datetime
+    gpus: int
+
+
+def plan_fleet(spec: FleetSpec) -> pd.DataFrame:
+    """One row per GPU: identity, price, workload, utilization profile, idle plan."""
+    rng = np.random.default_rng(spec.seed)
+    weights = np.array(FLEET_WEIGHTS, dtype=float)
+    price_idx = rng.choice(len(GPU_PRICES), size=spec.gpus, p=weights / weights.sum())
+    rows = []
+    for i, p_idx in enumerate(price_idx):
+        price = GPU_PRICES[int(p_idx)]
+        idle_hours, late = 0, False
+        for idx, provider, gpu_type, hours, provisioned_late in IDLE_PLAN:
+            if i == idx:
+                price = next(p for p in GPU_PRICES if (p.provider, p.gpu_type) == (provider, gpu_type))
+                idle_hours, late = hours, provisioned_late
+        workload, team, kind = WORKLOADS[price.gpu_type][rng.integers(len(WORKLOADS[price.gpu_type]))]
+        unattributed = rng.random() < UNATTRIBUTED_SHARE and idle_hours == 0
+        rows.append(
+            {
+                "resource_id": f"{DEMO_PREFIX}{price.provider}-{price.gpu_type.lower()}-{i:05d}",
+                "provider": price.provider,
+                "region": price.regions[rng.integers(len(price.regions))],
+                "gpu_type": price.gpu_type,
+                "price_micros": int(price.usd_per_gpu_hour * 1_000_000),
+                "model_name": None if unattributed else workload,
+                "team": None if unattributed else team,
+                "kind": kind,
+                "spot": idle_hours == 0 and rng.random() < SPOT_SHARE,
+                "base_util": rng.uniform(40, 75),
+                "idle_hours": idle_hours,
+                "provisioned_late": late,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _spot_factors(rng: np.random.Generator, n_days: int) -> np.ndarray:
+    """Daily spot price as a share of on-demand: 0.35-0.6, with capacity-crunch days at 1.0."""
+    factors = rng.uniform(0.35, 0.6, size=n_days)
+    crunch = rng.random(n_days) < 0.10
+    factors[crunch] = 1.0
+    return factors
+
+
+def generate_chunks(
+    spec: FleetSpec, now: dt.datetime | None = None, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """Yield frames of hourly rows, a block of GPUs at a time (bounded memory at any fleet size).
+
+    ``cost_micros`` is the exact cost in micro-dollars; ``usage_hour`` is UTC.
+    """
+    fleet = plan_fleet(spec)
+    start, end = spec.hour_range(now)
+    hours = pd.date_range(start, end, freq="h", inclusive="left", tz="UTC")
+    n_hours = len(hours)
+    if n_hours == 0:
+        return
+    local_hour = hours.tz_convert(spec.timezone).hour.to_numpy()
+    day_index = ((hours - hours[0]) // pd.Timedelta(days=1)).to_numpy()
+    factors = _spot_factors(np.random.default_rng(spec.seed + 1), int(day_index[-1]) + 1)
+    hour_factor = factors[day_index]
+    diurnal = np.sin((local_hour - 8) / 24 * 2 * np.pi)  # peaks mid-afternoon local time
+    nightly = ((local_hour >= 22) | (local_hour < 6)).astype(float)
+
+    per_chunk = max(1, chunk_rows // n_hours)
+    for first in range(0, len(fleet), per_chunk):
+        block = fleet.iloc[first : first + per_chunk]
+        rng = np.random.default_rng([spec.seed, first])
+        g = len(block)
+        base = block["base_util"].to_numpy()[:, None]
+        kind = block["kind"].to_numpy()[:, None]
+        noise = rng.normal(0, 7, size=(g, n_hours))
+        util = np.where(
+            kind == "training",
+            90 + noise / 2,
+            np.where(kind == "batch", 15 + nightly * 70 + noise, base + 25 * diurnal + noise),
+        )
+        # Idle streaks at the end of the range; "late" GPUs have no rows before their streak.
+        idle_hours = block["idle_hours"].to_numpy()[:, None]
+        position_from_end = n_hours - 1 - np.arange(n_hours)[None, :]
+        idle = position_from_end < idle_hours
+        util = np.where(idle, rng.uniform(0, 2, size=(g, n_hours)), util)
+        util = np.clip(np.round(util, 2), 0, 100)
+        exists = ~(block["provisioned_late"].to_numpy()[:, None] & ~idle)
+
+        price = block["price_micros"].to_numpy()[:, None].astype(float)
+        factor = np.where(block["spot"].to_numpy()[:, None], hour_factor[None, :], 1.0)
+        cost_micros = np.rint(price * factor).astype(np.int64)
+
+        mask = exists.ravel()
+        frame = pd.DataFrame(
+            {
+                "usage_hour": np.tile(hours.to_numpy(), g)[mask],
+                "provider": np.repeat(block["provider"].to_numpy(), n_hours)[mask],
+                "region": np.repeat(block["region"].to_numpy(), n_hours)[mask],
+                "resource_id": np.repeat(block["resource_id"].to_numpy(), n_hours)[mask],
+                "gpu_type": np.repeat(block["gpu_type"].to_numpy(), n_hours)[mask],
+                "gpu_count": 1,
+                "model_name": np.repeat(block["model_name"].to_numpy(), n_hours)[mask],
+                "team": np.repeat(block["team"].to_numpy(), n_hours)[mask],
+                "cost_micros": np.broadcast_to(cost_micros, (g, n_hours)).ravel()[mask],
+                "gpu_utilization_pct": util.ravel()[mask],
+            }
+        )
+        yield frame
+
+
+COLUMNS = [c.name for c in gpu_usage_hourly.columns]
+
+
+def _copy_postgres(conn: Connection, frame: pd.DataFrame) -> None:
+    out = frame.assign(
+        usage_hour=frame["usage_hour"].dt.strftime("%Y-%m-%d %H:%M:%S+00"),
+        cost_usd=frame["cost_micros"] / 1_000_000,
+    )[COLUMNS]
+    buffer = io.StringIO()
+    out.to_csv(buffer, index=False, header=False, float_format="%.6f", na_rep="\\N")
+    buffer.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(
+            f"COPY gpu_usage_hourly ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
+            buffer,
+        )
+    finally:
+        cursor.close()
+
+
+def _insert_rows(conn: Connection, frame: pd.DataFrame) -> None:
+    if conn.dialect.name == "sqlite":
+        hours = [sqlite_datetime_text(h) for h in frame["usage_hour"].dt.to_pydatetime()]
+        costs = (frame["cost_micros"] / 1_000_000).round(6).tolist()
+        values = frame[COLUMNS[1:8]].astype(object).where(frame[COLUMNS[1:8]].notna(), None)
+        rows = [
+            (hour, *rest, cost, util)
+            for hour, rest, cost, util in zip(
+                hours,
+                values.itertuples(index=False, name=None),
+                costs,
+                frame["gpu_utilization_pct"].tolist(),
+                strict=True,
+            )
+        ]
+        placeholders = ", ".join("?" * len(COLUMNS))
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(
+                f"INSERT INTO gpu_usage_hourly ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows
+            )
+        finally:
+            cursor.close()
+        return
+    values = frame.astype(object).where(frame.notna(), None)
+    records: list[dict[str, Any]] = [
+        {
+            **{str(k): v for k, v in row.items()},
+            "usage_hour": row["usage_hour"].to_pydatetime(),
+            "cost_usd": micros_to_dollars(micros),
+        }
+        for row, micros in zip(
+            values[[*COLUMNS[:-2], "gpu_utilization_pct"]].to_dict("records"),
+            frame["cost_micros"].tolist(),
+            strict=True,
+        )
+    ]
+    conn.execute(gpu_usage_hourly.insert(), records)
+
+
+def seed_demo(
+    engine: Engine,
+    spec: FleetSpec,
+    *,
+    now: dt.datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SeedReport:
+    """Replace the demo rows of the spec's hour range with freshly generated ones, in one
+    transaction; rows of real (non-demo) resources are never touched."""
+    start, end = spec.hour_range(now)
+    use_copy = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg2"
+    rows = 0
+    total_micros = 0
+    with engine.begin() as conn:
+        in_range = (
+            (gpu_usage_hourly.c.usage_hour >= start)
+            & (gpu_usage_hourly.c.usage_hour < end)
+            & gpu_usage_hourly.c.resource_id.startswith(DEMO_PREFIX)
+        )
+        replaced = conn.execute(delete(gpu_usage_hourly).where(in_range)).rowcount or 0
+        for frame in generate_chunks(spec, now):
+            if use_copy:
+                _copy_postgres(conn, frame)
+            else:
+                _insert_rows(conn, frame)
+            rows += len(frame)
+            total_micros += int(frame["cost_micros"].sum())
+            if progress:
+                progress(len(frame))
+    return SeedReport(
+        rows=rows,
+        total_cost_usd=micros_to_dollars(total_micros),
+        replaced_rows=replaced,
+        start=start,
+        end=end,
+        gpus=spec.gpus,
+    )
+
+
+def expected_rows(spec: FleetSpec, now: dt.datetime | None = None) -> int:
+    """Upper bound of rows (every GPU every hour), for progress bars."""
+    start, end = spec.hour_range(now)
+    return spec.gpus * int((end - start) / dt.timedelta(hours=1))
+
+
+def demo_row_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).where(gpu_usage_hourly.c.resource_id.startswith(DEMO_PREFIX))
+        ).scalar_one()

@@ -1,0 +1,17 @@
+"""The Heliox code location: small per-module Definitions assembled into one ``defs``."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from heliox_orchestration.resources.definitions import build_resource_defs
+from heliox_orchestration.settings import Settings, load_settings
+
+
+def build_defs(settings: Settings) -> Definitions:
+    return Definitions.merge(
+        build_resource_defs(settings),
+    )
+
+
+defs = build_defs(load_settings())

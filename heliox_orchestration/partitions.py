@@ -1,0 +1,37 @@
+"""The one partitions definition of Heliox: local calendar days in ``TIMEZONE``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from dagster import DailyPartitionsDefinition
+
+from heliox_orchestration.settings import Settings
+
+
+def daily_partitions(settings: Settings) -> DailyPartitionsDefinition:
+    # end_offset=1: today is a partition too, because the burn-rate check watches today's spend.
+    return DailyPartitionsDefinition(
+        start_date=settings.start_date.isoformat(),
+        timezone=settings.timezone,
+        end_offset=1,
+    )
+
+
+def local_day_bounds(day: dt.date, timezone: str) -> tuple[dt.datetime, dt.datetime]:
+    """UTC [start, end) of a local calendar day: 23, 24 or 25 hours across DST changes.
+
+    Both bounds are converted to UTC here: an aware local bound handed to SQLite loses its
+    offset, and subtracting two datetimes that share one ZoneInfo gives wall-clock, not
+    elapsed, time.
+    """
+    tz = ZoneInfo(timezone)
+    start = dt.datetime.combine(day, dt.time(), tz).astimezone(dt.UTC)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tz).astimezone(dt.UTC)
+    return start, end
+
+
+def local_range_bounds(first: dt.date, last: dt.date, timezone: str) -> tuple[dt.datetime, dt.datetime]:
+    """UTC [start, end) covering the local days ``first`` through ``last`` inclusive."""
+    return local_day_bounds(first, timezone)[0], local_day_bounds(last, timezone)[1]

@@ -1,0 +1,18 @@
+"""Resource wiring: secrets reach the resources through EnvVar, never as literal values."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from heliox_orchestration.db.engine import DATABASE_URL_VAR
+from heliox_orchestration.resources import env_secret
+from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.settings import Settings
+
+
+def build_resource_defs(settings: Settings) -> Definitions:
+    return Definitions(
+        resources={
+            "heliox_db": HelioxDatabase(url=env_secret(DATABASE_URL_VAR)),
+        }
+    )

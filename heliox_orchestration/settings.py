@@ -1,0 +1,198 @@
+"""Heliox settings: the non-secret configuration, read from the environment and validated once.
+
+Secrets (``SLACK_WEBHOOK_URL``, ``HELIOX_DATABASE_URL``) are *not* read here: they reach the
+resources through ``dagster.EnvVar`` so their values never land in run config or Dagster's
+storage. Everything here is validated when definitions load, so a bad value fails
+``dagster dev`` with one clear message instead of failing a schedule at 9 AM.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names the variable and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    timezone: str = "UTC"
+    daily_summary_hour: int = 9
+    burn_rate_threshold_usd: Decimal = Decimal("10000")
+    # Further alert levels, in percent of the threshold, once a day is already over it.
+    burn_rate_escalation_pct: tuple[int, ...] = (150, 200)
+    burn_rate_check_cron: str = "0 8-20 * * *"
+    idle_spend_check_cron: str = "0 10,16 * * *"
+    start_date: dt.date = dt.date(2025, 1, 1)
+    idle_lookback_days: int = 14
+    idle_utilization_pct: Decimal = Decimal("5")
+    idle_min_observed_hours: int = 24
+    idle_min_idle_share_pct: Decimal = Decimal("95")
+    idle_realert_days: int = 7
+    stale_data_hours: int = 6
+    data_dir: Path = field(default_factory=lambda: Path("data"))
+    dashboard_url: str | None = None
+    webserver_url: str | None = None
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def daily_summary_cron(self) -> str:
+        return f"0 {self.daily_summary_hour} * * *"
+
+    @property
+    def embedded_database_path(self) -> Path:
+        return self.data_dir / "heliox.db"
+
+    def today(self, now: dt.datetime | None = None) -> dt.date:
+        """The current local calendar day in ``TIMEZONE``."""
+        now = now or dt.datetime.now(dt.UTC)
+        return now.astimezone(self.tz).date()
+
+
+# Name, default shown in docs, description. The README's table is checked against this list.
+ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
+    ("SLACK_WEBHOOK_URL", "(unset: preview mode)", "Slack Incoming Webhook URL. Secret."),
+    ("HELIOX_DATABASE_URL", "sqlite:///data/heliox.db", "SQLAlchemy URL of the Heliox database."),
+    ("TIMEZONE", "UTC", "IANA time zone of local days and schedules."),
+    ("DAILY_SUMMARY_HOUR", "9", "Local hour (0-23) of the daily summary."),
+    ("BURN_RATE_THRESHOLD_USD", "10000", "Daily GPU spend that triggers a burn-rate alert."),
+    ("BURN_RATE_ESCALATION_PCT", "150,200", "Further alert levels, % of the threshold."),
+    ("BURN_RATE_CHECK_CRON", "0 8-20 * * *", "When to refresh today's cost and check burn rate."),
+    ("IDLE_SPEND_CHECK_CRON", "0 10,16 * * *", "When to refresh idle findings and alert."),
+    ("HELIOX_START_DATE", "2025-01-01", "First day partition (backfills start here)."),
+    ("IDLE_LOOKBACK_DAYS", "14", "Trailing window of the idle-GPU rule, days."),
+    ("IDLE_UTILIZATION_PCT", "5", "An hour is idle below this GPU utilization, %."),
+    ("IDLE_MIN_OBSERVED_HOURS", "24", "Hours a GPU must be observed to be judged."),
+    ("IDLE_MIN_IDLE_SHARE_PCT", "95", "Share of idle hours that makes a finding, %."),
+    ("IDLE_REALERT_DAYS", "7", "Days before the same idle GPU is alerted again."),
+    ("STALE_DATA_HOURS", "6", "Newest usage older than this raises a stale-data alert."),
+    ("HELIOX_DATA_DIR", "data", "Folder of the embedded SQLite database."),
+    ("HELIOX_DASHBOARD_URL", "(unset)", "Link target of 'Review them in your Heliox dashboard'."),
+    ("DAGSTER_WEBSERVER_URL", "(unset)", "Base URL of the Dagster UI, for links to failed runs."),
+)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number; allowed: {lo}-{hi}.") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}={value} is out of range; allowed: {lo}-{hi}.")
+    return value
+
+
+def _decimal(env: Mapping[str, str], name: str, default: Decimal, lo: Decimal, hi: Decimal) -> Decimal:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise SettingsError(f"{name}={raw!r} is not a number; allowed: {lo} to {hi}.") from None
+    if not value.is_finite() or not lo <= value <= hi:
+        raise SettingsError(f"{name}={raw} is out of range; allowed: {lo} to {hi}.")
+    return value
+
+
+def _cron(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    from dagster._utils.schedules import is_valid_cron_string
+
+    if not is_valid_cron_string(raw):
+        raise SettingsError(
+            f"{name}={raw!r} is not a valid cron string; expected five fields, e.g. {default!r}."
+        )
+    return raw
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must start with http:// or https://.")
+    return raw.rstrip("/")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every non-secret setting; raise SettingsError naming the variable."""
+    env = os.environ if env is None else env
+
+    timezone = env.get("TIMEZONE", "").strip() or "UTC"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"TIMEZONE={timezone!r} is not an IANA time zone; use a name such as "
+            "'UTC', 'America/Los_Angeles' or 'Europe/London'."
+        ) from None
+
+    raw_levels = env.get("BURN_RATE_ESCALATION_PCT", "").strip()
+    levels: tuple[int, ...] = Settings.burn_rate_escalation_pct
+    if raw_levels:
+        try:
+            levels = tuple(sorted({int(p) for p in raw_levels.split(",") if p.strip()}))
+        except ValueError:
+            raise SettingsError(
+                f"BURN_RATE_ESCALATION_PCT={raw_levels!r} must be comma-separated whole percents "
+                "above 100, e.g. '150,200'."
+            ) from None
+        if any(level <= 100 or level > 10_000 for level in levels):
+            raise SettingsError(
+                f"BURN_RATE_ESCALATION_PCT={raw_levels!r}: every level must be above 100 "
+                "(percent of BURN_RATE_THRESHOLD_USD) and at most 10000."
+            )
+
+    raw_start = env.get("HELIOX_START_DATE", "").strip()
+    start_date = Settings.start_date
+    if raw_start:
+        try:
+            start_date = dt.date.fromisoformat(raw_start)
+        except ValueError:
+            raise SettingsError(f"HELIOX_START_DATE={raw_start!r} is not a date; use YYYY-MM-DD.") from None
+
+    threshold = _decimal(
+        env,
+        "BURN_RATE_THRESHOLD_USD",
+        Settings.burn_rate_threshold_usd,
+        Decimal("0.01"),
+        Decimal("1000000000"),
+    )
+    return Settings(
+        timezone=timezone,
+        daily_summary_hour=_int(env, "DAILY_SUMMARY_HOUR", Settings.daily_summary_hour, 0, 23),
+        burn_rate_threshold_usd=threshold,
+        burn_rate_escalation_pct=levels,
+        burn_rate_check_cron=_cron(env, "BURN_RATE_CHECK_CRON", Settings.burn_rate_check_cron),
+        idle_spend_check_cron=_cron(env, "IDLE_SPEND_CHECK_CRON", Settings.idle_spend_check_cron),
+        start_date=start_date,
+        idle_lookback_days=_int(env, "IDLE_LOOKBACK_DAYS", Settings.idle_lookback_days, 1, 90),
+        idle_utilization_pct=_decimal(
+            env, "IDLE_UTILIZATION_PCT", Settings.idle_utilization_pct, Decimal(0), Decimal(100)
+        ),
+        idle_min_observed_hours=_int(
+            env, "IDLE_MIN_OBSERVED_HOURS", Settings.idle_min_observed_hours, 1, 24 * 90
+        ),
+        idle_min_idle_share_pct=_decimal(
+            env, "IDLE_MIN_IDLE_SHARE_PCT", Settings.idle_min_idle_share_pct, Decimal(1), Decimal(100)
+        ),
+        idle_realert_days=_int(env, "IDLE_REALERT_DAYS", Settings.idle_realert_days, 0, 365),
+        stale_data_hours=_int(env, "STALE_DATA_HOURS", Settings.stale_data_hours, 1, 24 * 30),
+        data_dir=Path(env.get("HELIOX_DATA_DIR", "").strip() or "data"),
+        dashboard_url=_url(env, "HELIOX_DASHBOARD_URL"),
+        webserver_url=_url(env, "DAGSTER_WEBSERVER_URL"),
+    )

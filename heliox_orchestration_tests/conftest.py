@@ -1,0 +1,96 @@
+"""Shared fixtures: isolated embedded data folders, real SQLite and real PostgreSQL databases."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from heliox_orchestration.db.engine import ensure_schema, make_engine
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "HELIOX_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's own settings, secrets or embedded database."""
+    for name in ("SLACK_WEBHOOK_URL", "HELIOX_DATABASE_URL", "TIMEZONE", "DAILY_SUMMARY_HOUR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HELIOX_DATA_DIR", str(tmp_path / "heliox-data"))
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: os.PathLike[str]) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path}/heliox-test.db")
+    ensure_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+def _postgres_available() -> str | None:
+    """None when the server answers, else the reason it does not."""
+    try:
+        engine = create_engine(POSTGRES_ADMIN_URL)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return None
+    except OperationalError as exc:
+        return str(exc.orig).strip().splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    reason = _postgres_available()
+    if reason is not None:
+        message = (
+            f"PostgreSQL is not reachable at {make_url(POSTGRES_ADMIN_URL).render_as_string()} "
+            f"({reason}); set HELIOX_TEST_POSTGRES_URL or start the server."
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " Under CI=true this is a failure, not a skip.")
+        pytest.skip(message)
+    return POSTGRES_ADMIN_URL
+
+
+@pytest.fixture(scope="session")
+def create_postgres_database(postgres_admin_url: str) -> Iterator[Callable[[str], str]]:
+    """Factory: a fresh, empty PostgreSQL database; returns its URL. Dropped at session end."""
+    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    created: list[str] = []
+
+    def create(prefix: str = "heliox_test") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+
+    yield create
+    with admin.connect() as conn:
+        for name in created:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_engine(create_postgres_database: Callable[[str], str]) -> Iterator[Engine]:
+    engine = make_engine(create_postgres_database("heliox_test"))
+    ensure_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_engine(request: pytest.FixtureRequest) -> Engine:
+    """The same test on real SQLite and real PostgreSQL."""
+    if request.param == "postgres":
+        request.applymarker(pytest.mark.postgres)
+    return request.getfixturevalue(f"{request.param}_engine")
