@@ -1,0 +1,97 @@
+"""The numbers each Slack message is built from: the contract between the cost assets
+(``heliox_orchestration.assets``) and the message renderers (``heliox_orchestration.alerts``).
+
+Money is ``Decimal`` dollars, exact to the micro-dollar as summed by the database; renderers
+round half-up to the cent for display. Days are local calendar days in ``TIMEZONE``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class CostDriver:
+    """One line of a "top consumers" list: a workload (model) or another grouping."""
+
+    label: str  # "Stable Diffusion XL", or "Unattributed" for NULL model names
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True)
+class BurnRateStatus:
+    """A day's spend against the burn-rate threshold."""
+
+    day: dt.date
+    cost_usd: Decimal  # spend of the day (so far, for today)
+    threshold_usd: Decimal
+    top_drivers: tuple[CostDriver, ...] = ()  # top 3 by cost
+    is_today: bool = False
+    hours_elapsed: Decimal | None = None  # today: elapsed hours of the local day with data
+    hours_in_day: int = 24  # 23 or 25 on DST change days
+    projected_cost_usd: Decimal | None = None  # today: cost / hours_elapsed * hours_in_day
+
+    @property
+    def over_by_usd(self) -> Decimal:
+        return self.cost_usd - self.threshold_usd
+
+    @property
+    def over_pct(self) -> Decimal:
+        """Percent over the threshold (52.3 for $15,234.56 against $10,000)."""
+        return (self.cost_usd - self.threshold_usd) / self.threshold_usd * 100
+
+    @property
+    def is_over(self) -> bool:
+        return self.cost_usd > self.threshold_usd
+
+
+@dataclass(frozen=True)
+class IdleFinding:
+    """One idle-GPU recommendation (a row of ``idle_gpu_recommendations``)."""
+
+    resource_id: str
+    provider: str
+    gpu_type: str
+    gpu_count: int
+    region: str | None
+    model_name: str | None
+    team: str | None
+    idle_days: int  # trailing idle streak hours // 24
+    idle_pct: int  # idle hours / observed hours in the window, whole percent
+    monthly_savings_usd: Decimal  # mean hourly cost over the streak x 730
+    severity: str  # "high" | "medium" | "low"
+    title: str  # "Idle GPU: H100 on AWS"
+    detail: str  # "100% idle for 14 days"
+
+
+@dataclass(frozen=True)
+class IdleSpendReport:
+    as_of: dt.datetime  # evaluation instant (UTC)
+    findings: tuple[IdleFinding, ...]  # the findings to alert on, highest savings first
+
+    @property
+    def total_monthly_savings_usd(self) -> Decimal:
+        return sum((f.monthly_savings_usd for f in self.findings), Decimal(0))
+
+
+@dataclass(frozen=True)
+class DailyCostPoint:
+    day: dt.date
+    cost_usd: Decimal
+    has_data: bool = True  # False: no usage rows at all that day (a gap, not a $0 day)
+
+
+@dataclass(frozen=True)
+class CostSummary:
+    """The daily-summary numbers for ``report_date`` (the day the summary is about: yesterday)."""
+
+    report_date: dt.date
+    yesterday_cost_usd: Decimal
+    last_7_days_cost_usd: Decimal  # the 7 complete local days ending with report_date
+    last_30_days_cost_usd: Decimal  # the 30 complete local days ending with report_date
+    top_models: tuple[CostDriver, ...]  # top 3 of report_date, "Unattributed" for NULL names
+    high_severity_count: int
+    potential_savings_monthly_usd: Decimal  # sum over open recommendations
+    daily_series: tuple[DailyCostPoint, ...] = field(default=())  # 7 days ending report_date
