@@ -122,3 +122,25 @@ gpu_usage_hourly = Table(
 )
 # The primary key index serves per-resource scans; day-range scans use this one.
 Index("ix_gpu_usage_hourly_usage_hour", gpu_usage_hourly.c.usage_hour)
+
+# --- Alert ledger (automation): one row per alert key; the unique key decides who sends. ---
+alert_ledger = Table(
+    "alert_ledger",
+    metadata,
+    Column("alert_key", String(255), primary_key=True, comment="e.g. burn-rate:2026-01-09:100"),
+    Column("alert_type", String(32), nullable=False),
+    Column("status", String(16), nullable=False, comment="sending | sent | failed | previewed"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("http_status", Integer, nullable=True),
+    Column("last_error", String(1000), nullable=True, comment="masked: never holds the webhook"),
+    Column("payload_sha256", String(64), nullable=True),
+    Column("run_id", String(64), nullable=True),
+    Column("relevant_until", UTCDateTime(), nullable=True, comment="redeliver a failure until"),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("sent_at", UTCDateTime(), nullable=True),
+    CheckConstraint(
+        "status IN ('sending', 'sent', 'failed', 'previewed')", name="ck_alert_ledger_status"
+    ),
+)
+Index("ix_alert_ledger_created_at", alert_ledger.c.created_at)
