@@ -1,0 +1,1 @@
+"""Alerts: Slack messages, the alert ledger and the jobs that send them."""
