@@ -19,23 +19,18 @@ reported total is exact.
 from __future__ import annotations
 
 import datetime as dt
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select
 
+from heliox_orchestration.db.bulk import insert_usage_frame
 from heliox_orchestration.db.gpu_prices import GPU_PRICES
-from heliox_orchestration.db.schema import (
-    gpu_usage_hourly,
-    micros_to_dollars,
-    sqlite_datetime_text,
-)
+from heliox_orchestration.db.schema import gpu_usage_hourly, micros_to_dollars
 
 DEMO_PREFIX = "demo-"
 DEFAULT_GPUS = 85
@@ -212,67 +207,6 @@ def generate_chunks(
         yield frame
 
 
-COLUMNS = [c.name for c in gpu_usage_hourly.columns]
-
-
-def _copy_postgres(conn: Connection, frame: pd.DataFrame) -> None:
-    out = frame.assign(
-        usage_hour=frame["usage_hour"].dt.strftime("%Y-%m-%d %H:%M:%S+00"),
-        cost_usd=frame["cost_micros"] / 1_000_000,
-    )[COLUMNS]
-    buffer = io.StringIO()
-    out.to_csv(buffer, index=False, header=False, float_format="%.6f", na_rep="\\N")
-    buffer.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.copy_expert(
-            f"COPY gpu_usage_hourly ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
-            buffer,
-        )
-    finally:
-        cursor.close()
-
-
-def _insert_rows(conn: Connection, frame: pd.DataFrame) -> None:
-    if conn.dialect.name == "sqlite":
-        hours = [sqlite_datetime_text(h) for h in frame["usage_hour"].dt.to_pydatetime()]
-        costs = (frame["cost_micros"] / 1_000_000).round(6).tolist()
-        values = frame[COLUMNS[1:8]].astype(object).where(frame[COLUMNS[1:8]].notna(), None)
-        rows = [
-            (hour, *rest, cost, util)
-            for hour, rest, cost, util in zip(
-                hours,
-                values.itertuples(index=False, name=None),
-                costs,
-                frame["gpu_utilization_pct"].tolist(),
-                strict=True,
-            )
-        ]
-        placeholders = ", ".join("?" * len(COLUMNS))
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.executemany(
-                f"INSERT INTO gpu_usage_hourly ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows
-            )
-        finally:
-            cursor.close()
-        return
-    values = frame.astype(object).where(frame.notna(), None)
-    records: list[dict[str, Any]] = [
-        {
-            **{str(k): v for k, v in row.items()},
-            "usage_hour": row["usage_hour"].to_pydatetime(),
-            "cost_usd": micros_to_dollars(micros),
-        }
-        for row, micros in zip(
-            values[[*COLUMNS[:-2], "gpu_utilization_pct"]].to_dict("records"),
-            frame["cost_micros"].tolist(),
-            strict=True,
-        )
-    ]
-    conn.execute(gpu_usage_hourly.insert(), records)
-
-
 def seed_demo(
     engine: Engine,
     spec: FleetSpec,
@@ -283,7 +217,6 @@ def seed_demo(
     """Replace the demo rows of the spec's hour range with freshly generated ones, in one
     transaction; rows of real (non-demo) resources are never touched."""
     start, end = spec.hour_range(now)
-    use_copy = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg2"
     rows = 0
     total_micros = 0
     with engine.begin() as conn:
@@ -294,10 +227,7 @@ def seed_demo(
         )
         replaced = conn.execute(delete(gpu_usage_hourly).where(in_range)).rowcount or 0
         for frame in generate_chunks(spec, now):
-            if use_copy:
-                _copy_postgres(conn, frame)
-            else:
-                _insert_rows(conn, frame)
+            insert_usage_frame(conn, frame)
             rows += len(frame)
             total_micros += int(frame["cost_micros"].sum())
             if progress:

@@ -1,0 +1,121 @@
+"""Fast bulk writes of hourly usage rows, shared by the demo generator and the FOCUS import.
+
+A frame holds the columns of ``gpu_usage_hourly`` except ``cost_usd``, plus ``cost_micros``
+(the exact cost in integer micro-dollars); ``usage_hour`` is a UTC datetime64 column.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, Table, delete, select, tuple_
+
+from heliox_orchestration.db.schema import gpu_usage_hourly, micros_to_dollars, sqlite_datetime_text
+
+COLUMNS = [c.name for c in gpu_usage_hourly.columns]
+
+
+def insert_usage_frame(conn: Connection, frame: pd.DataFrame, table: Table = gpu_usage_hourly) -> None:
+    """COPY on PostgreSQL/psycopg2, raw ``executemany`` on SQLite, SQLAlchemy ``executemany``
+    otherwise. ``table`` must have the columns of ``gpu_usage_hourly``."""
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+        _copy_postgres(conn, frame, table.name)
+    elif conn.dialect.name == "sqlite":
+        _executemany_sqlite(conn, frame, table.name)
+    else:
+        _insert_core(conn, frame, table)
+
+
+def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
+    out = frame.assign(
+        usage_hour=frame["usage_hour"].dt.strftime("%Y-%m-%d %H:%M:%S+00"),
+        cost_usd=frame["cost_micros"] / 1_000_000,
+    )[COLUMNS]
+    buffer = io.StringIO()
+    out.to_csv(buffer, index=False, header=False, float_format="%.6f", na_rep="\\N")
+    buffer.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(
+            f"COPY {table_name} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
+            buffer,
+        )
+    finally:
+        cursor.close()
+
+
+def _executemany_sqlite(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
+    hours = [sqlite_datetime_text(h) for h in frame["usage_hour"].dt.to_pydatetime()]
+    costs = (frame["cost_micros"] / 1_000_000).round(6).tolist()
+    values = frame[COLUMNS[1:8]].astype(object).where(frame[COLUMNS[1:8]].notna(), None)
+    rows = [
+        (hour, *rest, cost, util)
+        for hour, rest, cost, util in zip(
+            hours,
+            values.itertuples(index=False, name=None),
+            costs,
+            frame["gpu_utilization_pct"].tolist(),
+            strict=True,
+        )
+    ]
+    placeholders = ", ".join("?" * len(COLUMNS))
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(f"INSERT INTO {table_name} ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows)
+    finally:
+        cursor.close()
+
+
+def _insert_core(conn: Connection, frame: pd.DataFrame, table: Table) -> None:
+    values = frame.astype(object).where(frame.notna(), None)
+    records: list[dict[str, Any]] = [
+        {
+            **{str(k): v for k, v in row.items()},
+            "usage_hour": row["usage_hour"].to_pydatetime(),
+            "cost_usd": micros_to_dollars(micros),
+        }
+        for row, micros in zip(
+            values[[*COLUMNS[:-2], "gpu_utilization_pct"]].to_dict("records"),
+            frame["cost_micros"].tolist(),
+            strict=True,
+        )
+    ]
+    conn.execute(table.insert(), records)
+
+
+_STAGE = Table(
+    "heliox_usage_stage",
+    MetaData(),
+    *(Column(c.name, c.type, nullable=c.nullable) for c in gpu_usage_hourly.columns),
+    PrimaryKeyConstraint("resource_id", "usage_hour"),
+    prefixes=["TEMPORARY"],
+)
+
+
+def replace_usage_hours(conn: Connection, frame: pd.DataFrame) -> int:
+    """Write the frame's rows, replacing stored rows of the same (resource_id, usage_hour);
+    returns how many stored rows were replaced. No other row is touched.
+
+    The rows go through a temporary table, so the replacement is two set-based statements
+    whatever the size, fed by the same bulk path as every other write. Call it inside the
+    caller's transaction: the replacement is atomic with everything else the caller does.
+    """
+    if conn.dialect.name == "sqlite":
+        # A SQLite temporary table survives a failed transaction on a pooled connection.
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{_STAGE.name}")
+    _STAGE.create(conn)
+    insert_usage_frame(conn, frame, _STAGE)
+    if conn.dialect.name == "postgresql":
+        # A temporary table has no statistics: without them the planner guesses the join badly.
+        conn.exec_driver_sql(f"ANALYZE {_STAGE.name}")
+    staged = tuple_(gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.usage_hour).in_(
+        select(_STAGE.c.resource_id, _STAGE.c.usage_hour)
+    )
+    replaced = conn.execute(delete(gpu_usage_hourly).where(staged)).rowcount or 0
+    conn.execute(gpu_usage_hourly.insert().from_select(COLUMNS, select(*(_STAGE.c[c] for c in COLUMNS))))
+    # Not in a finally: after a PostgreSQL error the transaction only accepts a rollback,
+    # which removes the table anyway.
+    _STAGE.drop(conn)
+    return replaced

@@ -1,0 +1,944 @@
+"""Import FOCUS cost exports and GPU utilization samples into ``gpu_usage_hourly``.
+
+FOCUS (the FinOps Open Cost and Usage Specification, 1.0-1.2) is the billing export format of
+AWS, Google Cloud, Azure and Oracle. What is imported, and why (docs/importing.md has more):
+
+* Only ``ChargeCategory`` **Usage** rows of a catalogued GPU instance (``gpu_catalog``) with a
+  ``ResourceId`` become rows. Usage includes refunds (negative Usage rows): they net against the
+  charge of the same resource-hour, as FOCUS intends.
+* **Purchase** rows are skipped: a commitment bought upfront reaches the hours it covers through
+  their ``EffectiveCost`` (FOCUS amortizes it and sets the purchase's own EffectiveCost to 0), so
+  counting it again would double it. **Tax** and **Adjustment** rows are skipped: they are not
+  the cost of running a resource for an hour. **Credit** rows are skipped: FOCUS defines credits
+  as granted after the fact and burned down by later usage, not as a lower price of an hour, and
+  an idle GPU does not stop wasting money because a credit paid for it. Every skipped GPU charge
+  is totalled in the report.
+* ``ChargeClass=Correction`` rows correct a previously invoiced billing period, so they usually
+  arrive in a later month's file than the hours they correct. A re-import replaces whole
+  resource-hours, so netting a correction into an hour the file does not otherwise charge would
+  overwrite the original charge with the correction alone. Corrections are therefore netted in
+  only when the file also holds regular charges for every hour they cover, and skipped (and
+  reported) otherwise.
+* Cost is ``EffectiveCost`` (amortized, after discounts), or ``BilledCost`` where EffectiveCost
+  is missing; the report counts which. Each charge is rounded once to the micro-dollar (the
+  column's precision), then charge periods longer than an hour are spread evenly over their
+  hours in integer micro-dollars, so the parts sum exactly to the charge.
+* Charges of the same resource-hour are summed into one row (the table's primary key).
+
+Re-importing is idempotent: the rows written replace stored rows of the same (resource_id,
+usage_hour) and nothing else. That scope never deletes what a file does not mention (another
+account's export, the demo fleet, earlier months), at the price that a GPU charge removed from a
+later version of the same export stays stored. The write is one transaction, and it starts only
+after both files have been read and validated: a bad file leaves the database untouched.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import sys
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import click
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from heliox_orchestration.db.bulk import replace_usage_hours
+from heliox_orchestration.db.gpu_catalog import GpuMatch, normalize_provider, recognize_gpu
+from heliox_orchestration.db.schema import MICROS, micros_to_dollars
+
+DEFAULT_CHUNK_ROWS = 50_000
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+MAX_CHARGE_HOURS = 366 * 24
+NULL_TEXTS = frozenset({"", "NULL"})  # the FOCUS sample writes empty values as NULL
+HOUR = pd.Timedelta(hours=1)
+HOUR_DTYPE = "datetime64[us, UTC]"
+
+REQUIRED_COLUMNS = ("ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory", "ResourceId")
+COST_COLUMNS = ("EffectiveCost", "BilledCost")  # preferred first
+PROVIDER_COLUMNS = ("ServiceProviderName", "ProviderName")  # FOCUS 1.2 name first
+OPTIONAL_COLUMNS = ("ChargeClass", "RegionId", "Tags", "BillingCurrency")
+# Searched, in this order, for an instance type name; every x_ column goes first.
+RECOGNITION_COLUMNS = ("SkuMeter", "SkuPriceDetails", "ResourceType", "SkuId", "ChargeDescription")
+
+CHARGE_CATEGORIES = {c.lower(): c for c in ("Usage", "Purchase", "Tax", "Credit", "Adjustment")}
+
+# Why a row was not imported, in report order.
+SKIP_REASONS: dict[str, str] = {
+    "not_gpu": "not a GPU instance charge",
+    "purchase": "ChargeCategory Purchase (its cost reaches the hours through EffectiveCost)",
+    "credit": "ChargeCategory Credit (granted after the fact, not an hourly cost)",
+    "tax": "ChargeCategory Tax",
+    "adjustment": "ChargeCategory Adjustment",
+    "no_resource": "GPU usage without a ResourceId",
+    "orphan_correction": "Correction to an hour this file does not otherwise charge",
+}
+
+UTILIZATION_COLUMNS = ("timestamp", "resource_id", "gpu_utilization_pct")
+_UTILIZATION_ALIASES = {"dcgm_fi_dev_gpu_util": "gpu_utilization_pct"}
+
+# (file, its size in bytes) -> a context whose value is called with each number of bytes read.
+ProgressFactory = Callable[[Path, int], AbstractContextManager[Callable[[int], None]]]
+
+
+@contextmanager
+def progress_bar(path: Path, size: int) -> Iterator[Callable[[int], None]]:
+    """The command line's ProgressFactory: a bar on stderr for files big enough to wait for."""
+    if size < PROGRESS_MIN_BYTES:
+        yield lambda _n: None
+        return
+    with click.progressbar(length=size, label=f"Reading {path.name}", file=sys.stderr) as bar:
+        yield bar.update
+
+
+class ImportInputError(ValueError):
+    """An input file is unusable; the message names the file, line (or row) and column."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        message: str,
+        *,
+        line: int | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        where = [str(path)]
+        if line is not None:
+            where.append(f"line {line}")
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column}")
+        super().__init__(f"{', '.join(where)}: {message}")
+
+
+@dataclass(frozen=True)
+class TagKeys:
+    """Keys of the FOCUS ``Tags`` object that name the workload and the team."""
+
+    model: str = "model"
+    team: str = "team"
+
+
+@dataclass(frozen=True)
+class UtilizationReport:
+    path: Path
+    samples: int
+    sampled_hours: int  # resource-hours with at least one sample
+    matched_hours: int  # imported resource-hours that got a utilization value
+    unmatched_hours: int  # sampled resource-hours without an imported cost: ignored
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    path: Path
+    rows: int  # every data row of the file = kept + spread + sum(skipped)
+    kept: int  # GPU charges of one hour (or less)
+    spread: int  # GPU charges longer than an hour, spread over their hours
+    skipped: dict[str, int]  # SKIP_REASONS key -> rows
+    cost_columns: dict[str, int]  # "EffectiveCost" / "BilledCost" -> rows costed from it
+    gpu_skipped: dict[str, tuple[int, Decimal]]  # GPU charges not imported: reason -> rows, cost
+    file_gpu_cost_usd: Decimal  # exact sum of the imported charges as written in the file
+    imported_cost_usd: Decimal  # sum of the hourly rows (each charge rounded to the micro-dollar)
+    resource_hours: int
+    resources: int
+    first_hour: pd.Timestamp | None
+    last_hour: pd.Timestamp | None
+    negative_hours: int  # resource-hours whose charges net below zero
+    replaced_rows: int = 0
+    dry_run: bool = False
+    utilization: UtilizationReport | None = None
+
+
+# --- reading files ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _open_binary(path: Path) -> Iterator[BinaryIO]:
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise ImportInputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    with raw:
+        yield raw
+
+
+def _decompressed(raw: BinaryIO) -> BinaryIO | gzip.GzipFile:
+    """The file's bytes, gunzipped when it starts with the gzip magic number (whatever its name)."""
+    magic = raw.read(2)
+    raw.seek(0)
+    return gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
+
+
+def _is_parquet(path: Path) -> bool:
+    with _open_binary(path) as raw:
+        return raw.read(4) == b"PAR1"
+
+
+def _csv_chunks(
+    path: Path,
+    choose_columns: Callable[[list[str]], dict[str, int]],
+    chunk_rows: int,
+    progress: Callable[[int], None],
+) -> Iterator[pd.DataFrame]:
+    """Frames of at most ``chunk_rows`` records holding the chosen columns as text (None for
+    empty or NULL) and ``_line``, the physical line each record starts on. Plain or gzip."""
+    with _open_binary(path) as raw:
+        text = io.TextIOWrapper(_decompressed(raw), encoding="utf-8-sig", newline="")
+        reader = csv.reader(text)
+        line = 1
+        reported = 0
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise ImportInputError(path, "is empty: expected a CSV header row", line=1)
+            picks = choose_columns([h.strip() for h in header])
+            names, positions, width = list(picks), list(picks.values()), len(header)
+            rows: list[list[str | None]] = []
+            lines: list[int] = []
+            line = reader.line_num + 1
+            for record in reader:
+                if record:
+                    if len(record) != width:
+                        raise ImportInputError(
+                            path, f"has {len(record)} fields, the header has {width}", line=line
+                        )
+                    rows.append([None if record[i] in NULL_TEXTS else record[i] for i in positions])
+                    lines.append(line)
+                line = reader.line_num + 1
+                if len(rows) >= chunk_rows:
+                    yield pd.DataFrame(rows, columns=names).assign(_line=lines)
+                    rows, lines = [], []
+                    progress(raw.tell() - reported)
+                    reported = raw.tell()
+            if rows:
+                yield pd.DataFrame(rows, columns=names).assign(_line=lines)
+            progress(raw.tell() - reported)
+        except csv.Error as exc:
+            raise ImportInputError(path, f"is not valid CSV ({exc})", line=line) from None
+        except UnicodeDecodeError:
+            # The decoder reads ahead in blocks: find the line of the bad bytes itself.
+            raise ImportInputError(path, "is not UTF-8 text", line=_first_undecodable_line(path)) from None
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise ImportInputError(path, f"is a truncated or corrupt gzip file ({exc})", line=line) from None
+
+
+def _first_undecodable_line(path: Path) -> int | None:
+    with _open_binary(path) as raw:
+        try:
+            for number, data in enumerate(_decompressed(raw), start=1):
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError:
+                    return number
+        except (EOFError, gzip.BadGzipFile, zlib.error):
+            pass
+    return None
+
+
+def _parquet_chunks(
+    path: Path,
+    choose_columns: Callable[[list[str]], dict[str, int]],
+    chunk_rows: int,
+    progress: Callable[[int], None],
+) -> Iterator[pd.DataFrame]:
+    """Parquet, read only when pyarrow is importable: Heliox does not depend on it. Values are
+    turned into the text a CSV export holds, so both formats share one validation; ``_line``
+    is the row number (errors say "row")."""
+    try:
+        import pyarrow.parquet as pq  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise ImportInputError(
+            path,
+            "is a Parquet file, and reading Parquet needs pyarrow, which Heliox does not depend on: "
+            "install it (pip install pyarrow) or export the data as CSV (plain or .gz)",
+        ) from None
+    parquet = pq.ParquetFile(path)
+    picks = choose_columns(list(parquet.schema_arrow.names))
+    header = list(parquet.schema_arrow.names)
+    size, total = path.stat().st_size, max(1, parquet.metadata.num_rows)
+    first = 1
+    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[header[i] for i in picks.values()]):
+        frame = batch.to_pandas()
+        frame.columns = list(picks)
+        frame = frame.apply(lambda column: column.map(_as_text)).astype(object)
+        frame["_line"] = np.arange(first, first + len(frame))
+        first += len(frame)
+        progress(int(size * len(frame) / total))
+        yield frame
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, list | np.ndarray):  # a Parquet map arrives as (key, value) pairs
+        return json.dumps(dict(value))
+    return str(value)
+
+
+def _chunks(
+    path: Path,
+    choose_columns: Callable[[list[str]], dict[str, int]],
+    chunk_rows: int,
+    progress: ProgressFactory | None,
+) -> Iterator[tuple[pd.DataFrame, bool]]:
+    """(frame, is_parquet) chunks of either format, with a progress bar for the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ImportInputError(path, "is a folder, not a file")
+    parquet = _is_parquet(path)
+    reader = _parquet_chunks if parquet else _csv_chunks
+    size = path.stat().st_size
+    bar: AbstractContextManager[Callable[[int], None]] = (
+        progress(path, size) if progress else nullcontext(lambda _n: None)
+    )
+    with bar as update:
+        for frame in reader(path, choose_columns, chunk_rows, update):
+            yield frame, parquet
+
+
+def _column_picker(
+    path: Path, wanted: Callable[[dict[str, str]], list[str]]
+) -> Callable[[list[str]], dict[str, int]]:
+    """Header -> {canonical name: position}. Names match case-insensitively; ``wanted`` gets
+    {lower-case name: name as written} and returns the canonical names to read, or raises."""
+
+    def choose(header: list[str]) -> dict[str, int]:
+        positions: dict[str, int] = {}
+        for i, name in enumerate(header):
+            positions.setdefault(name.lower(), i)
+        present = {name.lower(): name for name in reversed(header)}
+        return {name: positions[name.lower()] for name in wanted(present) if name.lower() in positions}
+
+    return choose
+
+
+class _Errors:
+    """The first bad value of a chunk, by line, across every check."""
+
+    def __init__(self, path: Path, lines: np.ndarray, parquet: bool) -> None:
+        self.path, self.lines, self.parquet = path, lines, parquet
+        self.found: list[tuple[int, str, str]] = []
+
+    def check(self, bad: Any, column: str, message: Callable[[int], str]) -> None:
+        bad = np.asarray(bad, dtype=bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            self.found.append((int(self.lines[i]), column, message(i)))
+
+    def raise_first(self) -> None:
+        if self.found:
+            line, column, message = min(self.found)
+            place = {"row": line} if self.parquet else {"line": line}
+            raise ImportInputError(self.path, message, column=column, **place)
+
+
+def _not_a_time(raw: pd.Series) -> Callable[[int], str]:
+    return lambda i: f"{raw.iloc[i]!r} is not an ISO 8601 date-time (e.g. 2024-09-01T00:00:00Z)"
+
+
+def _parse_times(values: pd.Series) -> pd.Series:
+    """ISO 8601 date-times (with 'T' or a space, 'Z' or an offset; naive means UTC, as FOCUS
+    requires UTC) -> UTC timestamps, NaT where unparseable."""
+    # pandas also accepts words such as "now" and "today": only values that start as a date do.
+    dated = values.where(values.str.match(r"\s*\d{4}-\d{2}-\d{2}").fillna(False).astype(bool))
+    return pd.to_datetime(dated, format="ISO8601", utc=True, errors="coerce")
+
+
+# --- FOCUS -----------------------------------------------------------------------------------
+
+
+def _focus_columns(path: Path) -> Callable[[list[str]], dict[str, int]]:
+    def wanted(present: dict[str, str]) -> list[str]:
+        missing = [c for c in REQUIRED_COLUMNS if c.lower() not in present]
+        if not any(c.lower() in present for c in COST_COLUMNS):
+            missing.append(" or ".join(COST_COLUMNS))
+        if not any(c.lower() in present for c in PROVIDER_COLUMNS):
+            missing.append(" or ".join(PROVIDER_COLUMNS))
+        if missing:
+            raise ImportInputError(
+                path,
+                f"is not a FOCUS cost export: missing column(s) {', '.join(missing)}",
+                line=1,
+            )
+        extensions = [name for key, name in present.items() if key.startswith("x_")]
+        return [
+            *REQUIRED_COLUMNS,
+            *COST_COLUMNS,
+            *PROVIDER_COLUMNS,
+            *OPTIONAL_COLUMNS,
+            *extensions,
+            *RECOGNITION_COLUMNS,
+        ]
+
+    return _column_picker(path, wanted)
+
+
+def spread_evenly(micros: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split each charge of ``micros`` (integer micro-dollars, may be negative) over ``hours[i]``
+    hours. Returns (charge index, hour offset, part) per hour; the parts of a charge differ by at
+    most one micro-dollar and sum exactly to it (the remainder goes to the first hours)."""
+    micros = np.asarray(micros, dtype=np.int64)
+    hours = np.asarray(hours, dtype=np.int64)
+    index = np.repeat(np.arange(len(hours)), hours)
+    offset = np.arange(len(index)) - np.repeat(np.cumsum(hours) - hours, hours)
+    base = micros // hours  # floor division keeps 0 <= remainder < hours for negatives too
+    remainder = micros - base * hours
+    return index, offset, base[index] + (offset < remainder[index])
+
+
+def _to_micros(raw: str) -> tuple[Decimal, int]:
+    exact = Decimal(raw.strip())
+    return exact, int(exact.quantize(MICROS, rounding=ROUND_HALF_EVEN) * 1_000_000)
+
+
+def _tag_lookup(tags: dict[str, Any], key: str) -> str | None:
+    """A tag by exact key, else case-insensitively and ignoring AWS's ``user:`` prefix."""
+    if key in tags:
+        value = tags[key]
+    else:
+        wanted = key.strip().lower()
+        value = next(
+            (v for k, v in tags.items() if str(k).strip().lower().removeprefix("user:") == wanted), None
+        )
+    text = None if value is None else str(value).strip()
+    return text or None
+
+
+@dataclass
+class _FocusState:
+    rows: int = 0
+    kept: int = 0
+    spread: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    cost_columns: Counter[str] = field(default_factory=Counter)
+    gpu_skipped_rows: Counter[str] = field(default_factory=Counter)
+    gpu_skipped_cost: dict[str, Decimal] = field(default_factory=dict)
+    file_gpu_cost: Decimal = Decimal(0)
+    hourly: list[pd.DataFrame] = field(default_factory=list)
+    corrections: list[pd.DataFrame] = field(default_factory=list)
+    # line -> (exact cost, spread?) of correction rows, decided once the whole file is read
+    correction_lines: dict[int, tuple[Decimal, bool]] = field(default_factory=dict)
+
+    def skip_gpu(self, reason: str, rows: int, cost: Decimal) -> None:
+        self.gpu_skipped_rows[reason] += rows
+        self.gpu_skipped_cost[reason] = self.gpu_skipped_cost.get(reason, Decimal(0)) + cost
+
+
+_KEY = ["resource_id", "usage_hour"]
+_FIRST = ["provider", "region", "gpu_type", "gpu_count", "model_name", "team"]
+
+
+def _empty_rows() -> pd.DataFrame:
+    empty = pd.DataFrame({c: [] for c in [*_KEY, *_FIRST, "cost_micros"]}, dtype=object)
+    return empty.astype({"usage_hour": HOUR_DTYPE, "gpu_count": np.int64, "cost_micros": np.int64})
+
+
+def _aggregate(parts: pd.DataFrame) -> pd.DataFrame:
+    """One row per resource-hour: costs summed, attributes from the first charge naming them."""
+    if parts.empty:
+        return parts[[*_KEY, *_FIRST, "cost_micros"]]
+    spec: dict[str, Any] = {c: "first" for c in _FIRST}
+    spec["cost_micros"] = "sum"
+    return parts.groupby(_KEY, sort=False, as_index=False).agg(spec)
+
+
+@dataclass(frozen=True)
+class _Charges:
+    """The validated values of a chunk of FOCUS rows, one per row."""
+
+    start: pd.Series
+    end: pd.Series
+    category: np.ndarray  # canonical ChargeCategory
+    correction: np.ndarray  # ChargeClass is Correction
+    cost_text: pd.Series  # the cost as written, from cost_column
+    cost_column: np.ndarray  # "EffectiveCost" or "BilledCost"
+    provider: pd.Series  # normalized
+
+
+def _validate_charges(frame: pd.DataFrame, errors: _Errors) -> _Charges:
+    """Check every value the import uses on every row; raise at the first bad one."""
+
+    def value(column: str) -> Callable[[int], str]:
+        return lambda i: f"{frame[column].iloc[i]!r}"
+
+    start = _parse_times(frame["ChargePeriodStart"])
+    end = _parse_times(frame["ChargePeriodEnd"])
+    for column, parsed in (("ChargePeriodStart", start), ("ChargePeriodEnd", end)):
+        errors.check(frame[column].isna(), column, lambda _i: "is empty")
+        errors.check(parsed.isna() & frame[column].notna(), column, _not_a_time(frame[column]))
+    errors.check(end < start, "ChargePeriodEnd", lambda _i: "is before ChargePeriodStart")
+
+    category = frame["ChargeCategory"].str.strip().str.lower().map(CHARGE_CATEGORIES)
+    allowed = ", ".join(CHARGE_CATEGORIES.values())
+    errors.check(
+        category.isna(),
+        "ChargeCategory",
+        lambda i: f"{value('ChargeCategory')(i)} is not a FOCUS ChargeCategory ({allowed})",
+    )
+    correction = np.zeros(len(frame), dtype=bool)
+    if "ChargeClass" in frame:
+        charge_class = frame["ChargeClass"].str.strip().str.lower()
+        correction = (charge_class == "correction").fillna(False).to_numpy(dtype=bool)
+        errors.check(
+            charge_class.notna() & ~correction,
+            "ChargeClass",
+            lambda i: f"{value('ChargeClass')(i)} is not a FOCUS ChargeClass (Correction, or empty)",
+        )
+
+    # EffectiveCost where the row has one, BilledCost otherwise.
+    effective: pd.Series | None = frame.get("EffectiveCost")
+    billed: pd.Series | None = frame.get("BilledCost")
+    if effective is None:
+        assert billed is not None  # the header check requires one of the two
+        cost_text, uses_effective = billed, np.zeros(len(frame), dtype=bool)
+    else:
+        uses_effective = effective.notna().to_numpy()
+        cost_text = effective if billed is None else effective.where(effective.notna(), billed)
+    both = " and so is BilledCost" if effective is not None and billed is not None else ""
+    errors.check(
+        cost_text.isna(),
+        "EffectiveCost" if effective is not None else "BilledCost",
+        lambda _i: "is empty" + both,
+    )
+    cost = pd.to_numeric(cost_text, errors="coerce").to_numpy(dtype=float)
+    not_a_number = cost_text.notna().to_numpy() & ~np.isfinite(cost)
+    for column, source in (("EffectiveCost", uses_effective), ("BilledCost", ~uses_effective)):
+        errors.check(not_a_number & source, column, lambda i: f"{cost_text.iloc[i]!r} is not a number")
+
+    present = [c for c in PROVIDER_COLUMNS if c in frame]
+    provider_text = frame[present[0]]
+    for column in present[1:]:
+        provider_text = provider_text.fillna(frame[column])
+    errors.check(provider_text.isna(), present[0], lambda _i: "is empty")
+    errors.raise_first()
+
+    codes, names = pd.factorize(provider_text)
+    provider = np.array([normalize_provider(n) for n in names], dtype=object)[codes]
+    return _Charges(
+        start=start,
+        end=end,
+        category=category.to_numpy(dtype=object),
+        correction=correction,
+        cost_text=cost_text,
+        cost_column=np.where(uses_effective, "EffectiveCost", "BilledCost"),
+        provider=pd.Series(provider, index=frame.index),
+    )
+
+
+def _skip_reasons(charges: _Charges, is_gpu: np.ndarray, has_resource: np.ndarray) -> np.ndarray:
+    """SKIP_REASONS key per row; "" for the GPU usage that is imported."""
+    category = charges.category
+    return np.select(
+        [
+            category == "Purchase",
+            category == "Credit",
+            category == "Tax",
+            category == "Adjustment",
+            ~is_gpu,
+            ~has_resource,
+        ],
+        ["purchase", "credit", "tax", "adjustment", "not_gpu", "no_resource"],
+        default="",
+    )
+
+
+def _process_focus_chunk(
+    frame: pd.DataFrame, path: Path, parquet: bool, tag_keys: TagKeys, state: _FocusState
+) -> None:
+    lines = frame["_line"].to_numpy()
+    charges = _validate_charges(frame, _Errors(path, lines, parquet))
+    gpu_type, gpu_count = _recognize(frame, charges.provider)
+    is_gpu = gpu_type.notna().to_numpy()
+    reason = _skip_reasons(charges, is_gpu, frame["ResourceId"].notna().to_numpy())
+
+    state.rows += len(frame)
+    state.cost_columns.update(charges.cost_column.tolist())
+    state.skipped.update(r for r in reason.tolist() if r)
+    for key in set(reason[is_gpu].tolist()) - {""}:
+        rows = np.flatnonzero(is_gpu & (reason == key))
+        state.skip_gpu(key, len(rows), sum((Decimal(charges.cost_text.iloc[i]) for i in rows), Decimal(0)))
+
+    take = np.flatnonzero(reason == "")
+    if len(take):
+        sel = frame.iloc[take].assign(
+            _provider=charges.provider.iloc[take], _gpu_type=gpu_type.iloc[take], _gpus=gpu_count.iloc[take]
+        )
+        _add_gpu_usage(
+            sel,
+            _Errors(path, lines[take], parquet),
+            charges.start.iloc[take],
+            charges.end.iloc[take],
+            charges.cost_text.iloc[take],
+            charges.correction[take],
+            tag_keys,
+            state,
+        )
+
+
+def _add_gpu_usage(
+    sel: pd.DataFrame,
+    errors: _Errors,
+    start: pd.Series,
+    end: pd.Series,
+    cost_text: pd.Series,
+    correction: np.ndarray,
+    tag_keys: TagKeys,
+    state: _FocusState,
+) -> None:
+    """Validate what only imported rows need, spread each charge over its hours and add the
+    hourly parts to ``state`` (regular charges aggregated, corrections kept aside)."""
+    if "BillingCurrency" in sel:
+        currency = sel["BillingCurrency"].str.strip().str.upper()
+        errors.check(
+            currency.notna() & (currency != "USD"),
+            "BillingCurrency",
+            lambda i: (
+                f"{sel['BillingCurrency'].iloc[i]!r}: Heliox stores US dollars; "
+                "export in USD or convert the file first"
+            ),
+        )
+    errors.check(sel["ResourceId"].str.len() > 255, "ResourceId", lambda _i: "is longer than 255 characters")
+    start_hour = start.dt.floor("h")
+    hours = ((end.dt.ceil("h") - start_hour) // HOUR).clip(lower=1).to_numpy(dtype=np.int64)
+    errors.check(
+        hours > MAX_CHARGE_HOURS, "ChargePeriodEnd", lambda _i: "makes a charge period longer than a year"
+    )
+    models, teams = _tag_columns(sel, tag_keys, errors)
+    errors.raise_first()
+
+    exact, micros = zip(*(_to_micros(text) for text in cost_text.tolist()), strict=True)
+    index, offset, part = spread_evenly(np.array(micros, dtype=np.int64), hours)
+    first_hour = start_hour.dt.tz_localize(None).to_numpy()
+    parts = pd.DataFrame(
+        {
+            "resource_id": sel["ResourceId"].to_numpy()[index],
+            "usage_hour": first_hour[index] + offset * np.timedelta64(1, "h"),
+            "provider": sel["_provider"].to_numpy()[index],
+            "region": sel["RegionId"].str.slice(0, 64).to_numpy()[index] if "RegionId" in sel else None,
+            "gpu_type": sel["_gpu_type"].to_numpy()[index],
+            "gpu_count": sel["_gpus"].to_numpy(dtype=np.int64)[index],
+            "model_name": models[index],
+            "team": teams[index],
+            "cost_micros": part,
+        }
+    )
+    parts["usage_hour"] = parts["usage_hour"].dt.tz_localize("UTC").astype(HOUR_DTYPE)
+
+    regular = ~correction
+    state.hourly.append(_aggregate(parts[regular[index]]))
+    state.file_gpu_cost += sum((exact[i] for i in np.flatnonzero(regular)), Decimal(0))
+    state.spread += int((hours[regular] > 1).sum())
+    state.kept += int((hours[regular] == 1).sum())
+    if correction.any():
+        lines = errors.lines
+        state.corrections.append(parts[correction[index]].assign(_line=lines[index][correction[index]]))
+        for i in np.flatnonzero(correction):
+            state.correction_lines[int(lines[i])] = (exact[i], bool(hours[i] > 1))
+    if len(state.hourly) >= 20:  # bound memory by resource-hours, not by charges
+        state.hourly = [_aggregate(pd.concat(state.hourly, ignore_index=True))]
+
+
+def _tag_columns(sel: pd.DataFrame, keys: TagKeys, errors: _Errors) -> tuple[np.ndarray, np.ndarray]:
+    """Model and team of each row from its Tags (parsed once per distinct value)."""
+    raw: list[str | None] = (
+        sel["Tags"].astype(object).where(sel["Tags"].notna(), None).tolist()
+        if "Tags" in sel
+        else [None] * len(sel)
+    )
+    parsed: dict[str | None, tuple[str | None, str | None] | str] = {None: (None, None)}
+    for text in set(raw) - {None}:
+        parsed[text] = _parse_tags(str(text), keys)
+    errors.check([isinstance(parsed[t], str) for t in raw], "Tags", lambda i: str(parsed[raw[i]]))
+    pairs = [p if isinstance(p, tuple) else (None, None) for p in (parsed[t] for t in raw)]
+    models = np.array([model[:255] if model else None for model, _ in pairs], dtype=object)
+    teams = np.array([team[:128] if team else None for _, team in pairs], dtype=object)
+    return models, teams
+
+
+def _parse_tags(raw: str, keys: TagKeys) -> tuple[str | None, str | None] | str:
+    """(model, team), or an error message."""
+    try:
+        tags = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return f"is not a JSON object ({exc.msg} at character {exc.pos + 1})"
+    if not isinstance(tags, dict):
+        return f"is JSON {type(tags).__name__}, not an object of tag keys and values"
+    return _tag_lookup(tags, keys.model), _tag_lookup(tags, keys.team)
+
+
+def _recognize(frame: pd.DataFrame, provider: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """GPU type and count of each row (None where no catalogued GPU instance is named)."""
+    columns = [c for c in frame.columns if c.lower().startswith("x_")]
+    columns += [c for c in RECOGNITION_COLUMNS if c in frame]
+    text = pd.Series("", index=frame.index, dtype=object)
+    for column in columns:
+        text = text + " | " + frame[column].fillna("").astype(str)
+    cache: dict[tuple[str, str], GpuMatch | None] = {}  # SKUs repeat: recognize each once
+
+    def match(key: tuple[str, str]) -> GpuMatch | None:
+        if key not in cache:
+            cache[key] = recognize_gpu(*key)
+        return cache[key]
+
+    matches = [match(key) for key in zip(provider.tolist(), text.tolist(), strict=True)]
+    return (
+        pd.Series([m.gpu_type if m else None for m in matches], index=frame.index, dtype=object),
+        pd.Series([m.gpu_count if m else 0 for m in matches], index=frame.index, dtype=np.int64),
+    )
+
+
+@dataclass(frozen=True)
+class FocusData:
+    """A FOCUS file read and validated: hourly GPU rows (``cost_micros``) and the report."""
+
+    rows: pd.DataFrame
+    report: ImportReport
+
+
+def read_focus(
+    path: Path | str,
+    *,
+    tag_keys: TagKeys = TagKeys(),
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: ProgressFactory | None = None,
+) -> FocusData:
+    """Read, validate and aggregate a FOCUS export, a chunk of rows at a time. Raises
+    ImportInputError at the first unusable value; memory grows with the GPU resource-hours
+    found, not with the rows of the file."""
+    path = Path(path)
+    state = _FocusState()
+    for frame, parquet in _chunks(path, _focus_columns(path), chunk_rows, progress):
+        _process_focus_chunk(frame, path, parquet, tag_keys, state)
+
+    hourly = _aggregate(pd.concat(state.hourly, ignore_index=True)) if state.hourly else _empty_rows()
+    if state.corrections:
+        hourly = _net_corrections(hourly, pd.concat(state.corrections, ignore_index=True), state)
+    hourly = hourly.sort_values(_KEY, ignore_index=True)
+    hourly["cost_micros"] = hourly["cost_micros"].astype(np.int64)
+    hourly["gpu_count"] = hourly["gpu_count"].astype(np.int64)
+    for column in ("resource_id", "provider", "region", "gpu_type", "model_name", "team"):
+        hourly[column] = hourly[column].astype(object).where(hourly[column].notna(), None)
+    hours = hourly["usage_hour"]
+    report = ImportReport(
+        path=path,
+        rows=state.rows,
+        kept=state.kept,
+        spread=state.spread,
+        skipped={k: state.skipped[k] for k in SKIP_REASONS if state.skipped[k]},
+        cost_columns={k: state.cost_columns[k] for k in COST_COLUMNS if state.cost_columns[k]},
+        gpu_skipped={
+            k: (state.gpu_skipped_rows[k], state.gpu_skipped_cost[k])
+            for k in SKIP_REASONS
+            if state.gpu_skipped_rows[k]
+        },
+        file_gpu_cost_usd=state.file_gpu_cost,
+        imported_cost_usd=micros_to_dollars(int(hourly["cost_micros"].sum())),
+        resource_hours=len(hourly),
+        resources=hourly["resource_id"].nunique(),
+        first_hour=hours.min() if len(hourly) else None,
+        last_hour=hours.max() if len(hourly) else None,
+        negative_hours=int((hourly["cost_micros"] < 0).sum()),
+    )
+    return FocusData(rows=hourly, report=report)
+
+
+def _net_corrections(hourly: pd.DataFrame, corrections: pd.DataFrame, state: _FocusState) -> pd.DataFrame:
+    """Net in the corrections whose every hour has regular charges in this file; skip the rest."""
+    charged = hourly[_KEY].assign(_charged=True)
+    marked = corrections.merge(charged, on=_KEY, how="left")
+    complete = marked.groupby("_line")["_charged"].agg(lambda s: bool(s.notna().all()))
+    for line, ok in zip(complete.index.tolist(), complete.tolist(), strict=True):
+        exact, spread = state.correction_lines[int(line)]
+        if ok:
+            state.file_gpu_cost += exact
+            state.spread += spread
+            state.kept += not spread
+        else:
+            state.skipped["orphan_correction"] += 1
+            state.skip_gpu("orphan_correction", 1, exact)
+    netted = corrections[corrections["_line"].map(complete)].drop(columns="_line")
+    return _aggregate(pd.concat([hourly, netted], ignore_index=True)) if len(netted) else hourly
+
+
+# --- utilization -----------------------------------------------------------------------------
+
+
+def _utilization_columns(path: Path) -> Callable[[list[str]], dict[str, int]]:
+    def wanted(present: dict[str, str]) -> list[str]:
+        missing = [c for c in UTILIZATION_COLUMNS if c not in present]
+        if missing:
+            raise ImportInputError(
+                path,
+                f"is not a utilization samples file: missing column(s) {', '.join(missing)} "
+                f"(expected a header {', '.join(UTILIZATION_COLUMNS)})",
+                line=1,
+            )
+        return list(UTILIZATION_COLUMNS)
+
+    choose = _column_picker(path, wanted)
+    return lambda header: choose([_UTILIZATION_ALIASES.get(h.lower(), h) for h in header])
+
+
+def _hourly_utilization_sums(frame: pd.DataFrame, path: Path, parquet: bool) -> pd.DataFrame:
+    """Validate a chunk of samples; (resource_id, usage_hour) -> sum and count of samples."""
+    errors = _Errors(path, frame["_line"].to_numpy(), parquet)
+    raw_time = frame["timestamp"]
+    epoch = pd.to_numeric(raw_time, errors="coerce")
+    stamps = _parse_times(raw_time.where(epoch.isna()))
+    stamps = stamps.where(epoch.isna(), pd.to_datetime(epoch, unit="s", utc=True, errors="coerce"))
+    errors.check(raw_time.isna(), "timestamp", lambda _i: "is empty")
+    errors.check(
+        stamps.isna() & raw_time.notna(),
+        "timestamp",
+        lambda i: f"{raw_time.iloc[i]!r} is not an ISO 8601 date-time or Unix seconds",
+    )
+    errors.check(frame["resource_id"].isna(), "resource_id", lambda _i: "is empty")
+    raw_value = frame["gpu_utilization_pct"]
+    pct = pd.to_numeric(raw_value, errors="coerce")
+    errors.check(
+        ~pct.between(0, 100),
+        "gpu_utilization_pct",
+        lambda i: f"{raw_value.iloc[i]!r} is not a percentage between 0 and 100",
+    )
+    errors.raise_first()
+    hourly = pd.DataFrame(
+        {
+            "resource_id": frame["resource_id"],
+            "usage_hour": stamps.dt.floor("h").astype(HOUR_DTYPE),
+            "total": pct,
+        }
+    )
+    return hourly.groupby(_KEY, as_index=False).agg(total=("total", "sum"), n=("total", "size"))
+
+
+def read_utilization(
+    path: Path | str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: ProgressFactory | None = None
+) -> tuple[pd.DataFrame, int]:
+    """Hourly mean GPU utilization per resource from a samples CSV (``timestamp, resource_id,
+    gpu_utilization_pct``; timestamps ISO 8601 or Unix seconds, UTC). Returns the frame
+    (resource_id, usage_hour, gpu_utilization_pct) and the number of samples."""
+    path = Path(path)
+    sums: list[pd.DataFrame] = []
+    samples = 0
+    for frame, parquet in _chunks(path, _utilization_columns(path), chunk_rows, progress):
+        samples += len(frame)
+        sums.append(_hourly_utilization_sums(frame, path, parquet))
+        if len(sums) >= 20:
+            sums = [pd.concat(sums).groupby(_KEY, as_index=False).sum()]
+    if not sums:
+        empty = pd.DataFrame({"resource_id": [], "usage_hour": [], "gpu_utilization_pct": []})
+        return empty.astype({"resource_id": object, "usage_hour": HOUR_DTYPE}), 0
+    totals = pd.concat(sums).groupby(_KEY, as_index=False).sum()
+    totals["gpu_utilization_pct"] = (totals["total"] / totals["n"]).round(2)
+    return totals[[*_KEY, "gpu_utilization_pct"]], samples
+
+
+def apply_utilization(
+    rows: pd.DataFrame, utilization: pd.DataFrame, samples: int, path: Path
+) -> tuple[pd.DataFrame, UtilizationReport]:
+    """Rows with ``gpu_utilization_pct`` from the hourly means; hours without samples stay NULL
+    (unknown, which the idle rule never treats as idle)."""
+    merged = rows.drop(columns="gpu_utilization_pct", errors="ignore").merge(utilization, on=_KEY, how="left")
+    matched = int(merged["gpu_utilization_pct"].notna().sum())
+    report = UtilizationReport(
+        path=path,
+        samples=samples,
+        sampled_hours=len(utilization),
+        matched_hours=matched,
+        unmatched_hours=len(utilization) - matched,
+    )
+    return merged, report
+
+
+# --- the import --------------------------------------------------------------------------------
+
+
+def import_focus(
+    database: Engine | Callable[[], Engine] | None,
+    path: Path | str,
+    *,
+    utilization: Path | str | None = None,
+    dry_run: bool = False,
+    tag_keys: TagKeys = TagKeys(),
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: ProgressFactory | None = None,
+) -> ImportReport:
+    """Read and validate both files completely, then (unless ``dry_run``) replace the
+    resource-hours they hold in one transaction. ``database`` may be a function that opens it:
+    it is called only once there is something valid to write, so a bad file or a dry run never
+    touches (or creates) the database."""
+    data = read_focus(path, tag_keys=tag_keys, chunk_rows=chunk_rows, progress=progress)
+    rows = data.rows.assign(gpu_utilization_pct=np.nan)
+    util_report = None
+    if utilization is not None:
+        hourly_util, samples = read_utilization(utilization, chunk_rows=chunk_rows, progress=progress)
+        rows, util_report = apply_utilization(rows, hourly_util, samples, Path(utilization))
+    replaced = 0
+    if not dry_run and len(rows):
+        if database is None:
+            raise ValueError("import_focus needs a database unless dry_run is set")
+        engine = database if isinstance(database, Engine) else database()
+        with engine.begin() as conn:
+            replaced = replace_usage_hours(conn, rows)
+    return replace(data.report, replaced_rows=replaced, dry_run=dry_run, utilization=util_report)
+
+
+def _dollars(value: Decimal) -> str:
+    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
+
+
+def format_report(report: ImportReport) -> list[str]:
+    """The report as lines of text; every input row is counted once."""
+    used = ", ".join(f"{n:,} from {column}" for column, n in report.cost_columns.items()) or "none"
+    lines = [
+        f"Read {report.path}: {report.rows:,} rows (cost: {used})",
+        f"  imported: {report.kept:,} GPU charges of one hour, "
+        f"{report.spread:,} longer charges spread evenly over their hours",
+    ]
+    for reason, n in report.skipped.items():
+        lines.append(f"  skipped:  {n:,} {SKIP_REASONS[reason]}")
+    for reason, (n, cost) in report.gpu_skipped.items():
+        lines.append(f"  GPU charges not imported: {n:,} x {SKIP_REASONS[reason]}, {_dollars(cost)}")
+    if report.resource_hours:
+        verb = "Would write" if report.dry_run else "Wrote"
+        lines.append(
+            f"{verb} {report.resource_hours:,} resource-hours of {report.resources:,} GPU resources, "
+            f"{report.first_hour:%Y-%m-%d %H:%M} to {report.last_hour:%Y-%m-%d %H:%M} UTC: "
+            f"{_dollars(report.imported_cost_usd)} (the file's GPU charges: "
+            f"{_dollars(report.file_gpu_cost_usd)})"
+        )
+    else:
+        lines.append("No GPU usage found: nothing to write.")
+    if report.negative_hours:
+        lines.append(
+            f"  note: {report.negative_hours:,} resource-hours net below $0 (refunds or corrections)"
+        )
+    if report.utilization is not None:
+        u = report.utilization
+        lines.append(
+            f"Utilization from {u.path}: {u.samples:,} samples; {u.matched_hours:,} of "
+            f"{report.resource_hours:,} resource-hours have a value, "
+            f"{report.resource_hours - u.matched_hours:,} stay unknown (never judged idle); "
+            f"{u.unmatched_hours:,} sampled hours have no GPU cost in this file and were ignored"
+        )
+    if report.dry_run:
+        lines.append("Dry run: nothing was written.")
+    elif report.replaced_rows:
+        lines.append(f"Replaced {report.replaced_rows:,} stored rows of the same resource-hours.")
+    return lines

@@ -1,0 +1,711 @@
+"""FOCUS cost exports and utilization samples into ``gpu_usage_hourly``: the public FOCUS 1.0
+sample, a file built here with GPU rows, every kind of bad input, the command line."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import importlib.util
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, func, select
+
+from heliox_orchestration.cli import cli
+from heliox_orchestration.db.bulk import replace_usage_hours
+from heliox_orchestration.db.engine import make_engine
+from heliox_orchestration.db.focus_import import (
+    ImportInputError,
+    TagKeys,
+    format_report,
+    import_focus,
+    read_focus,
+    spread_evenly,
+)
+from heliox_orchestration.db.schema import CENTS, gpu_usage_hourly, micros_to_dollars, money_sum_micros
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "data" / "focus" / "focus_sample.csv"
+
+START = dt.datetime(2026, 1, 13, tzinfo=dt.UTC)
+DAYS = 8
+AS_OF = START + dt.timedelta(days=DAYS, hours=12)
+P5 = "i-0p5idle0000000001"
+P4D = "i-0p4dbusy000000002"
+ND = "/subscriptions/0000/resourcegroups/ml/providers/microsoft.compute/virtualmachines/nd-h100-01"
+
+FOCUS_HEADER = [
+    "BilledCost",
+    "BillingCurrency",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "EffectiveCost",
+    "ProviderName",
+    "RegionId",
+    "ResourceId",
+    "ResourceType",
+    "ServiceName",
+    "SkuId",
+    "Tags",
+    "x_UsageType",
+    "x_SkuMeterName",
+]
+
+
+def _iso(instant: dt.datetime) -> str:
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _row(start: dt.datetime, hours: int = 1, *, imported: bool = False, **values: str) -> dict[str, str]:
+    """One FOCUS row; ``_imported`` marks the rows whose cost must reach the table."""
+    row = dict.fromkeys(FOCUS_HEADER, "")
+    row.update(
+        ChargeCategory="Usage",
+        BillingCurrency="USD",
+        ChargePeriodStart=_iso(start),
+        ChargePeriodEnd=_iso(start + dt.timedelta(hours=hours)),
+    )
+    row.update(values)
+    row.setdefault("BilledCost", row["EffectiveCost"])
+    if not row["BilledCost"]:
+        row["BilledCost"] = row["EffectiveCost"]
+    row["_imported"] = "yes" if imported else ""
+    return row
+
+
+def gpu_focus_rows() -> list[dict[str, str]]:
+    """8 days of an idle AWS p5, a busy AWS p4d and an Azure ND H100 v5 billed daily, with the
+    charges FOCUS files mix in: a refund, a credit, a purchase, a tax, corrections, non-GPU."""
+    p5_tags = json.dumps({"model": "Llama 3 fine-tuning", "team": "research"})
+    p4d_tags = json.dumps({"model": "GPT-4-class LLM serving", "user:team": "llm-platform"})
+    rows = []
+    for h in range(DAYS * 24):
+        hour = START + dt.timedelta(hours=h)
+        rows.append(
+            _row(
+                hour,
+                imported=True,
+                EffectiveCost="98.32",
+                ProviderName="AWS",
+                RegionId="us-east-1",
+                ResourceId=P5,
+                ResourceType="instance",
+                ChargeDescription="$98.32 per On Demand Linux p5.48xlarge Instance Hour",
+                x_UsageType="USE1-BoxUsage:p5.48xlarge",
+                Tags=p5_tags,
+            )
+        )
+        rows.append(
+            _row(
+                hour,
+                imported=True,
+                EffectiveCost="32.7726",  # a savings plan: billed at the on-demand rate
+                BilledCost="40.96",
+                ProviderName="AWS",
+                RegionId="us-east-1",
+                ResourceId=P4D,
+                x_UsageType="USE1-BoxUsage:p4d.24xlarge",
+                Tags=p4d_tags,
+            )
+        )
+    aws = {"ProviderName": "AWS", "RegionId": "us-east-1"}
+    rows += [
+        # A second charge of the same resource-hour: summed into one row.
+        _row(
+            START,
+            imported=True,
+            EffectiveCost="0.10",
+            ResourceId=P5,
+            **aws,
+            x_UsageType="EBSOptimized:p5.48xlarge",
+        ),
+        # An in-period refund (Usage, negative) nets against its hour.
+        _row(
+            START + dt.timedelta(hours=5),
+            imported=True,
+            EffectiveCost="-32.7726",
+            ResourceId=P4D,
+            **aws,
+            x_UsageType="USE1-BoxUsage:p4d.24xlarge",
+        ),
+        # A correction of an hour this file charges: netted in.
+        _row(
+            START + dt.timedelta(hours=7),
+            imported=True,
+            EffectiveCost="-1.00",
+            ChargeClass="Correction",
+            ResourceId=P5,
+            **aws,
+            x_UsageType="USE1-BoxUsage:p5.48xlarge",
+        ),
+        # A correction of an earlier month (not in this file): skipped, not allowed to overwrite it.
+        _row(
+            START - dt.timedelta(days=20),
+            EffectiveCost="-5.00",
+            ChargeClass="Correction",
+            ResourceId=P4D,
+            **aws,
+            x_UsageType="USE1-BoxUsage:p4d.24xlarge",
+        ),
+        _row(
+            START,
+            DAYS * 24,
+            ChargeCategory="Credit",
+            EffectiveCost="-500.00",
+            ResourceId=P5,
+            **aws,
+            ChargeDescription="Promotional credit p5.48xlarge",
+        ),
+        _row(
+            START,
+            ChargeCategory="Purchase",
+            EffectiveCost="0",
+            BilledCost="10000.00",
+            ResourceId="arn:aws:savingsplans::1:savingsplan/sp-1",
+            **aws,
+            ChargeDescription="1 year No Upfront Compute Savings Plan p5.48xlarge",
+        ),
+        _row(START, DAYS * 24, ChargeCategory="Tax", EffectiveCost="123.45", ProviderName="AWS"),
+        _row(
+            START,
+            EffectiveCost="0.023",
+            ResourceId="arn:aws:s3:::training-data",
+            **aws,
+            ChargeDescription="$0.023 per GB-Mo for storage",
+            ServiceName="Amazon S3",
+        ),
+    ]
+    for day in range(DAYS):
+        rows.append(
+            _row(
+                START + dt.timedelta(days=day),
+                24,
+                imported=True,
+                EffectiveCost="2359.680007",  # not a multiple of 24 micro-dollars
+                ProviderName="Microsoft",
+                RegionId="eastus",
+                ResourceId=ND,
+                ResourceType="Virtual machine",
+                x_SkuMeterName="ND96isr H100 v5",
+                Tags=json.dumps({"model": "GPT-4-class LLM serving", "team": "llm-platform"}),
+            )
+        )
+    return rows
+
+
+def write_focus(path: Path, rows: list[dict[str, str]], header: list[str] = FOCUS_HEADER) -> Path:
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_utilization(path: Path) -> Path:
+    """Samples every 15 minutes: the p5 idle (about 1%), the p4d busy, plus an unknown GPU;
+    none for the Azure VM."""
+    rng = np.random.default_rng(3)
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["timestamp", "resource_id", "gpu_utilization_pct"])
+        for q in range(DAYS * 24 * 4):
+            at = START + dt.timedelta(minutes=15 * q)
+            writer.writerow([_iso(at), P5, f"{rng.uniform(0, 2):.2f}"])
+            writer.writerow([int(at.timestamp()), P4D, f"{rng.uniform(70, 95):.2f}"])  # Unix seconds
+        writer.writerow([_iso(START), "i-0notbilled", "50"])
+    return path
+
+
+def expected_gpu_cost(rows: list[dict[str, str]]) -> Decimal:
+    return sum((Decimal(r["EffectiveCost"]) for r in rows if r["_imported"]), Decimal(0))
+
+
+def stored(engine: Engine) -> tuple[int, Decimal]:
+    with engine.connect() as conn:
+        count, micros = conn.execute(
+            select(func.count(), money_sum_micros(gpu_usage_hourly.c.cost_usd))
+        ).one()
+    return count, micros_to_dollars(micros)
+
+
+def stored_frame(engine: Engine) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(select(gpu_usage_hourly)).mappings().all())
+
+
+@pytest.fixture
+def gpu_files(tmp_path: Path) -> tuple[Path, Path, list[dict[str, str]]]:
+    rows = gpu_focus_rows()
+    return write_focus(tmp_path / "focus.csv", rows), write_utilization(tmp_path / "util.csv"), rows
+
+
+# --- the public FOCUS 1.0 sample -------------------------------------------------------------
+
+
+@pytest.fixture
+def sample() -> Path:
+    if not SAMPLE.is_file():
+        pytest.skip(f"the public FOCUS sample is not at {SAMPLE} (a fresh clone has no ../shared)")
+    return SAMPLE
+
+
+def test_public_sample_every_row_accounted_for(sample: Path, sqlite_engine: Engine) -> None:
+    with open(sample, newline="") as f:
+        data_rows = sum(1 for _ in csv.reader(f)) - 1
+    assert data_rows == 1000
+
+    report = import_focus(sqlite_engine, sample)
+
+    assert report.rows == 1000
+    assert report.kept + report.spread + sum(report.skipped.values()) == 1000
+    assert report.cost_columns == {"EffectiveCost": 1000}
+    assert report.skipped == {"not_gpu": 989, "credit": 1, "adjustment": 2}
+    # Its README says it holds no GPU charges, but eight AWS rows are "On Demand Linux
+    # g5.4xlarge Instance Hour": one NVIDIA A10G each. Those, and only those, are imported.
+    assert (report.kept, report.spread, report.resources, report.resource_hours) == (8, 0, 8, 8)
+    rows = stored_frame(sqlite_engine)
+    assert set(rows["gpu_type"]) == {"A10G"} and set(rows["gpu_count"]) == {1}
+    assert set(rows["provider"]) == {"aws"}
+    assert rows["gpu_utilization_pct"].isna().all()
+    assert stored(sqlite_engine) == (8, Decimal("11.000000")) == (8, report.imported_cost_usd)
+    assert report.file_gpu_cost_usd == Decimal("11")
+
+
+# --- a FOCUS file with GPU rows --------------------------------------------------------------
+
+
+def test_gpu_file_imports_hourly_costs_that_sum_to_the_file(
+    any_engine: Engine, gpu_files: tuple[Path, Path, list[dict[str, str]]]
+) -> None:
+    focus, utilization, rows = gpu_files
+    report = import_focus(any_engine, focus, utilization=utilization)
+
+    expected = expected_gpu_cost(rows)
+    count, total = stored(any_engine)
+    assert count == report.resource_hours == 3 * DAYS * 24
+    assert total.quantize(CENTS) == expected.quantize(CENTS)
+    assert total == expected == report.imported_cost_usd == report.file_gpu_cost_usd  # to the micro-dollar
+    assert report.rows == len(rows) == report.kept + report.spread + sum(report.skipped.values())
+    assert report.spread == DAYS  # the Azure daily rows
+    assert report.skipped == {
+        "not_gpu": 1,
+        "purchase": 1,
+        "credit": 1,
+        "tax": 1,
+        "orphan_correction": 1,
+    }
+    assert report.gpu_skipped == {
+        "purchase": (1, Decimal("0")),
+        "credit": (1, Decimal("-500.00")),
+        "orphan_correction": (1, Decimal("-5.00")),
+    }
+    assert report.cost_columns == {"EffectiveCost": len(rows)}
+
+    frame = stored_frame(any_engine).set_index(["resource_id", "usage_hour"]).sort_index()
+    p5 = frame.loc[P5]
+    assert (p5["gpu_type"].unique().tolist(), p5["gpu_count"].unique().tolist()) == (["H100"], [8])
+    assert set(p5["model_name"]) == {"Llama 3 fine-tuning"} and set(p5["team"]) == {"research"}
+    assert p5.loc[START, "cost_usd"] == Decimal("98.420000")  # two charges of one hour
+    assert p5.loc[START + dt.timedelta(hours=7), "cost_usd"] == Decimal("97.320000")  # correction
+    assert (p5["gpu_utilization_pct"] < 2.01).all()
+    p4d = frame.loc[P4D]
+    assert set(p4d["team"]) == {"llm-platform"}  # the "user:" prefix of AWS tags is ignored
+    assert p4d.loc[START + dt.timedelta(hours=5), "cost_usd"] == Decimal("0")  # refunded
+    assert p4d.loc[START + dt.timedelta(hours=6), "cost_usd"] == Decimal("32.772600")  # EffectiveCost
+    assert (p4d["gpu_utilization_pct"] > 69).all()
+    nd = frame.loc[ND]
+    assert set(nd["provider"]) == {"azure"} and set(nd["gpu_count"]) == {8}
+    assert nd["gpu_utilization_pct"].isna().all()  # no samples: unknown, not idle
+    day_one = nd.loc[START : START + dt.timedelta(hours=23), "cost_usd"]
+    assert len(day_one) == 24 and sum(day_one) == Decimal("2359.680007")
+    assert set(day_one) == {Decimal("98.320001"), Decimal("98.320000")}
+
+    assert report.utilization is not None
+    assert report.utilization.matched_hours == 2 * DAYS * 24
+    assert report.utilization.unmatched_hours == 1
+    assert report.utilization.samples == 2 * DAYS * 24 * 4 + 1
+    text = "\n".join(format_report(report))
+    assert "Credit" in text and "-$500.00" in text and "stay unknown" in text
+
+
+def test_reimport_replaces_instead_of_doubling(
+    any_engine: Engine, gpu_files: tuple[Path, Path, list[dict[str, str]]]
+) -> None:
+    focus, utilization, rows = gpu_files
+    other = pd.DataFrame(
+        {
+            "usage_hour": pd.to_datetime([START], utc=True),
+            "provider": ["aws"],
+            "region": [None],
+            "resource_id": ["demo-aws-h100-00001"],
+            "gpu_type": ["H100"],
+            "gpu_count": [1],
+            "model_name": [None],
+            "team": [None],
+            "cost_micros": [12_290_000],
+            "gpu_utilization_pct": [50.0],
+        }
+    )
+    with any_engine.begin() as conn:
+        replace_usage_hours(conn, other)
+    first = import_focus(any_engine, focus)
+    second = import_focus(any_engine, focus, utilization=utilization)
+    assert first.replaced_rows == 0
+    assert second.replaced_rows == first.resource_hours
+    count, total = stored(any_engine)
+    assert count == first.resource_hours + 1  # the other resource's row is untouched
+    assert total == expected_gpu_cost(rows) + Decimal("12.29")
+    assert stored_frame(any_engine).query("resource_id == @P5")["gpu_utilization_pct"].notna().all()
+
+
+def test_chunked_reading_gives_the_same_rows(gpu_files: tuple[Path, Path, list[dict[str, str]]]) -> None:
+    focus, _, _ = gpu_files
+    whole = read_focus(focus)
+    chunked = read_focus(focus, chunk_rows=7)
+    pd.testing.assert_frame_equal(whole.rows, chunked.rows)
+    assert whole.report == chunked.report
+
+
+def test_gzip_file_and_custom_tag_keys(tmp_path: Path, sqlite_engine: Engine) -> None:
+    rows = [
+        _row(
+            START,
+            imported=True,
+            EffectiveCost="1.006",
+            ProviderName="AWS",
+            ResourceId="i-0g5",
+            x_UsageType="BoxUsage:g5.xlarge",
+            Tags=json.dumps({"Workload": "Whisper", "cost-center": "speech"}),
+        )
+    ]
+    focus = write_focus(tmp_path / "focus.csv.gz", rows)
+    import_focus(sqlite_engine, focus, tag_keys=TagKeys(model="workload", team="cost-center"))
+    row = stored_frame(sqlite_engine).iloc[0]
+    assert (row["model_name"], row["team"], row["gpu_type"]) == ("Whisper", "speech", "A10G")
+
+
+def test_billed_cost_is_used_when_there_is_no_effective_cost(tmp_path: Path) -> None:
+    header = [c for c in FOCUS_HEADER if c != "EffectiveCost"]
+    rows = [
+        _row(
+            START,
+            EffectiveCost="4.10",
+            ProviderName="AWS",
+            ResourceId="i-1",
+            x_UsageType="BoxUsage:p4d.24xlarge",
+        )
+    ]
+    report = read_focus(write_focus(tmp_path / "billed.csv", rows, header)).report
+    assert report.cost_columns == {"BilledCost": 1}
+    assert report.imported_cost_usd == Decimal("4.10")
+    assert "1 from BilledCost" in format_report(report)[0]
+
+
+def test_dry_run_reads_everything_and_touches_no_database(
+    gpu_files: tuple[Path, Path, list[dict[str, str]]],
+) -> None:
+    focus, utilization, rows = gpu_files
+
+    def never() -> Engine:
+        raise AssertionError("a dry run must not open the database")
+
+    report = import_focus(never, focus, utilization=utilization, dry_run=True)
+    assert report.dry_run and report.replaced_rows == 0
+    assert report.imported_cost_usd == expected_gpu_cost(rows)
+    assert format_report(report)[-1] == "Dry run: nothing was written."
+
+
+def test_a_failed_write_rolls_back_everything(any_engine: Engine) -> None:
+    good = pd.DataFrame(
+        {
+            "usage_hour": pd.to_datetime([START, START + dt.timedelta(hours=1)], utc=True),
+            "provider": ["aws", "aws"],
+            "region": [None, None],
+            "resource_id": ["i-a", "i-a"],
+            "gpu_type": ["H100", "H100"],
+            "gpu_count": [8, 8],
+            "model_name": [None, None],
+            "team": [None, None],
+            "cost_micros": [1_000_000, 2_000_000],
+            "gpu_utilization_pct": [np.nan, 10.0],
+        }
+    )
+    with any_engine.begin() as conn:
+        replace_usage_hours(conn, good)
+    bad = good.assign(gpu_count=[8, 0], cost_micros=[5_000_000, 5_000_000])  # violates a CHECK
+    with pytest.raises(Exception, match=r"(?i)check"), any_engine.begin() as conn:
+        replace_usage_hours(conn, bad)
+    assert stored(any_engine) == (2, Decimal("3.000000"))
+    with any_engine.begin() as conn:  # the pooled connection is usable again (no stale stage)
+        assert replace_usage_hours(conn, good) == 2
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def _one_gpu_row(**values: str) -> dict[str, str]:
+    base = {
+        "EffectiveCost": "98.32",
+        "ProviderName": "AWS",
+        "ResourceId": P5,
+        "x_UsageType": "BoxUsage:p5.48xlarge",
+    }
+    return _row(START, **{**base, **values})
+
+
+def _bad_focus(tmp_path: Path, bad: dict[str, str], *, at: int = 3) -> Path:
+    rows = [_one_gpu_row() for _ in range(5)]
+    rows[0]["ChargeDescription"] = "a description\nover two lines"  # physical lines != records
+    rows[at] = _one_gpu_row(**bad)
+    return write_focus(tmp_path / "bad.csv", rows)
+
+
+BAD_LINE = 3 + 2 + 1  # row index + header + 1, + the extra line of the two-line description
+
+
+@pytest.mark.parametrize(
+    ("bad", "column", "message"),
+    [
+        ({"ChargePeriodStart": "yesterday"}, "ChargePeriodStart", "'yesterday' is not an ISO 8601 date-time"),
+        ({"ChargePeriodEnd": ""}, "ChargePeriodEnd", "is empty"),
+        ({"ChargePeriodEnd": "2020-01-01T00:00:00Z"}, "ChargePeriodEnd", "is before ChargePeriodStart"),
+        ({"EffectiveCost": "12,50"}, "EffectiveCost", "'12,50' is not a number"),
+        ({"EffectiveCost": "", "BilledCost": "n/a"}, "BilledCost", "'n/a' is not a number"),
+        ({"ChargeCategory": "Refund"}, "ChargeCategory", "'Refund' is not a FOCUS ChargeCategory"),
+        ({"ChargeClass": "Regular"}, "ChargeClass", "'Regular' is not a FOCUS ChargeClass"),
+        ({"Tags": "{team: research}"}, "Tags", "is not a JSON object"),
+        ({"BillingCurrency": "EUR"}, "BillingCurrency", "Heliox stores US dollars"),
+        ({"ProviderName": ""}, "ProviderName", "is empty"),
+    ],
+)
+def test_bad_focus_values_name_file_line_and_column_and_write_nothing(
+    tmp_path: Path, sqlite_engine: Engine, bad: dict[str, str], column: str, message: str
+) -> None:
+    path = _bad_focus(tmp_path, bad)
+    with pytest.raises(ImportInputError) as error:
+        import_focus(sqlite_engine, path)
+    assert str(error.value).startswith(f"{path}, line {BAD_LINE}, column {column}: ")
+    assert message in str(error.value)
+    assert stored(sqlite_engine) == (0, Decimal(0))
+
+
+def test_a_file_that_is_not_focus(tmp_path: Path) -> None:
+    path = tmp_path / "invoice.csv"
+    path.write_text("date,amount\n2026-01-01,12.00\n")
+    with pytest.raises(ImportInputError, match=r"invoice\.csv, line 1: is not a FOCUS cost export"):
+        read_focus(path)
+    with pytest.raises(ImportInputError, match=r"missing column.*ChargePeriodStart.*ChargeCategory"):
+        read_focus(path)
+
+
+def test_a_row_with_the_wrong_number_of_fields(tmp_path: Path) -> None:
+    path = write_focus(tmp_path / "ragged.csv", [_one_gpu_row()])
+    path.write_text(path.read_text() + "1,2,3\n")
+    with pytest.raises(ImportInputError, match=r"ragged\.csv, line 3: has 3 fields, the header has 17"):
+        read_focus(path)
+
+
+def test_a_truncated_gzip_file_writes_nothing(tmp_path: Path, sqlite_engine: Engine) -> None:
+    good = write_focus(tmp_path / "focus.csv.gz", gpu_focus_rows())
+    truncated = tmp_path / "truncated.csv.gz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(
+        ImportInputError, match=r"truncated\.csv\.gz, line \d+: is a truncated or corrupt gzip"
+    ):
+        import_focus(sqlite_engine, truncated, chunk_rows=50)
+    assert stored(sqlite_engine) == (0, Decimal(0))
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("time,instance,value\n", r"line 1: is not a utilization samples file: missing column"),
+        (
+            f"timestamp,resource_id,gpu_utilization_pct\n{_iso(START)},{P5},1\nlast week,{P5},1\n",
+            r"line 3, column timestamp: 'last week' is not an ISO 8601 date-time or Unix seconds",
+        ),
+        (
+            f"timestamp,resource_id,gpu_utilization_pct\n{_iso(START)},{P5},140\n",
+            r"line 2, column gpu_utilization_pct: '140' is not a percentage between 0 and 100",
+        ),
+        (
+            f"timestamp,resource_id,gpu_utilization_pct\n{_iso(START)},,1\n",
+            r"line 2, column resource_id: is empty",
+        ),
+    ],
+)
+def test_bad_utilization_files_write_nothing(
+    tmp_path: Path,
+    any_engine: Engine,
+    gpu_files: tuple[Path, Path, list[dict[str, str]]],
+    content: str,
+    expected: str,
+) -> None:
+    focus, _, _ = gpu_files
+    import_focus(any_engine, focus)
+    before = stored(any_engine)
+    util = tmp_path / "samples.csv"
+    util.write_text(content)
+    with pytest.raises(ImportInputError, match=rf"samples\.csv, {expected}"):
+        import_focus(any_engine, focus, utilization=util)
+    assert stored(any_engine) == before
+
+
+def test_utilization_accepts_the_dcgm_metric_name_and_gzip(
+    tmp_path: Path, gpu_files: tuple[Path, Path, list[dict[str, str]]]
+) -> None:
+    focus, _, _ = gpu_files
+    util = tmp_path / "dcgm.csv.gz"
+    with gzip.open(util, "wt") as out:
+        out.write(
+            f"Timestamp,Resource_ID,DCGM_FI_DEV_GPU_UTIL,gpu\n{_iso(START)},{P5},3,0\n{_iso(START)},{P5},4,1\n"
+        )
+    report = import_focus(None, focus, utilization=util, dry_run=True)
+    assert report.utilization is not None and report.utilization.matched_hours == 1
+
+
+def test_unreadable_utilization_file(
+    tmp_path: Path, gpu_files: tuple[Path, Path, list[dict[str, str]]]
+) -> None:
+    focus, _, _ = gpu_files
+    binary = tmp_path / "samples.csv"
+    binary.write_bytes(b"timestamp,resource_id,gpu_utilization_pct\n\xff\xfe\x00garbage\n")
+    with pytest.raises(ImportInputError, match=r"samples\.csv, line 2: is not UTF-8 text"):
+        import_focus(None, focus, utilization=binary, dry_run=True)
+    with pytest.raises(ImportInputError, match=r"missing\.csv: cannot be read"):
+        import_focus(None, focus, utilization=tmp_path / "missing.csv", dry_run=True)
+
+
+def test_parquet_without_pyarrow_says_so(tmp_path: Path) -> None:
+    if importlib.util.find_spec("pyarrow") is not None:
+        pytest.skip("pyarrow is installed here")
+    path = tmp_path / "focus.parquet"
+    path.write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")
+    with pytest.raises(
+        ImportInputError, match="reading Parquet needs pyarrow, which Heliox does not depend on"
+    ):
+        read_focus(path)
+
+
+def test_parquet_with_pyarrow(tmp_path: Path, gpu_files: tuple[Path, Path, list[dict[str, str]]]) -> None:
+    pytest.importorskip("pyarrow")
+    focus, _, rows = gpu_files
+    parquet = tmp_path / "focus.parquet"
+    pd.read_csv(focus, dtype=str, keep_default_na=False).to_parquet(parquet)
+    assert read_focus(parquet).report.imported_cost_usd == expected_gpu_cost(rows)
+
+
+# --- spreading -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("total", [0, 1, 23, 24, 2_359_680_007, -7, -500_000_001])
+@pytest.mark.parametrize("hours", [1, 3, 24, 744])
+def test_spread_evenly_is_exact(total: int, hours: int) -> None:
+    index, offset, parts = spread_evenly(np.array([total]), np.array([hours]))
+    assert len(parts) == hours and int(parts.sum()) == total
+    assert parts.max() - parts.min() <= 1
+    assert offset.tolist() == list(range(hours)) and set(index.tolist()) == {0}
+
+
+def test_spread_evenly_several_charges() -> None:
+    index, offset, parts = spread_evenly(np.array([10, 5, -4]), np.array([3, 1, 2]))
+    assert index.tolist() == [0, 0, 0, 1, 2, 2]
+    assert offset.tolist() == [0, 1, 2, 0, 0, 1]
+    assert parts.tolist() == [4, 3, 3, 5, -2, -2]
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def _run(*args: str) -> Any:
+    return CliRunner().invoke(cli, ["import-focus", *args])
+
+
+def test_cli_imports_and_prints_the_report(
+    tmp_path: Path, gpu_files: tuple[Path, Path, list[dict[str, str]]]
+) -> None:
+    focus, utilization, rows = gpu_files
+    url = f"sqlite:///{tmp_path}/cli.db"
+    result = _run(str(focus), "--utilization", str(utilization), "--database-url", url)
+    assert result.exit_code == 0, result.output
+    assert f"Read {focus}: {len(rows):,} rows" in result.output
+    assert "Wrote 576 resource-hours of 3 GPU resources" in result.output
+    engine = make_engine(url)
+    assert stored(engine) == (576, expected_gpu_cost(rows))
+    again = _run(str(focus), "--database-url", url)
+    assert "Replaced 576 stored rows" in again.output
+    engine.dispose()
+
+
+def test_cli_dry_run_creates_no_database(
+    tmp_path: Path, gpu_files: tuple[Path, Path, list[dict[str, str]]]
+) -> None:
+    focus, _, _ = gpu_files
+    db = tmp_path / "dry" / "heliox.db"
+    result = _run(str(focus), "--dry-run", "--database-url", f"sqlite:///{db}")
+    assert result.exit_code == 0, result.output
+    assert "Would write 576 resource-hours" in result.output and "Dry run" in result.output
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("kind", ["not-focus", "bad-cost", "bad-utilization", "missing"])
+def test_cli_bad_input_exits_2_and_writes_nothing(
+    tmp_path: Path, gpu_files: tuple[Path, Path, list[dict[str, str]]], kind: str
+) -> None:
+    focus, _, _ = gpu_files
+    db = tmp_path / "cli" / "heliox.db"
+    args = ["--database-url", f"sqlite:///{db}"]
+    if kind == "not-focus":
+        other = tmp_path / "notes.csv"
+        other.write_text("a,b\n1,2\n")
+        args = [str(other), *args]
+    elif kind == "bad-cost":
+        args = [str(_bad_focus(tmp_path, {"EffectiveCost": "abc"})), *args]
+    elif kind == "bad-utilization":
+        util = tmp_path / "u.csv"
+        util.write_text("timestamp,resource_id,gpu_utilization_pct\nnow,x,1\n")
+        args = [str(focus), "--utilization", str(util), *args]
+    else:
+        args = [str(tmp_path / "nope.csv"), *args]
+    result = _run(*args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ")
+    assert ("line" in result.stderr) != (kind == "missing")
+    assert "Traceback" not in result.output
+    assert not db.exists()  # not even created: validation comes before opening the database
+
+
+# --- end to end: the idle finding ------------------------------------------------------------
+
+
+def test_imported_usage_produces_the_expected_idle_finding(
+    any_engine: Engine, gpu_files: tuple[Path, Path, list[dict[str, str]]]
+) -> None:
+    analytics = pytest.importorskip("heliox_orchestration.analytics")
+    from heliox_orchestration.settings import Settings
+
+    focus, utilization, _ = gpu_files
+    import_focus(any_engine, focus, utilization=utilization)
+    report = analytics.idle_spend_report(
+        any_engine, Settings(), as_of=AS_OF, severities=("high", "medium", "low")
+    )
+
+    # The busy p4d is not idle; the Azure VM has no samples, and unknown is never idle.
+    assert [f.resource_id for f in report.findings] == [P5]
+    finding = report.findings[0]
+    assert (finding.provider, finding.gpu_type, finding.gpu_count) == ("aws", "H100", 8)
+    assert (finding.model_name, finding.team, finding.severity) == ("Llama 3 fine-tuning", "research", "high")
+    assert (finding.idle_days, finding.idle_pct) == (DAYS, 100)
+    streak_cost = Decimal("98.32") * DAYS * 24 + Decimal("0.10") - Decimal("1.00")
+    assert abs(finding.monthly_savings_usd - streak_cost / (DAYS * 24) * 730) < Decimal("0.01")
