@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from heliox_orchestration.assets import build_asset_defs
 from heliox_orchestration.resources.definitions import build_resource_defs
 from heliox_orchestration.settings import Settings, load_settings
 
@@ -11,6 +12,7 @@ from heliox_orchestration.settings import Settings, load_settings
 def build_defs(settings: Settings) -> Definitions:
     return Definitions.merge(
         build_resource_defs(settings),
+        build_asset_defs(settings),
     )
 
 

@@ -32,6 +32,7 @@ class BurnRateStatus:
     hours_elapsed: Decimal | None = None  # today: elapsed hours of the local day with data
     hours_in_day: int = 24  # 23 or 25 on DST change days
     projected_cost_usd: Decimal | None = None  # today: cost / hours_elapsed * hours_in_day
+    has_data: bool = True  # False: no usage rows at all that day ("no usage data", not $0 spend)
 
     @property
     def over_by_usd(self) -> Decimal:
@@ -95,3 +96,4 @@ class CostSummary:
     high_severity_count: int
     potential_savings_monthly_usd: Decimal  # sum over open recommendations
     daily_series: tuple[DailyCostPoint, ...] = field(default=())  # 7 days ending report_date
+    gap_days: tuple[dt.date, ...] = ()  # days of the 30 with no usage rows at all (not $0 days)

@@ -19,9 +19,11 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     ColumnElement,
+    Date,
     DateTime,
     Dialect,
     Index,
@@ -123,6 +125,127 @@ gpu_usage_hourly = Table(
 # The primary key index serves per-resource scans; day-range scans use this one.
 Index("ix_gpu_usage_hourly_usage_hour", gpu_usage_hourly.c.usage_hour)
 
+# --- Cost assets (heliox_orchestration.assets): derived tables, rebuilt from gpu_usage_hourly. ---
+# "day" is a local calendar day in TIMEZONE: the 23, 24 or 25 UTC hours between local midnights.
+daily_gpu_costs = Table(
+    "daily_gpu_costs",
+    metadata,
+    Column("day", Date, nullable=False, comment="local calendar day in TIMEZONE"),
+    Column("provider", String(32), nullable=False),
+    Column("gpu_type", String(32), nullable=False),
+    Column("model_name", String(255), nullable=True, comment="NULL = unattributed workload"),
+    Column("cost_usd", Money(), nullable=False),
+    Column("gpu_hours", BigInteger, nullable=False, comment="sum of gpu_count over the hourly rows"),
+    Column(
+        "avg_utilization_pct",
+        Numeric(5, 2, asdecimal=False),
+        nullable=True,
+        comment="GPU-hour weighted mean; NULL when no row reports utilization",
+    ),
+    Column("usage_rows", BigInteger, nullable=False, comment="hourly resource rows aggregated"),
+    Column("last_usage_hour", UTCDateTime(), nullable=False),
+    Column("computed_at", UTCDateTime(), nullable=False),
+    comment="Asset daily_gpu_costs: one row per local day, provider, GPU type and model.",
+)
+# NULLs never collide in a UNIQUE constraint, so the key coalesces the unattributed model name.
+Index(
+    "ux_daily_gpu_costs_key",
+    daily_gpu_costs.c.day,
+    daily_gpu_costs.c.provider,
+    daily_gpu_costs.c.gpu_type,
+    func.coalesce(daily_gpu_costs.c.model_name, ""),
+    unique=True,
+)
+
+daily_gpu_cost_days = Table(
+    "daily_gpu_cost_days",
+    metadata,
+    Column("day", Date, primary_key=True, comment="local calendar day in TIMEZONE"),
+    Column("timezone", String(64), nullable=False, comment="TIMEZONE the day was computed in"),
+    Column("start_utc", UTCDateTime(), nullable=False),
+    Column("end_utc", UTCDateTime(), nullable=False),
+    Column("hours_in_day", Integer, nullable=False, comment="23 or 25 on DST change days"),
+    Column("has_data", Boolean, nullable=False, comment="False: no usage rows (a gap, not a $0 day)"),
+    Column("cost_usd", Money(), nullable=False),
+    Column("gpu_hours", BigInteger, nullable=False),
+    Column("usage_rows", BigInteger, nullable=False),
+    Column("last_usage_hour", UTCDateTime(), nullable=True),
+    Column("computed_at", UTCDateTime(), nullable=False),
+    comment="Asset daily_gpu_costs: one row per materialized local day, gaps included.",
+)
+
+idle_gpu_evaluations = Table(
+    "idle_gpu_evaluations",
+    metadata,
+    Column("evaluated_at", UTCDateTime(), primary_key=True),
+    Column("window_start", UTCDateTime(), nullable=False),
+    Column("window_end", UTCDateTime(), nullable=False),
+    Column("findings", Integer, nullable=False),
+    Column("high_severity_findings", Integer, nullable=False),
+    Column("monthly_savings_usd", Money(), nullable=False),
+    comment="Asset idle_gpu_recommendations: one row per evaluation; the latest one is open.",
+)
+
+idle_gpu_recommendations = Table(
+    "idle_gpu_recommendations",
+    metadata,
+    Column("evaluated_at", UTCDateTime(), nullable=False),
+    Column("resource_id", String(255), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("region", String(64), nullable=True),
+    Column("gpu_type", String(32), nullable=False),
+    Column("gpu_count", Integer, nullable=False),
+    Column("model_name", String(255), nullable=True),
+    Column("team", String(128), nullable=True),
+    Column("severity", String(8), nullable=False),
+    Column("idle_days", Integer, nullable=False, comment="trailing idle streak hours // 24"),
+    Column("idle_pct", Integer, nullable=False, comment="idle / observed hours, whole percent"),
+    Column("observed_hours", Integer, nullable=False),
+    Column("idle_hours", Integer, nullable=False),
+    Column("streak_hours", Integer, nullable=False),
+    Column("streak_start", UTCDateTime(), nullable=False),
+    Column("last_active_hour", UTCDateTime(), nullable=True, comment="NULL: never active in window"),
+    Column("last_observed_hour", UTCDateTime(), nullable=False),
+    Column("hourly_cost_usd", Money(), nullable=False, comment="mean over the idle streak"),
+    Column("monthly_savings_usd", Money(), nullable=False, comment="hourly_cost_usd x 730"),
+    Column("title", String(255), nullable=False),
+    Column("detail", String(255), nullable=False),
+    PrimaryKeyConstraint("evaluated_at", "resource_id", name="pk_idle_gpu_recommendations"),
+    CheckConstraint("severity IN ('high', 'medium', 'low')", name="ck_idle_gpu_recommendations_severity"),
+    comment="Asset idle_gpu_recommendations: findings of each evaluation.",
+)
+
+gpu_cost_summary = Table(
+    "gpu_cost_summary",
+    metadata,
+    Column("report_date", Date, primary_key=True, comment="the day the summary is about"),
+    Column("timezone", String(64), nullable=False),
+    Column("yesterday_cost_usd", Money(), nullable=False),
+    Column("last_7_days_cost_usd", Money(), nullable=False),
+    Column("last_30_days_cost_usd", Money(), nullable=False),
+    Column("days_with_data_30", Integer, nullable=False),
+    Column("high_severity_count", Integer, nullable=False),
+    Column("potential_savings_monthly_usd", Money(), nullable=False),
+    Column("recommendations_as_of", UTCDateTime(), nullable=True),
+    Column("computed_at", UTCDateTime(), nullable=False),
+    comment="Asset gpu_cost_summary: the daily-summary numbers per report date.",
+)
+
+gpu_cost_summary_items = Table(
+    "gpu_cost_summary_items",
+    metadata,
+    Column("report_date", Date, nullable=False),
+    Column("kind", String(16), nullable=False, comment="top_model | day"),
+    Column("position", Integer, nullable=False),
+    Column("label", String(255), nullable=True, comment="top_model: model name or Unattributed"),
+    Column("day", Date, nullable=True, comment="day: the local day of the series point"),
+    Column("cost_usd", Money(), nullable=False),
+    Column("has_data", Boolean, nullable=False),
+    PrimaryKeyConstraint("report_date", "kind", "position", name="pk_gpu_cost_summary_items"),
+    CheckConstraint("kind IN ('top_model', 'day')", name="ck_gpu_cost_summary_items_kind"),
+    comment="Asset gpu_cost_summary: top models and the 7-day series of each report date.",
+)
+
 # --- Alert ledger (automation): one row per alert key; the unique key decides who sends. ---
 alert_ledger = Table(
     "alert_ledger",
@@ -139,8 +262,6 @@ alert_ledger = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("sent_at", UTCDateTime(), nullable=True),
-    CheckConstraint(
-        "status IN ('sending', 'sent', 'failed', 'previewed')", name="ck_alert_ledger_status"
-    ),
+    CheckConstraint("status IN ('sending', 'sent', 'failed', 'previewed')", name="ck_alert_ledger_status"),
 )
 Index("ix_alert_ledger_created_at", alert_ledger.c.created_at)

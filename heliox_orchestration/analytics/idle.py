@@ -1,0 +1,319 @@
+"""Idle-GPU recommendations: GPUs that cost money while doing nothing.
+
+The rule (every threshold from ``Settings``), evaluated per ``resource_id`` over the trailing
+window of ``IDLE_LOOKBACK_DAYS`` x 24 completed hours before ``as_of``:
+
+* an hour is idle when ``gpu_utilization_pct < IDLE_UTILIZATION_PCT``. A NULL utilization is
+  unknown and counts as *not* idle (FOCUS imports leave it NULL): Heliox never recommends
+  shutting down a GPU it knows nothing about;
+* a resource is a finding when it has at least ``IDLE_MIN_OBSERVED_HOURS`` rows in the window
+  and at least ``IDLE_MIN_IDLE_SHARE_PCT`` percent of them are idle, and it is idle now: its
+  trailing idle streak is not empty (a GPU whose last hour was busy is not wasting money now,
+  and a mean cost over an empty streak would be undefined);
+* the streak runs from the first idle hour after the last non-idle hour (or from the first
+  observed hour, if there is none) through the last observed hour; each row is one hour, so
+  "idle for N days" is streak rows // 24;
+* "X% idle" is idle rows / observed rows, rounded down (100% means every hour was idle);
+* monthly savings = mean hourly cost over the streak x 730; severity ``high`` for a streak of
+  7 days or more, ``medium`` for 3 or more, else ``low``.
+
+Per-resource counts, the last active hour and the streak cost are one aggregate query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Numeric,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+)
+
+from heliox_orchestration.analytics.common import (
+    HOURS_PER_MONTH,
+    NotMaterializedError,
+    as_int,
+    fetch_frame,
+    micros_ratio,
+    records_of,
+    utc_hour,
+)
+from heliox_orchestration.db.gpu_prices import PROVIDER_LABELS
+from heliox_orchestration.db.schema import (
+    gpu_usage_hourly,
+    idle_gpu_evaluations,
+    idle_gpu_recommendations,
+    money_sum_micros,
+)
+from heliox_orchestration.reports import IdleFinding, IdleSpendReport
+from heliox_orchestration.settings import Settings
+
+SEVERITY_DAYS = (("high", 7), ("medium", 3))  # streak days at or above which; else "low"
+SEVERITIES = ("high", "medium", "low")
+FINDING_COLUMNS = [c.name for c in idle_gpu_recommendations.columns if c.name != "evaluated_at"]
+
+
+@dataclass(frozen=True)
+class IdleWindow:
+    """The completed hours [start, end) judged at ``as_of``."""
+
+    as_of: dt.datetime
+    start: dt.datetime
+    end: dt.datetime
+
+
+def idle_window(settings: Settings, as_of: dt.datetime | None = None) -> IdleWindow:
+    as_of = (as_of or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    # The current hour is still being billed: the window ends at its start.
+    end = utc_hour(as_of)
+    return IdleWindow(as_of, end - dt.timedelta(days=settings.idle_lookback_days), end)
+
+
+def idle_candidates_query(window: IdleWindow, settings: Settings) -> Select:
+    """Per resource in the window: observed/idle rows, last active hour, streak rows and cost,
+    and the attributes of its last observed row; only resources meeting the finding rule."""
+    u = gpu_usage_hourly
+    threshold = bindparam("idle_utilization_pct", settings.idle_utilization_pct, type_=Numeric())
+    # CASE sends NULL utilization to ELSE: unknown is never idle.
+    is_idle = case((u.c.gpu_utilization_pct < threshold, 1), else_=0)
+    hours = (
+        select(u.c.resource_id, u.c.usage_hour, u.c.cost_usd, is_idle.label("is_idle"))
+        .where(u.c.usage_hour >= window.start, u.c.usage_hour < window.end)
+        .cte("window_hours")
+    )
+    # The idle share as an exact fraction n/d, so the test is integer arithmetic on both databases.
+    share_n, share_d = settings.idle_min_idle_share_pct.as_integer_ratio()
+    observed, idle = func.count(), func.sum(hours.c.is_idle)
+    per_resource = (
+        select(
+            hours.c.resource_id,
+            observed.label("observed_hours"),
+            idle.label("idle_hours"),
+            func.max(hours.c.usage_hour).label("last_observed_hour"),
+            func.max(case((hours.c.is_idle == 0, hours.c.usage_hour))).label("last_active_hour"),
+        )
+        .group_by(hours.c.resource_id)
+        .having(observed >= settings.idle_min_observed_hours, idle * 100 * share_d >= observed * share_n)
+        .cte("per_resource")
+    )
+    after_last_active = or_(
+        per_resource.c.last_active_hour.is_(None), hours.c.usage_hour > per_resource.c.last_active_hour
+    )
+    streak = (
+        select(
+            hours.c.resource_id,
+            func.count().label("streak_hours"),
+            func.min(hours.c.usage_hour).label("streak_start"),
+            money_sum_micros(hours.c.cost_usd).label("streak_cost_micros"),
+        )
+        .select_from(hours.join(per_resource, hours.c.resource_id == per_resource.c.resource_id))
+        .where(after_last_active)
+        .group_by(hours.c.resource_id)
+        .cte("streak")
+    )
+    last_row = and_(
+        u.c.resource_id == per_resource.c.resource_id, u.c.usage_hour == per_resource.c.last_observed_hour
+    )
+    return (
+        select(
+            per_resource.c.resource_id,
+            u.c.provider,
+            u.c.region,
+            u.c.gpu_type,
+            u.c.gpu_count,
+            u.c.model_name,
+            u.c.team,
+            per_resource.c.observed_hours,
+            per_resource.c.idle_hours,
+            per_resource.c.last_active_hour,
+            per_resource.c.last_observed_hour,
+            streak.c.streak_hours,
+            streak.c.streak_start,
+            streak.c.streak_cost_micros,
+        )
+        .select_from(
+            per_resource.join(streak, streak.c.resource_id == per_resource.c.resource_id).join(u, last_row)
+        )
+        .order_by(per_resource.c.resource_id)
+    )
+
+
+def severity_for(idle_days: int) -> str:
+    return next((name for name, days in SEVERITY_DAYS if idle_days >= days), "low")
+
+
+def severity_sql(idle_days: ColumnElement[int]) -> ColumnElement[str]:
+    """``severity_for`` as a SQL expression (the output check compares stored rows with it)."""
+    return case(*((idle_days >= days, name) for name, days in SEVERITY_DAYS), else_="low")
+
+
+def idle_title(provider: str, gpu_type: str) -> str:
+    return f"Idle GPU: {gpu_type} on {PROVIDER_LABELS.get(provider, provider.upper())}"
+
+
+def idle_detail(idle_pct: int, streak_hours: int) -> str:
+    days = streak_hours // 24
+    if days >= 1:
+        return f"{idle_pct}% idle for {days} day{'s' if days != 1 else ''}"
+    return f"{idle_pct}% idle for {streak_hours} hour{'s' if streak_hours != 1 else ''}"
+
+
+def _findings_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """Apply the display and money rules to the query's per-resource rows (a handful of rows)."""
+    records = []
+    for r in records_of(raw):
+        observed, idle, streak = (
+            as_int(r["observed_hours"]),
+            as_int(r["idle_hours"]),
+            as_int(r["streak_hours"]),
+        )
+        streak_micros = as_int(r["streak_cost_micros"])
+        idle_pct = idle * 100 // observed
+        hourly = micros_ratio(streak_micros, streak)
+        records.append(
+            {
+                **{k: r[k] for k in ("resource_id", "provider", "region", "gpu_type", "model_name", "team")},
+                "gpu_count": as_int(r["gpu_count"]),
+                "severity": severity_for(streak // 24),
+                "idle_days": streak // 24,
+                "idle_pct": idle_pct,
+                "observed_hours": observed,
+                "idle_hours": idle,
+                "streak_hours": streak,
+                "streak_start": r["streak_start"],
+                "last_active_hour": r["last_active_hour"],
+                "last_observed_hour": r["last_observed_hour"],
+                "hourly_cost_usd": hourly,
+                "monthly_savings_usd": micros_ratio(streak_micros * HOURS_PER_MONTH, streak),
+                "title": idle_title(r["provider"], r["gpu_type"]),
+                "detail": idle_detail(idle_pct, streak),
+            }
+        )
+    return _by_savings(records)
+
+
+def _by_savings(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Findings highest savings first (ties by resource, for a stable order)."""
+    records = sorted(records, key=lambda r: (-r["monthly_savings_usd"], r["resource_id"]))
+    return pd.DataFrame(records, columns=FINDING_COLUMNS, dtype=object)
+
+
+@dataclass(frozen=True)
+class IdleEvaluation:
+    """All findings (every severity) of one evaluation, highest savings first."""
+
+    window: IdleWindow
+    findings: pd.DataFrame  # FINDING_COLUMNS
+    has_usage: bool = True  # False: no usage rows at all in the window
+
+    @property
+    def as_of(self) -> dt.datetime:
+        return self.window.as_of
+
+    def to_findings(self, severities: Collection[str] | None = None) -> tuple[IdleFinding, ...]:
+        wanted = set(SEVERITIES if severities is None else severities)
+        fields = IdleFinding.__dataclass_fields__
+        return tuple(
+            IdleFinding(**{k: v for k, v in r.items() if k in fields})
+            for r in records_of(self.findings)
+            if r["severity"] in wanted
+        )
+
+    def report(self, severities: Collection[str] = ("high",)) -> IdleSpendReport:
+        return IdleSpendReport(as_of=self.as_of, findings=self.to_findings(severities))
+
+
+def compute_idle_evaluation(
+    engine: Engine, settings: Settings, as_of: dt.datetime | None = None
+) -> IdleEvaluation:
+    """Evaluate the idle rule on ``gpu_usage_hourly`` at ``as_of`` (default: now)."""
+    window = idle_window(settings, as_of)
+    u = gpu_usage_hourly.c
+    with engine.connect() as conn:
+        raw = fetch_frame(conn, idle_candidates_query(window, settings))
+        any_row = (
+            select(u.resource_id).where(u.usage_hour >= window.start, u.usage_hour < window.end).limit(1)
+        )
+        has_usage = not raw.empty or conn.execute(any_row).first() is not None
+    return IdleEvaluation(window, _findings_frame(raw), has_usage)
+
+
+def idle_spend_report(
+    engine: Engine,
+    settings: Settings,
+    as_of: dt.datetime | None = None,
+    severities: Sequence[str] = ("high",),
+) -> IdleSpendReport:
+    """Idle findings of the given severities computed from ``gpu_usage_hourly`` at ``as_of``
+    (default: now), highest savings first. Needs no prior materialization (``heliox preview``);
+    ``load_idle_spend_report`` reads the ``idle_gpu_recommendations`` asset instead."""
+    return compute_idle_evaluation(engine, settings, as_of).report(severities)
+
+
+def write_idle_evaluation(engine: Engine, evaluation: IdleEvaluation) -> int:
+    """Record one evaluation and its findings in one transaction (re-running the same
+    ``as_of`` replaces it); returns the number of findings."""
+    as_of = evaluation.as_of
+    findings = [{**r, "evaluated_at": as_of} for r in records_of(evaluation.findings)]
+    savings = sum((r["monthly_savings_usd"] for r in findings), Decimal(0))
+    with engine.begin() as conn:
+        for table in (idle_gpu_recommendations, idle_gpu_evaluations):
+            conn.execute(delete(table).where(table.c.evaluated_at == as_of))
+        conn.execute(
+            idle_gpu_evaluations.insert().values(
+                evaluated_at=as_of,
+                window_start=evaluation.window.start,
+                window_end=evaluation.window.end,
+                findings=len(findings),
+                high_severity_findings=sum(1 for r in findings if r["severity"] == "high"),
+                monthly_savings_usd=savings,
+            )
+        )
+        if findings:
+            conn.execute(idle_gpu_recommendations.insert(), findings)
+    return len(findings)
+
+
+def latest_evaluation(conn: Connection) -> Row[Any] | None:
+    """The row of the latest recorded evaluation, or None."""
+    e = idle_gpu_evaluations
+    return conn.execute(select(e).order_by(e.c.evaluated_at.desc()).limit(1)).first()
+
+
+def load_idle_evaluation(engine: Engine) -> IdleEvaluation:
+    """The latest recorded evaluation: its findings are the open recommendations."""
+    r = idle_gpu_recommendations
+    with engine.connect() as conn:
+        latest = latest_evaluation(conn)
+        if latest is None:
+            raise NotMaterializedError(
+                "idle_gpu_recommendations has never been materialized; materialize it first."
+            )
+        raw = fetch_frame(
+            conn,
+            select(*(r.c[name] for name in FINDING_COLUMNS)).where(r.c.evaluated_at == latest.evaluated_at),
+        )
+    window = IdleWindow(latest.evaluated_at, latest.window_start, latest.window_end)
+    return IdleEvaluation(window, _by_savings(records_of(raw)))
+
+
+def load_idle_spend_report(engine: Engine, severities: Sequence[str] = ("high",)) -> IdleSpendReport:
+    """The open recommendations of the given severities, as materialized by the
+    ``idle_gpu_recommendations`` asset; raises ``NotMaterializedError`` if it never ran."""
+    return load_idle_evaluation(engine).report(severities)

@@ -1,0 +1,113 @@
+"""``idle_gpu_recommendations``: idle-GPU findings, re-evaluated over the trailing window."""
+
+# No `from __future__ import annotations`: Dagster inspects the real context, config and
+# resource annotation types of the decorated functions.
+
+import datetime as dt
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from heliox_orchestration.analytics.common import markdown_table, records_of, usd
+from heliox_orchestration.analytics.idle import (
+    SEVERITIES,
+    IdleEvaluation,
+    compute_idle_evaluation,
+    write_idle_evaluation,
+)
+from heliox_orchestration.assets.shared import GROUP, IDLE_KEY, KINDS, USAGE_KEY, table_metadata, utc_now
+from heliox_orchestration.db.schema import idle_gpu_evaluations, idle_gpu_recommendations
+from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.settings import Settings
+
+
+class IdleRecommendationsConfig(Config):
+    as_of: str | None = Field(
+        default=None,
+        description="Evaluate at this ISO-8601 instant (UTC when it has no offset) instead of now, "
+        "e.g. to reproduce a past evaluation. Default: now.",
+    )
+
+    def as_of_instant(self) -> dt.datetime:
+        if not self.as_of:
+            return utc_now()
+        try:
+            parsed = dt.datetime.fromisoformat(self.as_of)
+        except ValueError:
+            raise Failure(
+                f"as_of={self.as_of!r} is not an ISO-8601 instant; use e.g. '2026-01-21T12:00:00+00:00'."
+            ) from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def idle_metadata(evaluation: IdleEvaluation) -> dict[str, Any]:
+    findings = evaluation.findings
+    by_severity = {s: int((findings["severity"] == s).sum()) if len(findings) else 0 for s in SEVERITIES}
+    savings = sum(findings["monthly_savings_usd"], start=0) if len(findings) else 0
+    window = evaluation.window
+    metadata: dict[str, Any] = {
+        "dagster/row_count": len(findings),
+        "evaluated_at": MetadataValue.timestamp(window.as_of),
+        "window": f"{window.start:%Y-%m-%d %H:%M} to {window.end:%Y-%m-%d %H:%M} UTC",
+        **{f"{s}_severity": n for s, n in by_severity.items()},
+        "monthly_savings_usd": MetadataValue.float(float(savings)),
+        "preview": MetadataValue.md(
+            markdown_table(
+                records_of(findings),
+                {
+                    "severity": str,
+                    "title": str,
+                    "detail": str,
+                    "resource_id": str,
+                    "monthly_savings_usd": lambda v: f"{usd(v)}/month",
+                },
+                empty="_No idle GPUs: no resource met the idle rule in the window._",
+            )
+        ),
+    }
+    if not evaluation.has_usage:
+        metadata["status"] = "No usage data: gpu_usage_hourly has no rows in the window."
+    return metadata
+
+
+IDLE_DESCRIPTION = """Idle-GPU recommendations: one row per GPU resource that costs money while idle.
+
+Evaluated over the trailing `IDLE_LOOKBACK_DAYS` (14) days of completed hours: an hour is idle
+below `IDLE_UTILIZATION_PCT` (5%) utilization (unknown utilization is never idle); a resource
+with at least `IDLE_MIN_OBSERVED_HOURS` (24) observed hours, at least `IDLE_MIN_IDLE_SHARE_PCT`
+(95%) of them idle and idle now is a finding. "Idle for N days" is its trailing idle streak in
+hours // 24; savings are the streak's mean hourly cost x 730; severity high from 7 days, medium
+from 3. Each evaluation is kept (`idle_gpu_evaluations`); the latest one's findings are the open
+recommendations."""
+
+
+def build_idle_gpu_recommendations(settings: Settings) -> AssetsDefinition:
+    @asset(
+        key=IDLE_KEY,
+        description=IDLE_DESCRIPTION,
+        deps=[USAGE_KEY],
+        group_name=GROUP,
+        kinds=KINDS,
+        metadata=table_metadata(idle_gpu_recommendations, idle_gpu_evaluations),
+    )
+    def idle_gpu_recommendations_asset(
+        context: AssetExecutionContext, config: IdleRecommendationsConfig, heliox_db: HelioxDatabase
+    ) -> MaterializeResult:
+        engine = heliox_db.get_engine()
+        evaluation = compute_idle_evaluation(engine, settings, config.as_of_instant())
+        written = write_idle_evaluation(engine, evaluation)
+        context.log.info(
+            f"idle_gpu_recommendations: {written} findings as of {evaluation.as_of:%Y-%m-%d %H:%M} UTC"
+        )
+        return MaterializeResult(metadata=idle_metadata(evaluation))
+
+    return idle_gpu_recommendations_asset

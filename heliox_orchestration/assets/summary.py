@@ -1,0 +1,146 @@
+"""``gpu_cost_summary``: the numbers of the daily Slack summary, per report date."""
+
+# No `from __future__ import annotations`: Dagster inspects the real context, config and
+# resource annotation types of the decorated functions.
+
+import datetime as dt
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from heliox_orchestration.analytics.common import NotMaterializedError, markdown_table, usd
+from heliox_orchestration.analytics.daily_costs import materialized_or_computed
+from heliox_orchestration.analytics.idle import IdleEvaluation, compute_idle_evaluation, load_idle_evaluation
+from heliox_orchestration.analytics.summary import (
+    SUMMARY_DAYS,
+    StoredSummary,
+    build_cost_summary,
+    summary_range,
+    write_cost_summary,
+)
+from heliox_orchestration.assets.shared import (
+    DAILY_COSTS_KEY,
+    GROUP,
+    IDLE_KEY,
+    KINDS,
+    SUMMARY_KEY,
+    table_metadata,
+    utc_now,
+)
+from heliox_orchestration.db.schema import gpu_cost_summary, gpu_cost_summary_items
+from heliox_orchestration.reports import CostSummary
+from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.settings import Settings
+
+
+class GpuCostSummaryConfig(Config):
+    report_date: str | None = Field(
+        default=None,
+        description="The local day (YYYY-MM-DD) the summary is about. Default: yesterday in TIMEZONE.",
+    )
+
+    def report_day(self, settings: Settings, now: dt.datetime) -> dt.date:
+        if not self.report_date:
+            return settings.today(now) - dt.timedelta(days=1)
+        try:
+            return dt.date.fromisoformat(self.report_date)
+        except ValueError:
+            raise Failure(f"report_date={self.report_date!r} is not a date; use YYYY-MM-DD.") from None
+
+
+SUMMARY_DESCRIPTION = """The daily-summary numbers of a report date (default: yesterday in `TIMEZONE`).
+
+Yesterday's cost, the last 7 and last 30 complete local days ending with the report date, the
+top 3 models of the report date ("Unattributed" for usage without a model name), the number of
+high-severity idle-GPU recommendations and the monthly savings of all open ones, and the daily
+series (days without usage data are flagged as gaps, not shown as $0). Reads the materialized
+`daily_gpu_costs` days (days never materialized are computed from `gpu_usage_hourly` and listed
+in the metadata) and the latest `idle_gpu_recommendations` evaluation."""
+
+
+def summary_metadata(
+    summary: CostSummary, computed_days: tuple[dt.date, ...], evaluation: IdleEvaluation, evaluated_now: bool
+) -> dict[str, Any]:
+    top = summary.top_models[0] if summary.top_models else None
+    metadata: dict[str, Any] = {
+        "report_date": summary.report_date.isoformat(),
+        "yesterday_cost_usd": MetadataValue.float(float(summary.yesterday_cost_usd)),
+        "last_7_days_cost_usd": MetadataValue.float(float(summary.last_7_days_cost_usd)),
+        "last_30_days_cost_usd": MetadataValue.float(float(summary.last_30_days_cost_usd)),
+        "top_model": f"{top.label}: {usd(top.cost_usd)}" if top else "none (no usage data)",
+        "high_severity_count": summary.high_severity_count,
+        "potential_savings_monthly_usd": MetadataValue.float(float(summary.potential_savings_monthly_usd)),
+        "recommendations_as_of": MetadataValue.timestamp(evaluation.as_of),
+        "days_without_data": ", ".join(d.isoformat() for d in summary.gap_days) or "none",
+        "days_computed_from_usage": ", ".join(d.isoformat() for d in computed_days) or "none",
+        "preview": MetadataValue.md(_preview(summary)),
+    }
+    if evaluated_now:
+        metadata["recommendations_source"] = "computed now: idle_gpu_recommendations was never materialized"
+    if len(summary.gap_days) == SUMMARY_DAYS:
+        metadata["status"] = "No usage data in the 30 days ending with the report date."
+    return metadata
+
+
+def _preview(summary: CostSummary) -> str:
+    lines = [
+        f"**Yesterday ({summary.report_date}):** {usd(summary.yesterday_cost_usd)}  ",
+        f"**Last 7 days:** {usd(summary.last_7_days_cost_usd)}  ",
+        f"**Last 30 days:** {usd(summary.last_30_days_cost_usd)}  ",
+        f"**Potential savings:** {usd(summary.potential_savings_monthly_usd)}/mo "
+        f"({summary.high_severity_count} high-severity)",
+        "",
+        markdown_table(
+            [{"model": d.label, "cost": d.cost_usd} for d in summary.top_models],
+            {"model": str, "cost": usd},
+            empty="_No GPU consumers: no usage data on the report date._",
+        ),
+        "",
+        markdown_table(
+            [{"day": p.day, "cost": p.cost_usd, "data": p.has_data} for p in summary.daily_series],
+            {"day": str, "cost": usd, "data": lambda has: "yes" if has else "**gap**"},
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def build_gpu_cost_summary(settings: Settings) -> AssetsDefinition:
+    @asset(
+        key=SUMMARY_KEY,
+        description=SUMMARY_DESCRIPTION,
+        deps=[DAILY_COSTS_KEY, IDLE_KEY],
+        group_name=GROUP,
+        kinds=KINDS,
+        metadata=table_metadata(gpu_cost_summary, gpu_cost_summary_items),
+    )
+    def gpu_cost_summary_asset(
+        context: AssetExecutionContext, config: GpuCostSummaryConfig, heliox_db: HelioxDatabase
+    ) -> MaterializeResult:
+        now = utc_now()
+        report_date = config.report_day(settings, now)
+        engine = heliox_db.get_engine()
+        costs, computed_days = materialized_or_computed(
+            engine, *summary_range(report_date), settings.timezone
+        )
+        try:
+            evaluation, evaluated_now = load_idle_evaluation(engine), False
+        except NotMaterializedError:
+            evaluation, evaluated_now = compute_idle_evaluation(engine, settings, now), True
+        summary = build_cost_summary(report_date, costs, evaluation.to_findings())
+        write_cost_summary(engine, StoredSummary(summary, settings.timezone, evaluation.as_of, now), costs)
+        if computed_days:
+            context.log.info(
+                f"{len(computed_days)} days were not materialized; computed them from gpu_usage_hourly"
+            )
+        return MaterializeResult(metadata=summary_metadata(summary, computed_days, evaluation, evaluated_now))
+
+    return gpu_cost_summary_asset
