@@ -28,6 +28,13 @@ from heliox_orchestration.db.engine import (
     mask_url,
     table_row_counts,
 )
+from heliox_orchestration.db.focus_import import (
+    ImportInputError,
+    TagKeys,
+    format_report,
+    import_focus,
+    progress_bar,
+)
 from heliox_orchestration.secrets import mask_webhook_url
 from heliox_orchestration.settings import ENVIRONMENT_VARIABLES, Settings, SettingsError, load_settings
 
@@ -41,7 +48,7 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SettingsError, DatabaseConfigError) as exc:
+        except (SettingsError, DatabaseConfigError, ImportInputError) as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
 
@@ -150,6 +157,105 @@ def doctor() -> None:
         else "\nDagster home: DAGSTER_HOME is not set (dagster dev uses a temporary folder; "
         "run storage is lost when it stops)"
     )
+
+
+@cli.command("import-focus")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option(
+    "--utilization",
+    type=click.Path(dir_okay=False),
+    help="CSV of GPU utilization samples (timestamp, resource_id, gpu_utilization_pct), averaged per hour.",
+)
+@click.option("--dry-run", is_flag=True, help="Read, validate and report only; the database is not opened.")
+@click.option(
+    "--database-url", help=f"Database to write (default: ${DATABASE_URL_VAR} or the embedded SQLite file)."
+)
+@click.option("--model-tag", default="model", show_default=True, help="Tags key naming the workload (model).")
+@click.option("--team-tag", default="team", show_default=True, help="Tags key naming the team.")
+@friendly_errors
+def import_focus_command(
+    path: str, utilization: str | None, dry_run: bool, database_url: str | None, model_tag: str, team_tag: str
+) -> None:
+    """Import the GPU usage of a FOCUS cost export (CSV, plain or .gz) into the Heliox database.
+
+    Re-importing a file replaces the same resource-hours instead of adding to them; a file with
+    any unusable value writes nothing. See docs/importing.md.
+    """
+    settings = load_settings()
+    report = import_focus(
+        None if dry_run else lambda: open_database(database_url, settings),
+        path,
+        utilization=utilization,
+        dry_run=dry_run,
+        tag_keys=TagKeys(model=model_tag, team=team_tag),
+        progress=progress_bar,
+    )
+    for line in format_report(report):
+        click.echo(line)
+    if report.resource_hours and not dry_run:
+        click.echo(f"Database: {mask_url(resolve_database_url(database_url, settings)[0])}")
+
+
+@cli.command("send-test")
+@friendly_errors
+def send_test_command() -> None:
+    """Post "Test from Heliox" to SLACK_WEBHOOK_URL and print Slack's answer."""
+    from heliox_orchestration.alerts.messages import connection_test_message
+    from heliox_orchestration.resources.slack import (
+        WEBHOOK_URL_VAR,
+        SlackDeliveryError,
+        SlackWebhook,
+        webhook_url_from_env,
+    )
+
+    url = webhook_url_from_env()
+    if url is None:
+        click.echo(
+            f"Error: {WEBHOOK_URL_VAR} is not set (Heliox is in preview mode); set it to the URL of "
+            "a Slack Incoming Webhook, e.g. https://hooks.slack.com/services/T…/B…/…",
+            err=True,
+        )
+        sys.exit(2)
+    click.echo(f"Posting 'Test from Heliox' to {mask_webhook_url(url)}")
+    try:
+        result = SlackWebhook(webhook_url=url).send(connection_test_message())
+    except SlackDeliveryError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    attempts = f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
+    click.echo(f"HTTP {result.http_status} ok: delivered ({attempts}, {result.elapsed_seconds:.2f} s)")
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["burn-rate", "idle-spend", "daily-summary"]))
+@click.option(
+    "--date",
+    "run_date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Day the job runs (default: today in TIMEZONE); the daily summary reports the day before.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the exact JSON payload that would be posted.")
+@click.option(
+    "--database-url", help=f"Database to read (default: ${DATABASE_URL_VAR} or the embedded SQLite file)."
+)
+@friendly_errors
+def preview(kind: str, run_date: dt.datetime | None, as_json: bool, database_url: str | None) -> None:
+    """Compute a Slack message from the Heliox database as its job would, and print it; sends nothing."""
+    import json
+
+    from heliox_orchestration.alerts.preview import preview_message
+
+    settings = load_settings()
+    day = run_date.date() if run_date else settings.today()
+    if day > settings.today():
+        raise click.BadParameter(f"{day} is after today in {settings.timezone}.", param_hint="--date")
+    result = preview_message(kind, open_database(database_url, settings), settings, day)
+    if as_json:
+        click.echo(json.dumps(result.message.to_payload(), indent=2, ensure_ascii=False))
+        click.echo(f"Preview: {result.note}", err=True)
+    else:
+        click.echo(result.message.to_plain_text())
+        click.echo(f"\nPreview: {result.note}")
 
 
 def main() -> None:

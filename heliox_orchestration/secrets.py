@@ -9,6 +9,7 @@ VISIBLE_CHARS = 4
 
 def mask_webhook_url(url: str | None) -> str:
     """``https://hooks.slack.com/services/****...wxyz``: scheme and host, then the last 4 chars."""
+    url = (url or "").strip()
     if not url:
         return "(not set)"
     try:
@@ -19,5 +20,26 @@ def mask_webhook_url(url: str | None) -> str:
     first_segment = ""
     if prefix and parts.path.startswith("/services/"):
         first_segment = "/services"
-    tail = url[-VISIBLE_CHARS:] if len(url) > 3 * VISIBLE_CHARS else ""
+    # The tail is shown only while at least 12 characters of the secret part stay hidden.
+    hidden = url.split("://", 1)[-1].partition("/")[2] if prefix else url
+    tail = url[-VISIBLE_CHARS:] if len(hidden) - len(first_segment) >= 4 * VISIBLE_CHARS else ""
     return f"{prefix}{first_segment}/****...{tail}"
+
+
+def redact_webhook_url(text: str, url: str | None) -> str:
+    """``text`` with the webhook URL masked, and any piece of its path (as an error message
+    might quote it) replaced by ``****``."""
+    url = (url or "").strip()
+    if not url:
+        return text
+    text = text.replace(url, mask_webhook_url(url))
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return text
+    pieces = {parts.path + (f"?{parts.query}" if parts.query else ""), parts.path, parts.query}
+    pieces.update(segment for segment in parts.path.split("/") if segment != "services")
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= 6:
+            text = text.replace(piece, "****")
+    return text

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from heliox_orchestration.db.engine import ensure_schema, make_engine
+from heliox_orchestration_tests.slack_server import FakeSlackWebhook
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "HELIOX_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -94,3 +95,10 @@ def any_engine(request: pytest.FixtureRequest) -> Engine:
     if request.param == "postgres":
         request.applymarker(pytest.mark.postgres)
     return request.getfixturevalue(f"{request.param}_engine")
+
+
+@pytest.fixture
+def slack_server() -> Iterator[FakeSlackWebhook]:
+    """A loopback Slack Incoming Webhook endpoint (see slack_server.py), one per test."""
+    with FakeSlackWebhook() as server:
+        yield server

@@ -7,12 +7,16 @@ from dagster import Definitions
 from heliox_orchestration.db.engine import DATABASE_URL_VAR
 from heliox_orchestration.resources import env_secret
 from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.resources.slack import WEBHOOK_URL_VAR, SlackWebhook, webhook_url_from_env
 from heliox_orchestration.settings import Settings
 
 
 def build_resource_defs(settings: Settings) -> Definitions:
+    # A malformed webhook URL stops loading here, with one message, rather than at the first alert.
+    webhook_url_from_env()
     return Definitions(
         resources={
             "heliox_db": HelioxDatabase(url=env_secret(DATABASE_URL_VAR)),
+            "slack": SlackWebhook(webhook_url=env_secret(WEBHOOK_URL_VAR)),
         }
     )

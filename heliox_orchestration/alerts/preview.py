@@ -1,0 +1,76 @@
+"""``heliox preview``: a message computed from the Heliox database as its job would on a date.
+
+``run_date`` is the day the job runs: burn-rate looks at that day's spend, the daily summary
+reports the day before it at ``DAILY_SUMMARY_HOUR``, idle-spend evaluates as of the end of that
+day (or now, for today). Nothing is materialized and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from heliox_orchestration.alerts.formatting import money, plural
+from heliox_orchestration.alerts.messages import (
+    SlackMessage,
+    burn_rate_message,
+    daily_summary_message,
+    idle_spend_message,
+)
+from heliox_orchestration.analytics import burn_rate_status, cost_summary, idle_spend_report
+from heliox_orchestration.partitions import local_day_bounds
+from heliox_orchestration.settings import Settings
+
+PREVIEW_KINDS = ("burn-rate", "idle-spend", "daily-summary")
+
+
+@dataclass(frozen=True)
+class Preview:
+    message: SlackMessage
+    would_send: bool  # False: nothing crosses a threshold, the job would stay silent
+    note: str  # one line on what the job would do
+
+
+def preview_message(
+    kind: str, engine: Engine, settings: Settings, run_date: dt.date, now: dt.datetime | None = None
+) -> Preview:
+    now = now or dt.datetime.now(dt.UTC)
+    today = settings.today(now)
+    if run_date > today:
+        raise ValueError(f"{run_date} is after today ({today} in {settings.timezone})")
+    dashboard = settings.dashboard_url
+
+    if kind == "burn-rate":
+        status = burn_rate_status(engine, run_date, settings, now=now)
+        message = burn_rate_message(status, dashboard_url=dashboard)
+        if status.is_over:
+            return Preview(message, True, f"{run_date}: over the threshold, the job would send this alert")
+        return Preview(
+            message,
+            False,
+            f"{run_date}: {money(status.cost_usd)} is within the {money(status.threshold_usd)} "
+            "threshold; the job would send nothing",
+        )
+
+    if kind == "idle-spend":
+        as_of = now if run_date == today else local_day_bounds(run_date, settings.timezone)[1]
+        report = idle_spend_report(engine, settings, as_of=as_of)
+        message = idle_spend_message(report, dashboard_url=dashboard)
+        if report.findings:
+            found = plural(len(report.findings), "high-severity finding")
+            return Preview(message, True, f"as of {as_of:%Y-%m-%d %H:%M} UTC: {found}, the job would alert")
+        return Preview(
+            message, False, f"as of {as_of:%Y-%m-%d %H:%M} UTC: no high-severity idle spend, nothing to send"
+        )
+
+    if kind == "daily-summary":
+        report_date = run_date - dt.timedelta(days=1)
+        scheduled = dt.datetime.combine(run_date, dt.time(settings.daily_summary_hour), settings.tz)
+        as_of = min(now, scheduled.astimezone(dt.UTC))
+        summary = cost_summary(engine, report_date, settings, as_of=as_of)
+        message = daily_summary_message(summary, dashboard_url=dashboard)
+        return Preview(message, True, f"the daily summary of {report_date}, sent every day")
+
+    raise ValueError(f"unknown preview {kind!r}; choose one of {', '.join(PREVIEW_KINDS)}")
