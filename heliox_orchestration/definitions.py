@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import Definitions
 
 from heliox_orchestration.assets import build_asset_defs
+from heliox_orchestration.automation import build_automation_defs
 from heliox_orchestration.resources.definitions import build_resource_defs
 from heliox_orchestration.settings import Settings, load_settings
 
@@ -13,6 +14,7 @@ def build_defs(settings: Settings) -> Definitions:
     return Definitions.merge(
         build_resource_defs(settings),
         build_asset_defs(settings),
+        build_automation_defs(settings),
     )
 
 

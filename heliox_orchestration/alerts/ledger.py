@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -144,6 +145,58 @@ def recently_sent(engine: Engine, key_prefixes: Iterable[str], since: dt.datetim
             )
         ).scalars()
         return {p for key in keys for p in prefixes if key.startswith(p)}
+
+
+def redeliverable(engine: Engine, now: dt.datetime, wait: dt.timedelta) -> list[Any]:
+    """Failed (or abandoned ``sending``) keys still relevant and quiet for at least ``wait``."""
+    c = alert_ledger.c
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(c.alert_key, c.alert_type, c.attempts, c.updated_at)
+                .where(
+                    c.relevant_until > now,
+                    or_(
+                        and_(c.status == FAILED, c.updated_at <= now - wait),
+                        and_(c.status == SENDING, c.updated_at < now - STALE_SENDING),
+                    ),
+                )
+                .order_by(c.updated_at)
+            )
+        )
+
+
+def expire(engine: Engine, keys: Iterable[str], now: dt.datetime) -> int:
+    """End the relevance of failed keys whose alert no longer applies (the finding went away,
+    the day is back under the threshold), so nothing tries to redeliver them."""
+    keys = list(keys)
+    if not keys:
+        return 0
+    c = alert_ledger.c
+    with engine.begin() as conn:
+        return (
+            conn.execute(
+                update(alert_ledger)
+                .where(c.alert_key.in_(keys), c.status == FAILED)
+                .values(relevant_until=now, updated_at=now)
+            ).rowcount
+            or 0
+        )
+
+
+def failed_keys(engine: Engine, prefix: str, now: dt.datetime) -> list[str]:
+    """Keys under ``prefix`` whose delivery failed and that are still relevant."""
+    c = alert_ledger.c
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(c.alert_key).where(
+                    c.alert_key.startswith(prefix, autoescape=True),
+                    c.status == FAILED,
+                    c.relevant_until > now,
+                )
+            ).scalars()
+        )
 
 
 def list_entries(engine: Engine, since: dt.datetime | None = None, limit: int = 200) -> list[dict]:

@@ -7,6 +7,8 @@ import datetime as dt
 from dagster import AssetKey, MetadataValue, OpExecutionContext, TableColumn, TableSchema
 from sqlalchemy import Table
 
+from heliox_orchestration import clock
+
 GROUP = "gpu_costs"
 KINDS = {"pandas", "sql"}
 USAGE_KEY = AssetKey("gpu_usage_hourly")
@@ -16,7 +18,7 @@ SUMMARY_KEY = AssetKey("gpu_cost_summary")
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return clock.utc_now()
 
 
 def table_metadata(*tables: Table) -> dict[str, object]:

@@ -1,0 +1,43 @@
+"""Is cost data arriving? Plain functions behind the stale-data sensor."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Engine, func, select
+
+from heliox_orchestration.db.schema import gpu_usage_hourly
+
+
+def newest_usage_hour(engine: Engine) -> dt.datetime | None:
+    """The newest ``usage_hour`` (an index lookup, whatever the table's size)."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.max(gpu_usage_hourly.c.usage_hour))).scalar_one()
+
+
+def data_age(newest: dt.datetime | None, now: dt.datetime) -> dt.timedelta | None:
+    """How long ago the newest hour of data ended; None when there is no data at all."""
+    return None if newest is None else now - (newest + dt.timedelta(hours=1))
+
+
+def is_stale(newest: dt.datetime | None, now: dt.datetime, stale_hours: int) -> bool:
+    age = data_age(newest, now)
+    return age is None or age > dt.timedelta(hours=stale_hours)
+
+
+def cron_hours(cron: str) -> set[int]:
+    """The hours a five-field cron string fires in (its second field): '8-20', '10,16', '*/2'."""
+    field = cron.split()[1]
+    hours: set[int] = set()
+    for part in field.split(","):
+        spec, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if spec == "*":
+            first, last = 0, 23
+        elif "-" in spec:
+            first, last = (int(x) for x in spec.split("-"))
+        else:
+            first = int(spec)
+            last = 23 if step_text else first
+        hours.update(range(first, last + 1, step))
+    return hours

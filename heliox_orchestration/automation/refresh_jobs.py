@@ -1,0 +1,39 @@
+"""Asset jobs that refresh the cost assets before an alert: the schedules launch these, and the
+alert jobs follow once a refresh has succeeded (its blocking checks included)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dagster import AssetSelection, define_asset_job
+
+from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY, cost_input_checks
+
+if TYPE_CHECKING:  # define_asset_job's return type is not exported by dagster
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+COSTS_REFRESH_JOB = "gpu_costs_refresh_job"
+IDLE_REFRESH_JOB = "idle_recommendations_refresh_job"
+SUMMARY_REFRESH_JOB = "daily_summary_refresh_job"
+
+
+def build_refresh_jobs() -> list[UnresolvedAssetJobDefinition]:
+    # The input checks of gpu_usage_hourly are selected explicitly: Dagster runs an external
+    # asset's checks only when asked, and they must block the aggregates on bad rows.
+    return [
+        define_asset_job(
+            COSTS_REFRESH_JOB,
+            selection=AssetSelection.assets(DAILY_COSTS_KEY) | cost_input_checks(),
+            description="Refresh one local day of daily_gpu_costs (hourly: today's spend so far).",
+        ),
+        define_asset_job(
+            IDLE_REFRESH_JOB,
+            selection=AssetSelection.assets(IDLE_KEY) | cost_input_checks(),
+            description="Re-evaluate idle-GPU recommendations over the trailing window.",
+        ),
+        define_asset_job(
+            SUMMARY_REFRESH_JOB,
+            selection=AssetSelection.assets(DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY) | cost_input_checks(),
+            description="Yesterday's daily_gpu_costs, fresh idle findings and the daily summary numbers.",
+        ),
+    ]

@@ -1,0 +1,74 @@
+"""Schedules, all in ``TIMEZONE`` and running by default; their crons come from settings."""
+
+# No `from __future__ import annotations`: Dagster inspects the schedule functions' context type.
+
+import datetime as dt
+
+from dagster import (
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    schedule,
+)
+
+from heliox_orchestration.automation.refresh_jobs import (
+    COSTS_REFRESH_JOB,
+    IDLE_REFRESH_JOB,
+    SUMMARY_REFRESH_JOB,
+)
+from heliox_orchestration.settings import Settings
+
+
+def local_tick_day(context: ScheduleEvaluationContext, settings: Settings) -> dt.date:
+    """The local calendar day of the tick (its scheduled time, not when the daemon ran it)."""
+    return context.scheduled_execution_time.astimezone(settings.tz).date()
+
+
+def summary_run_config(report_date: dt.date) -> dict:
+    return {"ops": {"gpu_cost_summary": {"config": {"report_date": report_date.isoformat()}}}}
+
+
+def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
+    running = DefaultScheduleStatus.RUNNING
+
+    @schedule(
+        name="burn_rate_check_schedule",
+        cron_schedule=settings.burn_rate_check_cron,
+        execution_timezone=settings.timezone,
+        job_name=COSTS_REFRESH_JOB,
+        default_status=running,
+        description="Refresh today's daily_gpu_costs partition; the burn-rate sensor alerts on it.",
+    )
+    def burn_rate_check_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+        day = local_tick_day(context, settings)
+        return RunRequest(partition_key=day.isoformat(), tags={"heliox/trigger": "burn-rate-check"})
+
+    @schedule(
+        name="idle_spend_check_schedule",
+        cron_schedule=settings.idle_spend_check_cron,
+        execution_timezone=settings.timezone,
+        job_name=IDLE_REFRESH_JOB,
+        default_status=running,
+        description="Re-evaluate idle GPUs; the idle-spend alert follows a successful refresh.",
+    )
+    def idle_spend_check_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+        return RunRequest(tags={"heliox/trigger": "idle-spend-check"})
+
+    @schedule(
+        name="daily_summary_schedule",
+        cron_schedule=settings.daily_summary_cron,
+        execution_timezone=settings.timezone,
+        job_name=SUMMARY_REFRESH_JOB,
+        default_status=running,
+        description="Materialize yesterday's costs and the summary; the daily summary follows.",
+    )
+    def daily_summary_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+        report_date = local_tick_day(context, settings) - dt.timedelta(days=1)
+        return RunRequest(
+            partition_key=report_date.isoformat(),
+            run_config=summary_run_config(report_date),
+            tags={"heliox/trigger": "daily-summary", "heliox/report_date": report_date.isoformat()},
+        )
+
+    return [burn_rate_check_schedule, idle_spend_check_schedule, daily_summary_schedule]

@@ -1,0 +1,278 @@
+"""Sensors: they turn successful refreshes into alert runs, watch for stale data, and report
+failed runs in Slack. All run by default; the ledger keeps every alert to one message."""
+
+# No `from __future__ import annotations`: Dagster inspects the sensor functions' parameter types.
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from dagster import (
+    AssetRecordsFilter,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    JobDefinition,
+    RunFailureSensorContext,
+    RunRequest,
+    RunStatusSensorContext,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    run_status_sensor,
+    sensor,
+)
+
+from heliox_orchestration import clock
+from heliox_orchestration.alerts import ledger
+from heliox_orchestration.alerts.delivery import deliver
+from heliox_orchestration.alerts.jobs import burn_level, burn_rate_key, job_named, stale_key
+from heliox_orchestration.alerts.messages import run_failure_message
+from heliox_orchestration.analytics import NotMaterializedError, load_burn_rate_status
+from heliox_orchestration.assets import DAILY_COSTS_KEY
+from heliox_orchestration.automation.freshness import cron_hours, is_stale, newest_usage_hour
+from heliox_orchestration.automation.refresh_jobs import IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
+from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.resources.slack import SlackWebhook
+from heliox_orchestration.secrets import redact_webhook_url
+from heliox_orchestration.settings import Settings
+
+RUNNING = DefaultSensorStatus.RUNNING
+# Enough for an hour of refreshes and a backfill's events per tick; the rest waits a tick.
+EVENTS_PER_TICK = 500
+ALERTED_DAYS_KEPT = 3
+
+
+REDELIVERY_WAIT = dt.timedelta(minutes=5)
+MAX_REDELIVERY_ATTEMPTS = 24  # HTTP attempts, about six runs
+
+
+def _op_config(op_name: str, **config: object) -> dict:
+    return {"ops": {op_name: {"config": config}}}
+
+
+def redelivery_request(key: str, failed_at: dt.datetime) -> RunRequest | None:
+    """The run that sends a failed alert again; one run per day, report date or gap."""
+    kind, _, rest = key.partition(":")
+    stamp = failed_at.isoformat()
+    if kind == "burn-rate":
+        day = rest.split(":")[0]
+        return RunRequest(
+            job_name="burn_rate_alert_job",
+            run_key=f"redeliver:burn-rate:{day}:{stamp}",
+            run_config=_op_config("send_burn_rate_alert", day=day),
+        )
+    if kind == "daily-summary":
+        return RunRequest(
+            job_name="daily_summary_job",
+            run_key=f"redeliver:{key}:{stamp}",
+            run_config=_op_config("send_daily_summary", report_date=rest),
+        )
+    if kind == "stale-data":
+        return RunRequest(
+            job_name="stale_data_alert_job",
+            run_key=f"redeliver:{key}:{stamp}",
+            run_config=_op_config(
+                "send_stale_data_alert", newest_usage_hour=None if rest == "no-data" else rest
+            ),
+        )
+    if kind == "idle-spend":
+        # The idle job re-claims every failed idle key still among the open findings.
+        return RunRequest(job_name="idle_spend_alert_job", run_key=f"redeliver:idle-spend:{stamp}")
+    return None
+
+
+@dataclass
+class BurnRateCursor:
+    """Where the burn-rate sensor is in the event log, and the level each recent day reached."""
+
+    after_storage_id: int | None = None
+    alerted: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str | None) -> "BurnRateCursor":
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(data.get("after_storage_id"), {k: int(v) for k, v in data.get("alerted", {}).items()})
+
+    def dump(self, today: dt.date) -> str:
+        keep = {(today - dt.timedelta(days=n)).isoformat() for n in range(ALERTED_DAYS_KEPT)}
+        alerted = {day: level for day, level in self.alerted.items() if day in keep}
+        return json.dumps({"after_storage_id": self.after_storage_id, "alerted": alerted}, sort_keys=True)
+
+
+def build_sensors(
+    settings: Settings, alert_jobs: list[JobDefinition], refresh_jobs: list
+) -> list[SensorDefinition]:
+    burn_job = job_named(alert_jobs, "burn_rate_alert_job")
+    idle_job = job_named(alert_jobs, "idle_spend_alert_job")
+    summary_job = job_named(alert_jobs, "daily_summary_job")
+    stale_job = job_named(alert_jobs, "stale_data_alert_job")
+    idle_refresh = next(j for j in refresh_jobs if j.name == IDLE_REFRESH_JOB)
+    summary_refresh = next(j for j in refresh_jobs if j.name == SUMMARY_REFRESH_JOB)
+    checking_hours = cron_hours(settings.burn_rate_check_cron)
+
+    @sensor(
+        name="burn_rate_sensor",
+        job=burn_job,
+        minimum_interval_seconds=60,
+        default_status=RUNNING,
+        description="Alerts once per local day when today's daily_gpu_costs is over the threshold, "
+        "and once more per escalation level. Past days (backfills, re-runs) never alert.",
+    )
+    def burn_rate_sensor(context: SensorEvaluationContext, heliox_db: HelioxDatabase) -> SensorResult:
+        cursor = BurnRateCursor.parse(context.cursor)
+        now = clock.utc_now()
+        today = settings.today(now)
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=DAILY_COSTS_KEY, after_storage_id=cursor.after_storage_id),
+            limit=EVENTS_PER_TICK,
+            ascending=True,
+        ).records
+        today_refreshed = False
+        for record in records:
+            run = context.instance.get_run_by_id(record.run_id)
+            if run is not None and not run.is_finished:
+                break  # its blocking checks have not spoken yet: look again next tick
+            cursor.after_storage_id = record.storage_id
+            # A failed run (e.g. a blocking check) must not alert on its numbers.
+            if record.partition_key == today.isoformat() and run and run.status == DagsterRunStatus.SUCCESS:
+                today_refreshed = True
+
+        requests = []
+        if today_refreshed:
+            try:
+                status = load_burn_rate_status(heliox_db.get_engine(), today, settings, now)
+            except NotMaterializedError:
+                status = None
+            level = status and burn_level(
+                status.cost_usd, status.threshold_usd, settings.burn_rate_escalation_pct
+            )
+            if level and level > cursor.alerted.get(today.isoformat(), 0):
+                cursor.alerted[today.isoformat()] = level
+                requests.append(
+                    RunRequest(
+                        run_key=burn_rate_key(today, level),
+                        run_config=_op_config("send_burn_rate_alert", day=today.isoformat()),
+                        tags={"heliox/day": today.isoformat(), "heliox/level_pct": str(level)},
+                    )
+                )
+        return SensorResult(run_requests=requests, cursor=cursor.dump(today))
+
+    @run_status_sensor(
+        name="idle_spend_alert_sensor",
+        run_status=DagsterRunStatus.SUCCESS,
+        monitored_jobs=[idle_refresh],
+        request_job=idle_job,
+        default_status=RUNNING,
+        description="After each successful idle refresh, alert on new high-severity idle GPUs.",
+    )
+    def idle_spend_alert_sensor(context: RunStatusSensorContext) -> RunRequest:
+        return RunRequest(run_key=f"idle-spend-after:{context.dagster_run.run_id}")
+
+    @run_status_sensor(
+        name="daily_summary_sensor",
+        run_status=DagsterRunStatus.SUCCESS,
+        monitored_jobs=[summary_refresh],
+        request_job=summary_job,
+        default_status=RUNNING,
+        description="After the morning refresh succeeds, send the daily summary of its report date.",
+    )
+    def daily_summary_sensor(context: RunStatusSensorContext) -> RunRequest | SkipReason:
+        tags = context.dagster_run.tags
+        report_date = tags.get("heliox/report_date") or tags.get("dagster/partition")
+        if not report_date:
+            return SkipReason("The refresh run names no report date (no partition); nothing to send.")
+        return RunRequest(
+            run_key=f"daily-summary-after:{context.dagster_run.run_id}",
+            run_config=_op_config("send_daily_summary", report_date=report_date),
+            tags={"heliox/report_date": report_date},
+        )
+
+    @sensor(
+        name="stale_data_sensor",
+        job=stale_job,
+        minimum_interval_seconds=900,
+        default_status=RUNNING,
+        description="During the checking hours, alerts once per gap when the newest usage is older "
+        "than STALE_DATA_HOURS: a silent pipeline must not look like a cheap day.",
+    )
+    def stale_data_sensor(context: SensorEvaluationContext, heliox_db: HelioxDatabase) -> SensorResult:
+        now = clock.utc_now()
+        if now.astimezone(settings.tz).hour not in checking_hours:
+            return SensorResult(skip_reason="Outside the checking hours.", cursor=context.cursor)
+        newest = newest_usage_hour(heliox_db.get_engine())
+        if not is_stale(newest, now, settings.stale_data_hours):
+            return SensorResult(
+                skip_reason=f"Fresh: newest usage hour {newest:%Y-%m-%d %H:%M} UTC.", cursor=None
+            )
+        key = stale_key(newest)
+        if context.cursor == key:
+            return SensorResult(skip_reason="Already alerted for this gap.", cursor=key)
+        newest_text = newest.isoformat() if newest else None
+        request = RunRequest(
+            run_key=key, run_config=_op_config("send_stale_data_alert", newest_usage_hour=newest_text)
+        )
+        return SensorResult(run_requests=[request], cursor=key)
+
+    @run_failure_sensor(
+        name="run_failure_slack_sensor",
+        default_status=RUNNING,
+        description="Posts a short Slack message for any failed Heliox run.",
+    )
+    def run_failure_slack_sensor(
+        context: RunFailureSensorContext, slack: SlackWebhook, heliox_db: HelioxDatabase
+    ) -> None:
+        run = context.dagster_run
+        steps = context.get_step_failure_events()
+        step_key = steps[0].step_key if steps else None
+        error_data = steps[0].step_failure_data.error if steps else None
+        error = error_data.message if error_data else context.failure_event.message
+        run_url = f"{settings.webserver_url}/runs/{run.run_id}" if settings.webserver_url else None
+        message = run_failure_message(
+            run.job_name, step_key, redact_webhook_url(error or "", slack.webhook_url), run_url=run_url
+        )
+        now = clock.utc_now()
+        deliver(
+            heliox_db.get_engine(),
+            slack,
+            [f"run-failure:{run.run_id}"],
+            message,
+            alert_type="run-failure",
+            relevant_until=now + dt.timedelta(hours=24),
+            now=now,
+            timezone=settings.timezone,
+        )
+
+    @sensor(
+        name="alert_redelivery_sensor",
+        jobs=[burn_job, idle_job, summary_job, stale_job],
+        minimum_interval_seconds=int(REDELIVERY_WAIT.total_seconds()),
+        default_status=RUNNING,
+        description="Re-launches the alert job of any alert whose delivery failed, while it is still "
+        "relevant (burn rate: its day; idle: 24 h; summary: its day), so no alert is lost.",
+    )
+    def alert_redelivery_sensor(context: SensorEvaluationContext, heliox_db: HelioxDatabase) -> SensorResult:
+        now = clock.utc_now()
+        rows = ledger.redeliverable(heliox_db.get_engine(), now, REDELIVERY_WAIT)
+        requests: dict[str, RunRequest] = {}
+        for row in rows:
+            if row.attempts >= MAX_REDELIVERY_ATTEMPTS:
+                context.log.warning(f"{row.alert_key}: {row.attempts} attempts failed; not retrying again")
+                continue
+            request = redelivery_request(row.alert_key, row.updated_at)
+            if request is not None and request.run_key:
+                requests[request.run_key] = request
+        skip = None if requests else "No failed alert waiting for redelivery."
+        return SensorResult(run_requests=list(requests.values()), skip_reason=skip)
+
+    return [
+        alert_redelivery_sensor,
+        burn_rate_sensor,
+        idle_spend_alert_sensor,
+        daily_summary_sensor,
+        stale_data_sensor,
+        run_failure_slack_sensor,
+    ]

@@ -1,0 +1,114 @@
+"""A Heliox code location wired to a real database and the loopback Slack server, standing at a
+chosen instant: what the automation tests drive schedules, sensors and jobs through."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    RunRequest,
+    SensorResult,
+    build_sensor_context,
+)
+from sqlalchemy import Engine
+
+from heliox_orchestration import clock
+from heliox_orchestration.alerts import ledger
+from heliox_orchestration.definitions import build_defs
+from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.resources.slack import SlackWebhook
+from heliox_orchestration.settings import Settings
+from heliox_orchestration_tests.crafted import engine_url, hourly, insert
+from heliox_orchestration_tests.slack_server import FakeSlackWebhook
+
+NOW = dt.datetime(2026, 1, 9, 17, 0, tzinfo=dt.UTC)
+TODAY = "2026-01-09"
+SETTINGS = Settings(burn_rate_threshold_usd=Decimal("1000"))
+
+
+@dataclass
+class Heliox:
+    engine: Engine
+    slack: FakeSlackWebhook
+    settings: Settings
+    defs: Definitions
+    instance: DagsterInstance
+    monkeypatch: pytest.MonkeyPatch
+
+    def at(self, instant: dt.datetime) -> None:
+        """Move the clock the alert ops and sensors read."""
+        self.monkeypatch.setattr(clock, "utc_now", lambda: instant)
+
+    def resources(self) -> dict[str, Any]:
+        return {
+            "heliox_db": HelioxDatabase(url=engine_url(self.engine)),
+            "slack": SlackWebhook(webhook_url=self.slack.url(), backoff_seconds=0.01),
+        }
+
+    def run_job(self, name: str, **kwargs: Any) -> ExecuteInProcessResult:
+        return self.defs.resolve_job_def(name).execute_in_process(
+            instance=self.instance, raise_on_error=False, **kwargs
+        )
+
+    def run_request(self, request: RunRequest, job_name: str | None = None) -> ExecuteInProcessResult:
+        return self.run_job(
+            job_name or request.job_name or "",
+            run_config=request.run_config,
+            partition_key=request.partition_key,
+            tags=request.tags,
+        )
+
+    def tick(self, sensor_name: str, cursor: str | None = None) -> SensorResult:
+        sensor = self.defs.resolve_sensor_def(sensor_name)
+        context = build_sensor_context(
+            instance=self.instance, cursor=cursor, resources=self.resources(), definitions=self.defs
+        )
+        result = sensor(context)
+        assert isinstance(result, SensorResult), result
+        return result
+
+    def refresh_today(self, day: str = TODAY) -> ExecuteInProcessResult:
+        result = self.run_job("gpu_costs_refresh_job", partition_key=day)
+        assert result.success
+        return result
+
+    def spend(self, resource_id: str, start: dt.datetime, hours: int, hourly_cost: str, **attrs: Any) -> None:
+        insert(self.engine, hourly(resource_id, start, hours, hourly_cost, 60.0, **attrs))
+
+    def ledger(self) -> dict[str, dict[str, Any]]:
+        return {e["alert_key"]: e for e in ledger.list_entries(self.engine)}
+
+    def texts(self) -> list[str]:
+        """The fallback text of every message Slack accepted."""
+        return [r.json["text"] for r in self.slack.requests if r.status == 200]
+
+
+def make_heliox(
+    engine: Engine,
+    slack: FakeSlackWebhook,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings = SETTINGS,
+    now: dt.datetime = NOW,
+) -> Heliox:
+    """Definitions as production builds them: secrets from the environment through EnvVar."""
+    monkeypatch.setenv("HELIOX_DATABASE_URL", engine_url(engine))
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.url())
+    heliox = Heliox(engine, slack, settings, build_defs(settings), DagsterInstance.ephemeral(), monkeypatch)
+    heliox.at(now)
+    return heliox
+
+
+def requests_of(result: SensorResult) -> list[RunRequest]:
+    return list(result.run_requests or [])
+
+
+def keys_of(requests: Iterable[RunRequest]) -> list[str | None]:
+    return [r.run_key for r in requests]
