@@ -21,6 +21,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 
 run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/heliox doctor
+	$(BIN)/heliox run daily-summary
 	$(BIN)/dagster dev -w workspace.yaml
 
 test: install

@@ -258,6 +258,67 @@ def preview(kind: str, run_date: dt.datetime | None, as_json: bool, database_url
         click.echo(f"\nPreview: {result.note}")
 
 
+@cli.command("run")
+@click.argument("kind", type=click.Choice(["daily-summary", "burn-rate", "idle-spend"]))
+@friendly_errors
+def run_command(kind: str) -> None:
+    """Run one scheduled check now: refresh its assets, then its alert job.
+
+    The runs are stored in the Dagster instance of DAGSTER_HOME (shown in the UI afterwards).
+    Without SLACK_WEBHOOK_URL the message is only previewed and printed here.
+    """
+    from dagster import DagsterInstance
+
+    from heliox_orchestration.automation.manual import run_check
+    from heliox_orchestration.definitions import build_defs
+
+    settings = load_settings()
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    outcomes = run_check(kind, build_defs(settings), instance, settings, dt.datetime.now(dt.UTC))
+    for outcome in outcomes:
+        state = "succeeded" if outcome.success else f"FAILED: {outcome.error}"
+        click.echo(f"{outcome.job}: {state}")
+    last = outcomes[-1]
+    if last.metadata.get("slack_preview"):
+        click.echo("\nPreview mode (SLACK_WEBHOOK_URL is not set); the message would be:\n")
+        click.echo(last.metadata["slack_preview"])
+    elif last.metadata.get("delivery") == "skipped":
+        click.echo("Nothing sent: this alert was already sent or previewed (see `heliox alerts`).")
+    elif "delivery" in last.metadata:
+        click.echo(f"Delivery: {last.metadata['delivery']}")
+    if not all(o.success for o in outcomes):
+        sys.exit(1)
+
+
+@cli.command("alerts")
+@click.option(
+    "--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only alerts created on or after this day."
+)
+@click.option("--limit", type=int, default=50, show_default=True, callback=_positive)
+@click.option(
+    "--database-url", help=f"Database to read (default: ${DATABASE_URL_VAR} or the embedded SQLite file)."
+)
+@friendly_errors
+def alerts_command(since: dt.datetime | None, limit: int, database_url: str | None) -> None:
+    """List the alert ledger, newest first: what was sent, previewed or failed, and why."""
+    from heliox_orchestration.alerts.ledger import list_entries
+
+    settings = load_settings()
+    engine = open_database(database_url, settings)
+    start = dt.datetime.combine(since.date(), dt.time(), settings.tz) if since else None
+    entries = list_entries(engine, since=start, limit=limit)
+    if not entries:
+        click.echo("No alerts in the ledger" + (f" since {since:%Y-%m-%d}." if since else "."))
+        return
+    click.echo(f"{'created (' + settings.timezone + ')':<26} {'status':<10} {'tries':>5} {'http':>4}  key")
+    for e in entries:
+        created = e["created_at"].astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+        http = e["http_status"] or ""
+        click.echo(f"{created:<26} {e['status']:<10} {e['attempts']:>5} {http:>4}  {e['alert_key']}")
+        if e["last_error"]:
+            click.echo(f"{'':<26} last error: {e['last_error']}")
+
+
 def main() -> None:
     cli()
 
