@@ -11,7 +11,6 @@ from heliox_orchestration.automation import build_automation_defs
 from heliox_orchestration.resources.definitions import build_resource_defs
 from heliox_orchestration.settings import Settings, load_settings
 
-
 # Dagster 1.13 itself passes `owners` when it binds resources to a sensor's jobs, warning on every
 # load about a beta parameter Heliox never sets. Only that exact message is ignored.
 warnings.filterwarnings(
