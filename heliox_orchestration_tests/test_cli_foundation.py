@@ -1,0 +1,92 @@
+"""`heliox seed-demo` and `heliox doctor`: usage errors, bad database URLs, masking, and the
+embedded default that seeds itself (while a named database is never seeded unasked)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from heliox_orchestration.cli import cli
+from heliox_orchestration.db.engine import make_engine, usage_is_empty
+from heliox_orchestration.db.schema import gpu_usage_hourly
+from heliox_orchestration.resources.database import HelioxDatabase
+
+SECRET = "s3cr3t-Pa55"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpus", "0"], "--gpus"),
+        (["--days", "-3"], "--days"),
+        (["--end-date", "2026-13-45"], "--end-date"),
+        (["--gpus", "many"], "--gpus"),
+    ],
+)
+def test_seed_demo_usage_errors(args: list[str], message: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["seed-demo", "--database-url", f"sqlite:///{tmp_path}/x.db", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "x.db").exists(), "nothing is written on a usage error"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("not a url at all", "HELIOX_DATABASE_URL cannot be parsed as a database URL"),
+        (f"postgresql+psycopg2://heliox:{SECRET}@127.0.0.1:1/heliox", "HELIOX_DATABASE_URL="),
+        (f"mysql+nosuchdriver://u:{SECRET}@h/db", "driver"),
+    ],
+)
+def test_bad_database_url_is_one_line_exit_2_without_password(
+    url: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HELIOX_DATABASE_URL", url)
+    for command in (["doctor"], ["seed-demo", "--gpus", "1", "--days", "1"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2, result.output
+        assert expected in result.output
+        assert SECRET not in result.output
+        assert "Traceback" not in result.output
+        assert len([line for line in result.output.splitlines() if line.startswith("Error:")]) == 1
+
+
+def test_seed_demo_reports_and_replaces(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    args = ["seed-demo", "--database-url", url, "--gpus", "5", "--days", "3", "--end-date", "2026-01-20"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    written = int(re.search(r"Wrote ([\d,]+) rows", first.output).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert 0 < written <= 5 * 72  # GPUs provisioned late (the idle plan) have fewer hours
+    second = CliRunner().invoke(cli, args)
+    assert f"Replaced {written:,} existing demo rows" in second.output
+    with make_engine(url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(gpu_usage_hourly)).scalar_one() == written
+
+
+def test_doctor_masks_the_webhook_and_counts_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    webhook = "https://hooks.slack.com/services/T0TEST00/B0TEST00/abcdefghijklmnopqrstwxyz"
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", webhook)
+    monkeypatch.setenv("HELIOX_DATABASE_URL", f"sqlite:///{tmp_path}/doc.db")
+    result = CliRunner().invoke(cli, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "Slack notifications enabled (webhook https://hooks.slack.com/services/****...wxyz)" in result.output
+    )
+    assert "abcdefghijklmnop" not in result.output and "T0TEST00" not in result.output
+    assert "gpu_usage_hourly" in result.output and "alert_ledger" in result.output
+    monkeypatch.delenv("SLACK_WEBHOOK_URL")
+    assert "Slack notifications disabled (preview mode)" in CliRunner().invoke(cli, ["doctor"]).output
+
+
+def test_embedded_default_seeds_itself_but_a_named_database_is_never_seeded(tmp_path: Path) -> None:
+    embedded = HelioxDatabase()
+    assert embedded.is_embedded
+    assert not usage_is_empty(embedded.get_engine())
+
+    named = HelioxDatabase(url=f"sqlite:///{tmp_path}/mine.db")
+    assert usage_is_empty(named.get_engine())
