@@ -332,3 +332,22 @@ def test_instance_event_log_never_holds_the_webhook(heliox: Heliox) -> None:
         assert secret not in json.dumps(run.run_config)
     for entry in ledger.list_entries(heliox.engine):
         assert secret not in str(entry)
+
+
+def test_failed_idle_alert_is_redelivered_once_even_across_a_week_boundary(heliox: Heliox) -> None:
+    # Sunday 2026-01-11 23:00 UTC: ISO week 2; the redelivery runs in week 3.
+    sunday = dt.datetime(2026, 1, 11, 23, tzinfo=dt.UTC)
+    heliox.at(sunday)
+    insert(heliox.engine, hourly("idle-h100", sunday - dt.timedelta(days=14), 14 * 24, "12.29", 0.5))
+    assert heliox.run_job("idle_recommendations_refresh_job").success
+    heliox.slack.script(*[Reply.error(503, "service_unavailable")] * 4)
+    assert not heliox.run_job("idle_spend_alert_job").success
+    assert heliox.ledger()["idle-spend:idle-h100:2026-W02"]["status"] == "failed"
+
+    heliox.at(sunday + dt.timedelta(hours=2))
+    (request,) = requests_of(heliox.tick("alert_redelivery_sensor"))
+    assert heliox.run_request(request).success
+    assert len(heliox.texts()) == 1 and "Late delivery" in heliox.texts()[0]
+    statuses = {k: e["status"] for k, e in heliox.ledger().items()}
+    assert statuses == {"idle-spend:idle-h100:2026-W02": "sent", "idle-spend:idle-h100:2026-W03": "sent"}
+    assert requests_of(heliox.tick("alert_redelivery_sensor")) == []

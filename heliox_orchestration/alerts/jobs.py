@@ -73,6 +73,10 @@ def idle_key_prefix(resource_id: str) -> str:
     return f"idle-spend:{resource_id}:"
 
 
+def idle_prefix_of(key: str) -> str:
+    return key[: key.rindex(":") + 1]
+
+
 def idle_key(resource_id: str, local_day: dt.date) -> str:
     year, week, _ = local_day.isocalendar()
     return f"{idle_key_prefix(resource_id)}{year}-W{week:02d}"
@@ -202,17 +206,14 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
             report = load_idle_spend_report(engine, severities=("high",))
         except NotMaterializedError as exc:
             raise _not_materialized(exc) from None
-        current = {idle_key_prefix(f.resource_id) for f in report.findings}
-        gone = [
-            k for k in ledger.failed_keys(engine, "idle-spend:", now) if k[: k.rindex(":") + 1] not in current
-        ]
-        ledger.expire(engine, gone, now)
+        failed = ledger.failed_keys(engine, "idle-spend:", now)
+        by_prefix = {idle_key_prefix(f.resource_id): f for f in report.findings}
+        # A failed alert whose finding went away is no longer relevant.
+        ledger.expire(engine, [k for k in failed if idle_prefix_of(k) not in by_prefix], now)
         recent = ledger.recently_sent(
-            engine,
-            [idle_key_prefix(f.resource_id) for f in report.findings],
-            since=now - dt.timedelta(days=settings.idle_realert_days),
+            engine, list(by_prefix), since=now - dt.timedelta(days=settings.idle_realert_days)
         )
-        fresh = [f for f in report.findings if idle_key_prefix(f.resource_id) not in recent]
+        fresh = [f for prefix, f in by_prefix.items() if prefix not in recent]
         if not fresh:
             context.log.info(
                 f"Nothing new: {len(report.findings)} high-severity findings, all alerted recently"
@@ -221,6 +222,8 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
             return
         today = settings.today(now)
         keys = {idle_key(f.resource_id, today): f for f in fresh}
+        # An earlier week's failed delivery of a finding goes out with this week's alert.
+        keys.update({k: by_prefix[idle_prefix_of(k)] for k in failed if idle_prefix_of(k) in by_prefix})
         claims = claim_keys(
             engine,
             list(keys),
@@ -233,7 +236,8 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         if not claims:
             _report(context, Delivery(keys=(), skipped_keys=tuple(keys), result=None))
             return
-        findings = tuple(keys[c.key] for c in claims)
+        claimed = {keys[c.key] for c in claims}
+        findings = tuple(f for f in fresh if f in claimed)
         message = idle_spend_message(
             IdleSpendReport(report.as_of, findings), dashboard_url=settings.dashboard_url
         )
