@@ -141,25 +141,31 @@ def build_sensors(
             if record.partition_key == today.isoformat() and run and run.status == DagsterRunStatus.SUCCESS:
                 today_refreshed = True
 
-        requests = []
-        if today_refreshed:
-            try:
-                status = load_burn_rate_status(heliox_db.get_engine(), today, settings, now)
-            except NotMaterializedError:
-                status = None
-            level = status and burn_level(
-                status.cost_usd, status.threshold_usd, settings.burn_rate_escalation_pct
+        day = today.isoformat()
+        if not today_refreshed:
+            return SensorResult(
+                skip_reason=f"No new successful refresh of today's daily_gpu_costs ({day}).",
+                cursor=cursor.dump(today),
             )
-            if level and level > cursor.alerted.get(today.isoformat(), 0):
-                cursor.alerted[today.isoformat()] = level
-                requests.append(
-                    RunRequest(
-                        run_key=burn_rate_key(today, level),
-                        run_config=_op_config("send_burn_rate_alert", day=today.isoformat()),
-                        tags={"heliox/day": today.isoformat(), "heliox/level_pct": str(level)},
-                    )
-                )
-        return SensorResult(run_requests=requests, cursor=cursor.dump(today))
+        try:
+            status = load_burn_rate_status(heliox_db.get_engine(), today, settings, now)
+        except NotMaterializedError:
+            return SensorResult(skip_reason=f"{day} is not materialized.", cursor=cursor.dump(today))
+        level = burn_level(status.cost_usd, status.threshold_usd, settings.burn_rate_escalation_pct)
+        if level is None or level <= cursor.alerted.get(day, 0):
+            reason = (
+                f"{day}: ${status.cost_usd:,.2f} is within the ${status.threshold_usd:,.2f} threshold."
+                if level is None
+                else f"{day}: already alerted at {cursor.alerted[day]}% of the threshold."
+            )
+            return SensorResult(skip_reason=reason, cursor=cursor.dump(today))
+        cursor.alerted[day] = level
+        request = RunRequest(
+            run_key=burn_rate_key(today, level),
+            run_config=_op_config("send_burn_rate_alert", day=day),
+            tags={"heliox/day": day, "heliox/level_pct": str(level)},
+        )
+        return SensorResult(run_requests=[request], cursor=cursor.dump(today))
 
     @run_status_sensor(
         name="idle_spend_alert_sensor",
