@@ -15,9 +15,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import Date, Engine, Select, and_, case, column, delete, func, select, values
 
 from heliox_orchestration.analytics.common import (
@@ -36,6 +35,9 @@ from heliox_orchestration.db.schema import (
     money_sum_micros,
 )
 from heliox_orchestration.partitions import local_day_bounds
+
+if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load
+    import pandas as pd
 
 ROW_COLUMNS = [
     "day",
@@ -153,6 +155,8 @@ class DailyCosts:
 
     def day_totals(self) -> pd.DataFrame:
         """One row per day (``DAY_COLUMNS``), days without any usage row included as gaps."""
+        import pandas as pd
+
         groups = dict(iter(self.rows.groupby("day", sort=False))) if len(self.rows) else {}
         records = [_day_record(d, groups.get(d.day)) for d in self.days]
         return pd.DataFrame(records, columns=DAY_COLUMNS, dtype=object)
@@ -163,6 +167,8 @@ class DailyCosts:
 
     def merged_with(self, other: DailyCosts) -> DailyCosts:
         """Both sets of days (``other`` wins where they overlap), in day order."""
+        import pandas as pd
+
         if other.timezone != self.timezone:
             raise ValueError(f"cannot merge days of {self.timezone} and {other.timezone}")
         by_day = {d.day: d for d in self.days} | {d.day: d for d in other.days}
@@ -197,6 +203,8 @@ def _day_record(day: LocalDay, group: pd.DataFrame | None) -> dict[str, Any]:
 
 
 def _frame_from_query_rows(raw: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     records = []
     for r in records_of(raw):
         micros, known_gpu_hours = as_int(r["cost_micros"]), as_int(r["utilization_gpu_hours"])
@@ -217,6 +225,8 @@ def _frame_from_query_rows(raw: pd.DataFrame) -> pd.DataFrame:
 
 def compute_daily_costs(engine: Engine, first: dt.date, last: dt.date, timezone: str) -> DailyCosts:
     """Aggregate ``gpu_usage_hourly`` for the local days ``first`` through ``last``."""
+    import pandas as pd
+
     days = local_days(first, last, timezone)
     with engine.connect() as conn:
         raw = fetch_frame(conn, daily_costs_query(days))
@@ -254,6 +264,8 @@ def load_daily_costs(
 ) -> tuple[DailyCosts | None, tuple[dt.date, ...]]:
     """The materialized days of ``first`` through ``last`` and the days that are missing
     (never materialized, or materialized under another ``TIMEZONE``)."""
+    import pandas as pd
+
     wanted = local_days(first, last, timezone)
     with engine.connect() as conn:
         stored = conn.execute(

@@ -26,9 +26,8 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -64,6 +63,9 @@ from heliox_orchestration.db.schema import (
 from heliox_orchestration.reports import IdleFinding, IdleSpendReport
 from heliox_orchestration.settings import Settings
 
+if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load
+    import pandas as pd
+
 SEVERITY_DAYS = (("high", 7), ("medium", 3))  # streak days at or above which; else "low"
 SEVERITIES = ("high", "medium", "low")
 FINDING_COLUMNS = [c.name for c in idle_gpu_recommendations.columns if c.name != "evaluated_at"]
@@ -87,46 +89,49 @@ def idle_window(settings: Settings, as_of: dt.datetime | None = None) -> IdleWin
 
 def idle_candidates_query(window: IdleWindow, settings: Settings) -> Select:
     """Per resource in the window: observed/idle rows, last active hour, streak rows and cost,
-    and the attributes of its last observed row; only resources meeting the finding rule."""
+    and the attributes of its last observed row; only resources meeting the finding rule.
+
+    The window's rows are aggregated in one pass (no intermediate table of every window row);
+    the streaks of the few resulting candidates are then read through the primary key
+    (resource_id, usage_hour), one small range per candidate."""
     u = gpu_usage_hourly
     threshold = bindparam("idle_utilization_pct", settings.idle_utilization_pct, type_=Numeric())
     # CASE sends NULL utilization to ELSE: unknown is never idle.
     is_idle = case((u.c.gpu_utilization_pct < threshold, 1), else_=0)
-    hours = (
-        select(u.c.resource_id, u.c.usage_hour, u.c.cost_usd, is_idle.label("is_idle"))
-        .where(u.c.usage_hour >= window.start, u.c.usage_hour < window.end)
-        .cte("window_hours")
-    )
     # The idle share as an exact fraction n/d, so the test is integer arithmetic on both databases.
     share_n, share_d = settings.idle_min_idle_share_pct.as_integer_ratio()
-    observed, idle = func.count(), func.sum(hours.c.is_idle)
+    observed, idle = func.count(), func.sum(is_idle)
+    last_observed = func.max(u.c.usage_hour)
+    last_active = func.max(case((is_idle == 0, u.c.usage_hour)))
     per_resource = (
         select(
-            hours.c.resource_id,
+            u.c.resource_id,
             observed.label("observed_hours"),
             idle.label("idle_hours"),
-            func.max(hours.c.usage_hour).label("last_observed_hour"),
-            func.max(case((hours.c.is_idle == 0, hours.c.usage_hour))).label("last_active_hour"),
+            last_observed.label("last_observed_hour"),
+            last_active.label("last_active_hour"),
         )
-        .group_by(hours.c.resource_id)
-        .having(observed >= settings.idle_min_observed_hours, idle * 100 * share_d >= observed * share_n)
+        .where(u.c.usage_hour >= window.start, u.c.usage_hour < window.end)
+        .group_by(u.c.resource_id)
+        .having(
+            observed >= settings.idle_min_observed_hours,
+            idle * 100 * share_d >= observed * share_n,
+            # Idle now: the streak after the last active hour is not empty.
+            or_(last_active.is_(None), last_active < last_observed),
+        )
         .cte("per_resource")
     )
-    after_last_active = or_(
-        per_resource.c.last_active_hour.is_(None), hours.c.usage_hour > per_resource.c.last_active_hour
+    s = u.alias("streak_hours")
+    in_streak = and_(
+        s.c.resource_id == per_resource.c.resource_id,
+        s.c.usage_hour >= window.start,
+        s.c.usage_hour < window.end,
+        or_(per_resource.c.last_active_hour.is_(None), s.c.usage_hour > per_resource.c.last_active_hour),
     )
-    streak = (
-        select(
-            hours.c.resource_id,
-            func.count().label("streak_hours"),
-            func.min(hours.c.usage_hour).label("streak_start"),
-            money_sum_micros(hours.c.cost_usd).label("streak_cost_micros"),
-        )
-        .select_from(hours.join(per_resource, hours.c.resource_id == per_resource.c.resource_id))
-        .where(after_last_active)
-        .group_by(hours.c.resource_id)
-        .cte("streak")
-    )
+
+    def over_streak(aggregate: ColumnElement[Any], name: str) -> Any:
+        return select(aggregate).where(in_streak).scalar_subquery().label(name)
+
     last_row = and_(
         u.c.resource_id == per_resource.c.resource_id, u.c.usage_hour == per_resource.c.last_observed_hour
     )
@@ -143,13 +148,11 @@ def idle_candidates_query(window: IdleWindow, settings: Settings) -> Select:
             per_resource.c.idle_hours,
             per_resource.c.last_active_hour,
             per_resource.c.last_observed_hour,
-            streak.c.streak_hours,
-            streak.c.streak_start,
-            streak.c.streak_cost_micros,
+            over_streak(func.count(), "streak_hours"),
+            over_streak(func.min(s.c.usage_hour), "streak_start"),
+            over_streak(money_sum_micros(s.c.cost_usd), "streak_cost_micros"),
         )
-        .select_from(
-            per_resource.join(streak, streak.c.resource_id == per_resource.c.resource_id).join(u, last_row)
-        )
+        .select_from(per_resource.join(u, last_row))
         .order_by(per_resource.c.resource_id)
     )
 
@@ -210,6 +213,8 @@ def _findings_frame(raw: pd.DataFrame) -> pd.DataFrame:
 
 def _by_savings(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Findings highest savings first (ties by resource, for a stable order)."""
+    import pandas as pd
+
     records = sorted(records, key=lambda r: (-r["monthly_savings_usd"], r["resource_id"]))
     return pd.DataFrame(records, columns=FINDING_COLUMNS, dtype=object)
 

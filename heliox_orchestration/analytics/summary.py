@@ -18,8 +18,8 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import Engine, delete, select
 
 from heliox_orchestration.analytics.common import NotMaterializedError, model_label, records_of
@@ -39,6 +39,9 @@ from heliox_orchestration.reports import (
     IdleFinding,
 )
 from heliox_orchestration.settings import Settings
+
+if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load
+    import pandas as pd
 
 TOP_N = 3
 SERIES_DAYS = 7

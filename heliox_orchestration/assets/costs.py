@@ -3,9 +3,8 @@
 # No `from __future__ import annotations`: Dagster inspects the real context, config and
 # resource annotation types of the decorated functions.
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
@@ -37,6 +36,9 @@ from heliox_orchestration.db.schema import (
 from heliox_orchestration.partitions import daily_partitions
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
+
+if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load
+    import pandas as pd
 
 PREVIEW_ROWS = 10
 
@@ -102,7 +104,7 @@ def daily_costs_metadata(costs: DailyCosts, rows_written: int) -> dict[str, Any]
     return metadata
 
 
-def _preview(rows: pd.DataFrame) -> str:
+def _preview(rows: "pd.DataFrame") -> str:
     if rows.empty:
         return "_No usage data: gpu_usage_hourly has no rows for these days._"
     top = sorted(records_of(rows), key=lambda r: -r["cost_micros"])[:PREVIEW_ROWS]

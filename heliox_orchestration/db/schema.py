@@ -122,8 +122,24 @@ gpu_usage_hourly = Table(
     CheckConstraint("gpu_count >= 1", name="ck_gpu_usage_hourly_gpu_count"),
     comment="One row per GPU resource per hour.",
 )
-# The primary key index serves per-resource scans; day-range scans use this one.
-Index("ix_gpu_usage_hourly_usage_hour", gpu_usage_hourly.c.usage_hour)
+# The primary key index serves per-resource scans; day-range scans use this one. On PostgreSQL it
+# also carries every column the cost aggregates and checks read (all but region and team), so a
+# day or a window is an index-only scan of consecutive index pages: its cost follows the range,
+# whatever the physical order of the table and however much history it holds. See
+# docs/performance.md.
+Index(
+    "ix_gpu_usage_hourly_usage_hour",
+    gpu_usage_hourly.c.usage_hour,
+    postgresql_include=[
+        "resource_id",
+        "provider",
+        "gpu_type",
+        "gpu_count",
+        "model_name",
+        "cost_usd",
+        "gpu_utilization_pct",
+    ],
+)
 
 # --- Cost assets (heliox_orchestration.assets): derived tables, rebuilt from gpu_usage_hourly. ---
 # "day" is a local calendar day in TIMEZONE: the 23, 24 or 25 UTC hours between local midnights.

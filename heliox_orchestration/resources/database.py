@@ -8,7 +8,6 @@ from dagster import ConfigurableResource, InitResourceContext, get_dagster_logge
 from pydantic import PrivateAttr
 from sqlalchemy import Engine
 
-from heliox_orchestration.db.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.db.engine import (
     embedded_database_url,
     ensure_schema,
@@ -60,6 +59,9 @@ class HelioxDatabase(ConfigurableResource):
                 engine = make_engine(url)
                 ensure_schema(engine)
                 if self.is_embedded and usage_is_empty(engine):
+                    # Imported here: the generator needs numpy and pandas, definitions do not.
+                    from heliox_orchestration.db.demo_fleet import FleetSpec, seed_demo
+
                     settings = load_settings()
                     report = seed_demo(engine, FleetSpec(timezone=settings.timezone))
                     get_dagster_logger().info(

@@ -1,0 +1,1 @@
+"""Heliox fleet-scale benchmark (issue 7): ``python -m benchmarks.run``. See docs/performance.md."""

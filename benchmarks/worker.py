@@ -1,0 +1,228 @@
+"""The project's side of the benchmark, in its own process: Heliox's assets materialized through
+Dagster's real machinery (``dagster.materialize`` on an ephemeral instance, the ``heliox_db``
+resource), interleaved round by round with the bare aggregate queries they are compared with.
+
+Run as ``python -m benchmarks.worker PARAMS_JSON RESULT_PATH``; ``PARAMS_JSON["task"]`` is
+``partition``, ``idle`` or ``backfill``. Each task runs one untimed warm-up round (engine, schema
+check, Dagster's first-run imports), then ``repeat`` timed rounds.
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the annotations of the trivial asset.
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    AssetSelection,
+    DagsterEventType,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    MaterializeResult,
+    asset,
+    materialize,
+)
+from sqlalchemy import Executable, text
+
+from benchmarks.common import median, worker_args, write_result
+from heliox_orchestration.analytics.daily_costs import daily_costs_query, local_days
+from heliox_orchestration.analytics.idle import idle_candidates_query, idle_window
+from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, build_asset_defs, cost_input_checks
+from heliox_orchestration.partitions import daily_partitions
+from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.settings import Settings
+
+TRIVIAL_KEY = AssetKey("benchmark_trivial_partition")
+# The run tags of a single-run backfill (what the Dagster UI and `--partition-range` set).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def build_trivial_asset(settings: Settings) -> AssetsDefinition:
+    """Dagster's fixed overhead: a one-partition asset that only asks the database ``SELECT 1``."""
+
+    @asset(key=TRIVIAL_KEY, partitions_def=daily_partitions(settings))
+    def benchmark_trivial_partition(
+        context: AssetExecutionContext, heliox_db: HelioxDatabase
+    ) -> MaterializeResult:
+        with heliox_db.get_engine().connect() as conn:
+            conn.execute(text("SELECT 1")).scalar_one()
+        return MaterializeResult(metadata={"dagster/row_count": 1})
+
+    return benchmark_trivial_partition
+
+
+class Project:
+    """Heliox's definitions of one ``Settings``, materialized in this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        defs = build_asset_defs(settings)
+        self.assets: list[Any] = [
+            *(defs.assets or []),
+            *(defs.asset_checks or []),
+            build_trivial_asset(settings),
+        ]
+        self.instance = DagsterInstance.ephemeral()
+
+    def materialize(
+        self,
+        url: str,
+        selection: AssetSelection,
+        *,
+        partition_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> tuple[float, ExecuteInProcessResult]:
+        began = time.perf_counter()
+        result = materialize(
+            self.assets,
+            selection=selection,
+            partition_key=partition_key,
+            tags=tags,
+            run_config=dict(run_config or {}),
+            resources={"heliox_db": HelioxDatabase(url=url)},
+            instance=self.instance,
+        )
+        return time.perf_counter() - began, result
+
+    def step_seconds(self, result: ExecuteInProcessResult, step_key: str) -> float:
+        """The step's duration as Dagster recorded it: STEP_START to STEP_SUCCESS in the event log."""
+        records = self.instance.all_logs(
+            result.run_id, of_type={DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS}
+        )
+        times = {r.dagster_event_type: r.timestamp for r in records if r.step_key == step_key}
+        return times[DagsterEventType.STEP_SUCCESS] - times[DagsterEventType.STEP_START]
+
+
+def bare_query(url: str, query: Executable) -> tuple[float, int]:
+    """The aggregate query alone, on the same pooled engine the resource uses; all rows fetched."""
+    engine = HelioxDatabase(url=url).get_engine()
+    began = time.perf_counter()
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return time.perf_counter() - began, len(rows)
+
+
+def row_count(result: ExecuteInProcessResult, key: AssetKey) -> int:
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == key:
+            return cast(int, event.materialization.metadata["dagster/row_count"].value)
+    raise LookupError(f"{key.to_user_string()} was not materialized")
+
+
+def rounds(repeat: int, one_round: Callable[[bool], dict[str, float]]) -> dict[str, Any]:
+    """One warm-up round, then ``repeat`` timed ones; every series and its median.
+    ``one_round(timed)`` may skip work that needs no warming up in the warm-up round."""
+    warmup = one_round(False)
+    series: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for name, value in one_round(True).items():
+            series.setdefault(name, []).append(value)
+    return {
+        "warmup": warmup,
+        "samples": series,
+        "median": {name: median(values) for name, values in series.items()},
+    }
+
+
+def asset_only(key: AssetKey) -> AssetSelection:
+    return AssetSelection.assets(key).without_checks()
+
+
+def partition_task(params: dict[str, Any]) -> dict[str, Any]:
+    """Today's partition of daily_gpu_costs on each database, the databases interleaved."""
+    settings = Settings(timezone=params["timezone"])
+    project = Project(settings)
+    today = params["today"]
+    day = dt.date.fromisoformat(today)
+    query = daily_costs_query(local_days(day, day, settings.timezone))
+    urls: dict[str, str] = params["urls"]
+    # The burn-rate refresh as its job runs it: the asset, its checks and the blocking usage checks.
+    refresh = AssetSelection.assets(DAILY_COSTS_KEY) | cost_input_checks()
+    counts: dict[str, int] = {}
+
+    def one_round(timed: bool) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for label, url in urls.items():
+            out[f"{label}.bare_query_s"], counts[f"{label}.query_rows"] = bare_query(url, query)
+            wall, result = project.materialize(url, asset_only(DAILY_COSTS_KEY), partition_key=today)
+            out[f"{label}.materialization_s"] = wall
+            out[f"{label}.step_s"] = project.step_seconds(result, "daily_gpu_costs")
+            counts[f"{label}.rows_written"] = row_count(result, DAILY_COSTS_KEY)
+            wall, result = project.materialize(url, refresh, partition_key=today)
+            out[f"{label}.refresh_s"] = wall
+            out[f"{label}.refresh_step_s"] = project.step_seconds(result, "daily_gpu_costs")
+            wall, _ = project.materialize(url, AssetSelection.assets(TRIVIAL_KEY), partition_key=today)
+            out[f"{label}.trivial_s"] = wall
+        return out
+
+    return {**rounds(params["repeat"], one_round), "counts": counts}
+
+
+def idle_task(params: dict[str, Any]) -> dict[str, Any]:
+    """idle_gpu_recommendations over the trailing window vs its bare aggregate query."""
+    settings = Settings(timezone=params["timezone"])
+    project = Project(settings)
+    url, as_of = params["url"], params["as_of"]
+    query = idle_candidates_query(idle_window(settings, dt.datetime.fromisoformat(as_of)), settings)
+    run_config = {"ops": {IDLE_KEY.path[-1]: {"config": {"as_of": as_of}}}}
+    counts: dict[str, int] = {}
+
+    def one_round(timed: bool) -> dict[str, float]:
+        out: dict[str, float] = {}
+        out["bare_query_s"], counts["query_rows"] = bare_query(url, query)
+        wall, result = project.materialize(url, asset_only(IDLE_KEY), run_config=run_config)
+        out["materialization_s"] = wall
+        out["step_s"] = project.step_seconds(result, IDLE_KEY.path[-1])
+        counts["findings"] = row_count(result, IDLE_KEY)
+        return out
+
+    return {**rounds(params["repeat"], one_round), "counts": counts}
+
+
+def backfill_task(params: dict[str, Any]) -> dict[str, Any]:
+    """A range of daily_gpu_costs partitions: one single-run backfill, the bare query of the same
+    days, and one run per partition."""
+    settings = Settings(timezone=params["timezone"])
+    project = Project(settings)
+    url = params["url"]
+    first, last = dt.date.fromisoformat(params["first"]), dt.date.fromisoformat(params["last"])
+    keys: Sequence[str] = [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    query = daily_costs_query(local_days(first, last, settings.timezone))
+    tags = {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
+    counts: dict[str, int] = {"days": len(keys)}
+
+    def one_round(timed: bool) -> dict[str, float]:
+        out: dict[str, float] = {}
+        out["bare_query_s"], counts["query_rows"] = bare_query(url, query)
+        wall, result = project.materialize(url, asset_only(DAILY_COSTS_KEY), tags=tags)
+        out["single_run_s"] = wall
+        out["single_run_step_s"] = project.step_seconds(result, "daily_gpu_costs")
+        counts["rows_written"] = row_count(result, DAILY_COSTS_KEY)
+        if timed:  # the single run already warmed everything the separate runs use
+            out["separate_runs_s"] = sum(
+                project.materialize(url, asset_only(DAILY_COSTS_KEY), partition_key=key)[0] for key in keys
+            )
+        return out
+
+    return {**rounds(params["repeat"], one_round), "counts": counts}
+
+
+TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "partition": partition_task,
+    "idle": idle_task,
+    "backfill": backfill_task,
+}
+
+
+def main() -> None:
+    params, result_path = worker_args()
+    write_result(result_path, TASKS[params["task"]](params))
+
+
+if __name__ == "__main__":
+    main()
