@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from heliox_orchestration.settings import ENVIRONMENT_VARIABLES
+from heliox_orchestration_tests.dagster_storage import dagster_storage_env
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -421,20 +422,6 @@ def test_compose_sets_every_variable_the_instance_file_reads(services: dict[str,
 # --- deploy/dagster.yaml opened for real on PostgreSQL -------------------------------------------
 
 
-def storage_env_for(url: str) -> dict[str, str]:
-    parsed = make_url(url)
-    return {
-        "DAGSTER_POSTGRES_HOST": parsed.host or "127.0.0.1",
-        "DAGSTER_POSTGRES_PORT": str(parsed.port or 5432),
-        "DAGSTER_POSTGRES_USER": parsed.username or "postgres",
-        "DAGSTER_POSTGRES_PASSWORD": parsed.password or "",
-        "DAGSTER_POSTGRES_DB": str(parsed.database),
-        "DAGSTER_POSTGRES_URL": parsed.set(drivername="postgresql+psycopg2").render_as_string(
-            hide_password=False
-        ),
-    }
-
-
 @pytest.mark.postgres
 @pytest.mark.parametrize("instance_file", [INSTANCE, INSTANCE_URL], ids=lambda p: p.name)
 def test_production_instance_stores_runs_in_postgres(
@@ -447,7 +434,7 @@ def test_production_instance_stores_runs_in_postgres(
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
     url = create_postgres_database("heliox_dagster_test")
-    env = storage_env_for(url)
+    env = dagster_storage_env(url)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     home = dagster_home_with(tmp_path, instance_file)

@@ -52,10 +52,10 @@ from typing import Any, TypeVar
 import pytest
 import requests
 from sqlalchemy import Engine, create_engine, func, select, text
-from sqlalchemy.engine import make_url
 
 from heliox_orchestration.db.schema import daily_gpu_cost_days, daily_gpu_costs, gpu_usage_hourly
 from heliox_orchestration.settings import ENVIRONMENT_VARIABLES
+from heliox_orchestration_tests.dagster_storage import dagster_storage_env
 from heliox_orchestration_tests.slack_server import FakeSlackWebhook
 
 # The whole test, fixtures included, stays under 5 minutes (about 2.5 on a 2-CPU machine).
@@ -481,18 +481,6 @@ def ledger(heliox_engine: Engine) -> dict[str, tuple[str, int]]:
 
 
 # --- the deployment --------------------------------------------------------------------------------
-
-
-def dagster_storage_env(url: str) -> dict[str, str]:
-    """deploy/dagster.yaml reads its connection from these five variables."""
-    parsed = make_url(url)
-    return {
-        "DAGSTER_POSTGRES_HOST": parsed.host or "127.0.0.1",
-        "DAGSTER_POSTGRES_PORT": str(parsed.port or 5432),
-        "DAGSTER_POSTGRES_USER": parsed.username or "postgres",
-        "DAGSTER_POSTGRES_PASSWORD": parsed.password or "",
-        "DAGSTER_POSTGRES_DB": str(parsed.database),
-    }
 
 
 def process_env(extra: dict[str, str]) -> dict[str, str]:
