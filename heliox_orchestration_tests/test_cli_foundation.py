@@ -69,7 +69,7 @@ def test_seed_demo_reports_and_replaces(tmp_path: Path) -> None:
 
 
 def test_doctor_masks_the_webhook_and_counts_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    webhook = "https://hooks.slack.com/services/T0TEST00/B0TEST00/abcdefghijklmnopqrstwxyz"
+    webhook = "https://hooks.slack.com/services/TFAKE/BFAKE/abcdefghijklmnop-wxyz"
     monkeypatch.setenv("SLACK_WEBHOOK_URL", webhook)
     monkeypatch.setenv("HELIOX_DATABASE_URL", f"sqlite:///{tmp_path}/doc.db")
     result = CliRunner().invoke(cli, ["doctor"])
@@ -77,7 +77,7 @@ def test_doctor_masks_the_webhook_and_counts_rows(tmp_path: Path, monkeypatch: p
     assert (
         "Slack notifications enabled (webhook https://hooks.slack.com/services/****...wxyz)" in result.output
     )
-    assert "abcdefghijklmnop" not in result.output and "T0TEST00" not in result.output
+    assert "abcdefghijklmnop" not in result.output and "TFAKE" not in result.output
     assert "gpu_usage_hourly" in result.output and "alert_ledger" in result.output
     monkeypatch.delenv("SLACK_WEBHOOK_URL")
     assert "Slack notifications disabled (preview mode)" in CliRunner().invoke(cli, ["doctor"]).output

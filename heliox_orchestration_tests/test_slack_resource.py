@@ -360,7 +360,7 @@ def test_resource_is_wired_through_envvar(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_mask_shows_only_the_last_four_characters() -> None:
-    url = "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXwxyz"
+    url = "https://hooks.slack.com/services/TFAKE/BFAKE/not-a-real-token-wxyz"
     assert mask_webhook_url(url) == "https://hooks.slack.com/services/****...wxyz"
     assert mask_webhook_url(url + "\n") == "https://hooks.slack.com/services/****...wxyz"
     assert mask_webhook_url(None) == "(not set)"
