@@ -15,6 +15,7 @@ from heliox_orchestration.automation.refresh_jobs import (
     IDLE_REFRESH_JOB,
     SUMMARY_REFRESH_JOB,
 )
+from heliox_orchestration.automation.run_config import op_config
 from heliox_orchestration.automation.schedules import summary_run_config
 from heliox_orchestration.settings import Settings
 
@@ -79,5 +80,4 @@ def run_check(
         raise ValueError(f"unknown check {kind!r}; choose one of {', '.join(RUN_KINDS)}")
     if not refresh.success:
         return [refresh]
-    config = {"ops": {op: {"config": alert_config}}} if alert_config else None
-    return [refresh, _run(defs, instance, alert_job, config)]
+    return [refresh, _run(defs, instance, alert_job, op_config(op, **alert_config))]

@@ -17,6 +17,7 @@ from heliox_orchestration.automation.refresh_jobs import (
     IDLE_REFRESH_JOB,
     SUMMARY_REFRESH_JOB,
 )
+from heliox_orchestration.automation.run_config import op_config
 from heliox_orchestration.settings import Settings
 
 
@@ -26,7 +27,7 @@ def local_tick_day(context: ScheduleEvaluationContext, settings: Settings) -> dt
 
 
 def summary_run_config(report_date: dt.date) -> dict:
-    return {"ops": {"gpu_cost_summary": {"config": {"report_date": report_date.isoformat()}}}}
+    return op_config("gpu_cost_summary", report_date=report_date.isoformat())
 
 
 def build_schedules(settings: Settings) -> list[ScheduleDefinition]:

@@ -33,6 +33,7 @@ from heliox_orchestration.analytics import NotMaterializedError, load_burn_rate_
 from heliox_orchestration.assets import DAILY_COSTS_KEY
 from heliox_orchestration.automation.freshness import cron_hours, is_stale, newest_usage_hour
 from heliox_orchestration.automation.refresh_jobs import IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
+from heliox_orchestration.automation.run_config import op_config
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.slack import SlackWebhook
 from heliox_orchestration.secrets import redact_webhook_url
@@ -48,10 +49,6 @@ REDELIVERY_WAIT = dt.timedelta(minutes=5)
 MAX_REDELIVERY_ATTEMPTS = 24  # HTTP attempts, about six runs
 
 
-def _op_config(op_name: str, **config: object) -> dict:
-    return {"ops": {op_name: {"config": config}}}
-
-
 def redelivery_request(key: str, failed_at: dt.datetime) -> RunRequest | None:
     """The run that sends a failed alert again; one run per day, report date or gap."""
     kind, _, rest = key.partition(":")
@@ -61,19 +58,19 @@ def redelivery_request(key: str, failed_at: dt.datetime) -> RunRequest | None:
         return RunRequest(
             job_name="burn_rate_alert_job",
             run_key=f"redeliver:burn-rate:{day}:{stamp}",
-            run_config=_op_config("send_burn_rate_alert", day=day),
+            run_config=op_config("send_burn_rate_alert", day=day),
         )
     if kind == "daily-summary":
         return RunRequest(
             job_name="daily_summary_job",
             run_key=f"redeliver:{key}:{stamp}",
-            run_config=_op_config("send_daily_summary", report_date=rest),
+            run_config=op_config("send_daily_summary", report_date=rest),
         )
     if kind == "stale-data":
         return RunRequest(
             job_name="stale_data_alert_job",
             run_key=f"redeliver:{key}:{stamp}",
-            run_config=_op_config(
+            run_config=op_config(
                 "send_stale_data_alert", newest_usage_hour=None if rest == "no-data" else rest
             ),
         )
@@ -162,7 +159,7 @@ def build_sensors(
         cursor.alerted[day] = level
         request = RunRequest(
             run_key=burn_rate_key(today, level),
-            run_config=_op_config("send_burn_rate_alert", day=day),
+            run_config=op_config("send_burn_rate_alert", day=day),
             tags={"heliox/day": day, "heliox/level_pct": str(level)},
         )
         return SensorResult(run_requests=[request], cursor=cursor.dump(today))
@@ -193,7 +190,7 @@ def build_sensors(
             return SkipReason("The refresh run names no report date (no partition); nothing to send.")
         return RunRequest(
             run_key=f"daily-summary-after:{context.dagster_run.run_id}",
-            run_config=_op_config("send_daily_summary", report_date=report_date),
+            run_config=op_config("send_daily_summary", report_date=report_date),
             tags={"heliox/report_date": report_date},
         )
 
@@ -219,7 +216,7 @@ def build_sensors(
             return SensorResult(skip_reason="Already alerted for this gap.", cursor=key)
         newest_text = newest.isoformat() if newest else None
         request = RunRequest(
-            run_key=key, run_config=_op_config("send_stale_data_alert", newest_usage_hour=newest_text)
+            run_key=key, run_config=op_config("send_stale_data_alert", newest_usage_hour=newest_text)
         )
         return SensorResult(run_requests=[request], cursor=key)
 
