@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from dagster import (
     AssetRecordsFilter,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     JobDefinition,
@@ -129,8 +130,11 @@ def build_sensors(
             ascending=True,
         ).records
         today_refreshed = False
+        runs: dict[str, DagsterRun | None] = {}  # a single-run backfill emits one event per day
         for record in records:
-            run = context.instance.get_run_by_id(record.run_id)
+            if record.run_id not in runs:
+                runs[record.run_id] = context.instance.get_run_by_id(record.run_id)
+            run = runs[record.run_id]
             if run is not None and not run.is_finished:
                 break  # its blocking checks have not spoken yet: look again next tick
             cursor.after_storage_id = record.storage_id
