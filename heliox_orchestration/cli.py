@@ -20,7 +20,6 @@ from heliox_orchestration.db.demo_fleet import (
     seed_demo,
 )
 from heliox_orchestration.db.engine import (
-    DATABASE_URL_VAR,
     DatabaseConfigError,
     embedded_database_url,
     ensure_schema,
@@ -36,7 +35,13 @@ from heliox_orchestration.db.focus_import import (
     progress_bar,
 )
 from heliox_orchestration.secrets import mask_webhook_url
-from heliox_orchestration.settings import ENVIRONMENT_VARIABLES, Settings, SettingsError, load_settings
+from heliox_orchestration.settings import (
+    DATABASE_URL_VAR,
+    ENVIRONMENT_VARIABLES,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

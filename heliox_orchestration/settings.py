@@ -16,6 +16,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+# The secret variables' names (their values are read by the resources, never here).
+DATABASE_URL_VAR = "HELIOX_DATABASE_URL"
+
 
 class SettingsError(ValueError):
     """A configuration value is wrong; the message names the variable and what is allowed."""

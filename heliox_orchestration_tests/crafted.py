@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, text
 
-from heliox_orchestration.db.schema import CENTS, gpu_usage_hourly
+from heliox_orchestration.db.schema import gpu_usage_hourly
+from heliox_orchestration.money import CENTS
 
 
 def utc(year: int, month: int, day: int, hour: int = 0) -> dt.datetime:

@@ -9,14 +9,15 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
-from heliox_orchestration.analytics import (
-    NotMaterializedError,
+from heliox_orchestration.analytics.common import NotMaterializedError
+from heliox_orchestration.analytics.idle import (
     compute_idle_evaluation,
+    idle_detail,
     idle_spend_report,
+    idle_window,
     load_idle_spend_report,
     write_idle_evaluation,
 )
-from heliox_orchestration.analytics.idle import idle_detail, idle_window
 from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.crafted import hourly, insert, row, table_count, utc
 

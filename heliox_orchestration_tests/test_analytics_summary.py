@@ -9,14 +9,13 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
-from heliox_orchestration.analytics import (
-    NotMaterializedError,
+from heliox_orchestration.analytics.common import NotMaterializedError
+from heliox_orchestration.analytics.daily_costs import compute_daily_costs, write_daily_costs
+from heliox_orchestration.analytics.summary import (
     burn_rate_status,
-    compute_daily_costs,
     cost_summary,
     load_burn_rate_status,
     load_cost_summary,
-    write_daily_costs,
 )
 from heliox_orchestration.db.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.partitions import local_day_bounds, local_range_bounds

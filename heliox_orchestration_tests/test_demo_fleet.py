@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from heliox_orchestration.db.demo_fleet import FleetSpec, generate_chunks, seed_demo
-from heliox_orchestration.db.schema import gpu_usage_hourly, micros_to_dollars, money_sum_micros
+from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
+from heliox_orchestration.money import micros_to_dollars
 
 NOW = dt.datetime(2026, 1, 21, 12, 30, tzinfo=dt.UTC)
 SPEC = FleetSpec(gpus=30, days=20, end_date=dt.date(2026, 1, 20), seed=7)

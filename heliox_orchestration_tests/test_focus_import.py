@@ -29,7 +29,8 @@ from heliox_orchestration.db.focus_import import (
     read_focus,
     spread_evenly,
 )
-from heliox_orchestration.db.schema import CENTS, gpu_usage_hourly, micros_to_dollars, money_sum_micros
+from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
+from heliox_orchestration.money import CENTS, micros_to_dollars
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "focus" / "focus_sample.csv"
@@ -692,14 +693,12 @@ def test_cli_bad_input_exits_2_and_writes_nothing(
 def test_imported_usage_produces_the_expected_idle_finding(
     any_engine: Engine, gpu_files: tuple[Path, Path, list[dict[str, str]]]
 ) -> None:
-    analytics = pytest.importorskip("heliox_orchestration.analytics")
+    from heliox_orchestration.analytics.idle import idle_spend_report
     from heliox_orchestration.settings import Settings
 
     focus, utilization, _ = gpu_files
     import_focus(any_engine, focus, utilization=utilization)
-    report = analytics.idle_spend_report(
-        any_engine, Settings(), as_of=AS_OF, severities=("high", "medium", "low")
-    )
+    report = idle_spend_report(any_engine, Settings(), as_of=AS_OF, severities=("high", "medium", "low"))
 
     # The busy p4d is not idle; the Azure VM has no samples, and unknown is never idle.
     assert [f.resource_id for f in report.findings] == [P5]

@@ -11,6 +11,7 @@ policy for transient failures; Slack's permanent refusals are not retried.
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from dagster import (
     Backoff,
@@ -26,26 +27,17 @@ from dagster import (
 from pydantic import Field
 
 from heliox_orchestration import clock
-from heliox_orchestration.alerts import ledger
-from heliox_orchestration.alerts.delivery import Delivery, claim_keys, deliver, send_claimed
-from heliox_orchestration.alerts.messages import (
-    burn_rate_message,
-    daily_summary_message,
-    idle_spend_message,
-    stale_data_message,
-    with_note,
-)
-from heliox_orchestration.analytics import (
-    NotMaterializedError,
-    load_burn_rate_status,
-    load_cost_summary,
-    load_idle_spend_report,
-)
+from heliox_orchestration.analytics.common import NotMaterializedError
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.reports import IdleSpendReport
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.slack import SlackDeliveryError, SlackWebhook
 from heliox_orchestration.settings import Settings
+
+# The ops import the SQL modules (ledger, delivery, analytics: SQLAlchemy) and the Block Kit
+# messages (slack-sdk) when they run, so that the definitions load without them.
+if TYPE_CHECKING:
+    from heliox_orchestration.alerts.delivery import Delivery
 
 ALERT_MAX_RUNTIME_SECONDS = 300
 ALERT_RETRY_POLICY = RetryPolicy(max_retries=2, delay=20, backoff=Backoff.EXPONENTIAL)
@@ -118,7 +110,7 @@ class StaleDataAlertConfig(Config):
     )
 
 
-def _report(context: OpExecutionContext, delivery: Delivery, **extra: object) -> None:
+def _report(context: OpExecutionContext, delivery: "Delivery", **extra: object) -> None:
     metadata: dict[str, object] = {
         "delivery": delivery.status,
         "alert_keys": MetadataValue.json(list(delivery.keys)),
@@ -160,6 +152,11 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         slack: SlackWebhook,
     ) -> None:
         """Alert when the day's materialized GPU spend is over the threshold (or a further level)."""
+        from heliox_orchestration.alerts import ledger
+        from heliox_orchestration.alerts.delivery import deliver
+        from heliox_orchestration.alerts.messages import burn_rate_message, with_note
+        from heliox_orchestration.analytics.summary import load_burn_rate_status
+
         now = clock.utc_now()
         day = parse_day(config.day, "day") or settings.today(now)
         engine = heliox_db.get_engine()
@@ -200,6 +197,11 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         context: OpExecutionContext, heliox_db: HelioxDatabase, slack: SlackWebhook
     ) -> None:
         """Alert on high-severity idle GPUs not alerted in the last IDLE_REALERT_DAYS days."""
+        from heliox_orchestration.alerts import ledger
+        from heliox_orchestration.alerts.delivery import Delivery, claim_keys, send_claimed
+        from heliox_orchestration.alerts.messages import idle_spend_message
+        from heliox_orchestration.analytics.idle import load_idle_spend_report
+
         now = clock.utc_now()
         engine = heliox_db.get_engine()
         try:
@@ -257,6 +259,10 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         slack: SlackWebhook,
     ) -> None:
         """Send the 📊 daily summary of the materialized gpu_cost_summary of a report date."""
+        from heliox_orchestration.alerts.delivery import deliver
+        from heliox_orchestration.alerts.messages import daily_summary_message
+        from heliox_orchestration.analytics.summary import load_cost_summary
+
         now = clock.utc_now()
         report_date = parse_day(config.report_date, "report_date") or settings.today(now) - dt.timedelta(
             days=1
@@ -291,6 +297,9 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         slack: SlackWebhook,
     ) -> None:
         """Say in Slack that cost data stopped arriving: one alert per gap."""
+        from heliox_orchestration.alerts.delivery import deliver
+        from heliox_orchestration.alerts.messages import stale_data_message
+
         now = clock.utc_now()
         newest = dt.datetime.fromisoformat(config.newest_usage_hour) if config.newest_usage_hour else None
         message = stale_data_message(newest, now, settings.stale_data_hours, tz)

@@ -19,7 +19,8 @@ from heliox_orchestration.alerts.messages import (
     daily_summary_message,
     idle_spend_message,
 )
-from heliox_orchestration.analytics import burn_rate_status, cost_summary, idle_spend_report
+from heliox_orchestration.analytics.idle import idle_spend_report
+from heliox_orchestration.analytics.summary import burn_rate_status, cost_summary
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.settings import Settings
 

@@ -7,12 +7,11 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Executable
+from heliox_orchestration.money import CENTS, MICROS, micros_to_dollars
 
-from heliox_orchestration.db.schema import CENTS, MICROS, micros_to_dollars
-
-if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load
+if TYPE_CHECKING:  # pandas and SQLAlchemy load when a run needs them, not with the definitions
     import pandas as pd
+    from sqlalchemy import Connection, Executable
 
 UNATTRIBUTED = "Unattributed"
 HOURS_PER_MONTH = 730  # the monthly cost convention everywhere in Heliox (see db/gpu_prices.py)

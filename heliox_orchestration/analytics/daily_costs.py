@@ -31,9 +31,9 @@ from heliox_orchestration.db.schema import (
     daily_gpu_cost_days,
     daily_gpu_costs,
     gpu_usage_hourly,
-    micros_to_dollars,
     money_sum_micros,
 )
+from heliox_orchestration.money import micros_to_dollars
 from heliox_orchestration.partitions import local_day_bounds
 
 if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load

@@ -30,7 +30,8 @@ from heliox_orchestration.analytics.daily_costs import (
     require_materialized,
 )
 from heliox_orchestration.analytics.idle import compute_idle_evaluation
-from heliox_orchestration.db.schema import MICROS, gpu_cost_summary, gpu_cost_summary_items, micros_to_dollars
+from heliox_orchestration.db.schema import gpu_cost_summary, gpu_cost_summary_items
+from heliox_orchestration.money import MICROS, micros_to_dollars
 from heliox_orchestration.reports import (
     BurnRateStatus,
     CostDriver,

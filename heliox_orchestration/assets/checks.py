@@ -11,7 +11,7 @@ usage checks are not part of an asset's own checks (Dagster does not materialize
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -23,15 +23,6 @@ from dagster import (
 )
 
 from heliox_orchestration.analytics.common import markdown_table
-from heliox_orchestration.analytics.idle import idle_window, latest_evaluation
-from heliox_orchestration.analytics.quality import (
-    RuleReport,
-    daily_cost_rule_report,
-    future_usage_report,
-    gap_days,
-    idle_finding_rule_report,
-    usage_rule_report,
-)
 from heliox_orchestration.assets.recommendations import IdleRecommendationsConfig
 from heliox_orchestration.assets.shared import (
     DAILY_COSTS_KEY,
@@ -44,11 +35,16 @@ from heliox_orchestration.partitions import local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
 
+# The SQL modules (analytics.quality, analytics.idle: SQLAlchemy) load when a check runs, not
+# with the definitions.
+if TYPE_CHECKING:
+    from heliox_orchestration.analytics.quality import RuleReport
+
 UNPARTITIONED_DAYS = 30  # days judged by an output check run without a partition
 
 
 def rule_result(
-    report: RuleReport,
+    report: "RuleReport",
     scope: str,
     consequence: str,
     severity: AssetCheckSeverity,
@@ -90,6 +86,8 @@ def _usage_scope(
         start, end = local_range_bounds(*days, settings.timezone)
         span = days[0].isoformat() if days[0] == days[1] else f"{days[0]} to {days[1]}"
         return start, end, f"the local days {span} ({settings.timezone})"
+    from heliox_orchestration.analytics.idle import idle_window
+
     window = idle_window(settings, _idle_as_of(context) or now)
     return window.start, window.end, f"the idle window ending {window.end:%Y-%m-%d %H:%M} UTC"
 
@@ -124,6 +122,8 @@ def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
         "the aggregates and alerts downstream do not run.",
     )
     def usage_valid_rows(context: AssetCheckExecutionContext, heliox_db: HelioxDatabase) -> AssetCheckResult:
+        from heliox_orchestration.analytics.quality import usage_rule_report
+
         start, end, scope = _usage_scope(context, settings, utc_now())
         report = usage_rule_report(heliox_db.get_engine(), start, end)
         return rule_result(
@@ -143,6 +143,8 @@ def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
     def usage_no_future_hours(
         context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
     ) -> AssetCheckResult:
+        from heliox_orchestration.analytics.quality import future_usage_report
+
         now = utc_now()
         report = future_usage_report(heliox_db.get_engine(), now)
         return rule_result(
@@ -164,6 +166,8 @@ def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
     def daily_costs_valid_rows(
         context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
     ) -> AssetCheckResult:
+        from heliox_orchestration.analytics.quality import daily_cost_rule_report
+
         first, last = _output_days(context, settings, utc_now())
         report = daily_cost_rule_report(heliox_db.get_engine(), first, last)
         return rule_result(
@@ -182,6 +186,8 @@ def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
     def daily_costs_no_gap_days(
         context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
     ) -> AssetCheckResult:
+        from heliox_orchestration.analytics.quality import gap_days
+
         now = utc_now()
         first, last = _output_days(context, settings, now)
         gaps = gap_days(heliox_db.get_engine(), first, last, now)
@@ -212,6 +218,9 @@ def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
     def idle_valid_findings(
         context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
     ) -> AssetCheckResult:
+        from heliox_orchestration.analytics.idle import latest_evaluation
+        from heliox_orchestration.analytics.quality import idle_finding_rule_report
+
         engine = heliox_db.get_engine()
         with engine.connect() as conn:
             latest = latest_evaluation(conn)

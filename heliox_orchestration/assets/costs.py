@@ -16,8 +16,6 @@ from dagster import (
 )
 
 from heliox_orchestration.analytics.common import markdown_table, model_label, records_of, usd
-from heliox_orchestration.analytics.daily_costs import DailyCosts, compute_daily_costs, write_daily_costs
-from heliox_orchestration.analytics.summary import top_drivers
 from heliox_orchestration.assets.shared import (
     DAILY_COSTS_KEY,
     GROUP,
@@ -27,18 +25,16 @@ from heliox_orchestration.assets.shared import (
     table_metadata,
     utc_now,
 )
-from heliox_orchestration.db.schema import (
-    daily_gpu_cost_days,
-    daily_gpu_costs,
-    gpu_usage_hourly,
-    micros_to_dollars,
-)
+from heliox_orchestration.money import micros_to_dollars
 from heliox_orchestration.partitions import daily_partitions
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
 
-if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load
+# The SQL modules (SQLAlchemy) and pandas load when a run needs them, not with the definitions.
+if TYPE_CHECKING:
     import pandas as pd
+
+    from heliox_orchestration.analytics.daily_costs import DailyCosts
 
 PREVIEW_ROWS = 10
 
@@ -65,11 +61,13 @@ def usage_spec() -> AssetSpec:
         description=USAGE_DESCRIPTION,
         group_name=GROUP,
         kinds={"sql"},
-        metadata=table_metadata(gpu_usage_hourly),
+        metadata=table_metadata("gpu_usage_hourly"),
     )
 
 
-def daily_costs_metadata(costs: DailyCosts, rows_written: int) -> dict[str, Any]:
+def daily_costs_metadata(costs: "DailyCosts", rows_written: int) -> dict[str, Any]:
+    from heliox_orchestration.analytics.summary import top_drivers
+
     totals = costs.day_totals()
     total = micros_to_dollars(sum(totals["cost_micros"]))
     gaps = [day.isoformat() for day, has in zip(totals["day"], totals["has_data"], strict=True) if not has]
@@ -137,7 +135,7 @@ def build_daily_gpu_costs(settings: Settings) -> AssetsDefinition:
                 group_name=GROUP,
                 kinds=KINDS,
                 partitions_def=partitions,
-                metadata=table_metadata(daily_gpu_costs, daily_gpu_cost_days),
+                metadata=table_metadata("daily_gpu_costs", "daily_gpu_cost_days"),
             )
         ],
         partitions_def=partitions,
@@ -145,6 +143,8 @@ def build_daily_gpu_costs(settings: Settings) -> AssetsDefinition:
         backfill_policy=BackfillPolicy.single_run(),
     )
     def daily_gpu_costs_asset(context: AssetExecutionContext, heliox_db: HelioxDatabase) -> MaterializeResult:
+        from heliox_orchestration.analytics.daily_costs import compute_daily_costs, write_daily_costs
+
         days = partition_days(context.op_execution_context)
         assert days is not None, "daily_gpu_costs is partitioned"
         engine = heliox_db.get_engine()

@@ -4,7 +4,7 @@
 # resource annotation types of the decorated functions.
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetExecutionContext,
@@ -18,16 +18,13 @@ from dagster import (
 from pydantic import Field
 
 from heliox_orchestration.analytics.common import markdown_table, records_of, usd
-from heliox_orchestration.analytics.idle import (
-    SEVERITIES,
-    IdleEvaluation,
-    compute_idle_evaluation,
-    write_idle_evaluation,
-)
 from heliox_orchestration.assets.shared import GROUP, IDLE_KEY, KINDS, USAGE_KEY, table_metadata, utc_now
-from heliox_orchestration.db.schema import idle_gpu_evaluations, idle_gpu_recommendations
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
+
+# The SQL modules (SQLAlchemy) load when a run needs them, not with the definitions.
+if TYPE_CHECKING:
+    from heliox_orchestration.analytics.idle import IdleEvaluation
 
 
 class IdleRecommendationsConfig(Config):
@@ -49,7 +46,9 @@ class IdleRecommendationsConfig(Config):
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def idle_metadata(evaluation: IdleEvaluation) -> dict[str, Any]:
+def idle_metadata(evaluation: "IdleEvaluation") -> dict[str, Any]:
+    from heliox_orchestration.analytics.idle import SEVERITIES
+
     findings = evaluation.findings
     by_severity = {s: int((findings["severity"] == s).sum()) if len(findings) else 0 for s in SEVERITIES}
     savings = sum(findings["monthly_savings_usd"], start=0) if len(findings) else 0
@@ -97,11 +96,13 @@ def build_idle_gpu_recommendations(settings: Settings) -> AssetsDefinition:
         deps=[USAGE_KEY],
         group_name=GROUP,
         kinds=KINDS,
-        metadata=table_metadata(idle_gpu_recommendations, idle_gpu_evaluations),
+        metadata=table_metadata("idle_gpu_recommendations", "idle_gpu_evaluations"),
     )
     def idle_gpu_recommendations_asset(
         context: AssetExecutionContext, config: IdleRecommendationsConfig, heliox_db: HelioxDatabase
     ) -> MaterializeResult:
+        from heliox_orchestration.analytics.idle import compute_idle_evaluation, write_idle_evaluation
+
         engine = heliox_db.get_engine()
         evaluation = compute_idle_evaluation(engine, settings, config.as_of_instant())
         written = write_idle_evaluation(engine, evaluation)

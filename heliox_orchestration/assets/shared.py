@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 from dagster import AssetKey, MetadataValue, OpExecutionContext, TableColumn, TableSchema
-from sqlalchemy import Table
 
 from heliox_orchestration import clock
+from heliox_orchestration.db.table_columns import TABLE_COLUMNS
 
 GROUP = "gpu_costs"
 KINDS = {"pandas", "sql"}
@@ -21,17 +21,14 @@ def utc_now() -> dt.datetime:
     return clock.utc_now()
 
 
-def table_metadata(*tables: Table) -> dict[str, object]:
-    """Definition metadata: where the asset lives and its columns, for the asset catalog."""
-    main = tables[0]
-    columns = [
-        TableColumn(c.name, type=str(c.type.compile()).lower(), description=c.comment or None)
-        for c in main.columns
-    ]
+def table_metadata(*tables: str) -> dict[str, object]:
+    """Definition metadata: where the asset lives and the columns of its main table (the
+    first), for the asset catalog."""
+    columns = [TableColumn(name, type=kind, description=doc) for name, kind, doc in TABLE_COLUMNS[tables[0]]]
     return {
-        "dagster/table_name": main.name,
+        "dagster/table_name": tables[0],
         "dagster/column_schema": TableSchema(columns=columns),
-        "tables": MetadataValue.text(", ".join(t.name for t in tables)),
+        "tables": MetadataValue.text(", ".join(tables)),
     }
 
 

@@ -4,7 +4,7 @@
 # resource annotation types of the decorated functions.
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetExecutionContext,
@@ -18,15 +18,6 @@ from dagster import (
 from pydantic import Field
 
 from heliox_orchestration.analytics.common import NotMaterializedError, markdown_table, usd
-from heliox_orchestration.analytics.daily_costs import materialized_or_computed
-from heliox_orchestration.analytics.idle import IdleEvaluation, compute_idle_evaluation, load_idle_evaluation
-from heliox_orchestration.analytics.summary import (
-    SUMMARY_DAYS,
-    StoredSummary,
-    build_cost_summary,
-    summary_range,
-    write_cost_summary,
-)
 from heliox_orchestration.assets.shared import (
     DAILY_COSTS_KEY,
     GROUP,
@@ -36,10 +27,13 @@ from heliox_orchestration.assets.shared import (
     table_metadata,
     utc_now,
 )
-from heliox_orchestration.db.schema import gpu_cost_summary, gpu_cost_summary_items
 from heliox_orchestration.reports import CostSummary
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
+
+# The SQL modules (SQLAlchemy) load when a run needs them, not with the definitions.
+if TYPE_CHECKING:
+    from heliox_orchestration.analytics.idle import IdleEvaluation
 
 
 class GpuCostSummaryConfig(Config):
@@ -68,8 +62,13 @@ in the metadata) and the latest `idle_gpu_recommendations` evaluation."""
 
 
 def summary_metadata(
-    summary: CostSummary, computed_days: tuple[dt.date, ...], evaluation: IdleEvaluation, evaluated_now: bool
+    summary: CostSummary,
+    computed_days: tuple[dt.date, ...],
+    evaluation: "IdleEvaluation",
+    evaluated_now: bool,
 ) -> dict[str, Any]:
+    from heliox_orchestration.analytics.summary import SUMMARY_DAYS
+
     top = summary.top_models[0] if summary.top_models else None
     metadata: dict[str, Any] = {
         "report_date": summary.report_date.isoformat(),
@@ -120,11 +119,20 @@ def build_gpu_cost_summary(settings: Settings) -> AssetsDefinition:
         deps=[DAILY_COSTS_KEY, IDLE_KEY],
         group_name=GROUP,
         kinds=KINDS,
-        metadata=table_metadata(gpu_cost_summary, gpu_cost_summary_items),
+        metadata=table_metadata("gpu_cost_summary", "gpu_cost_summary_items"),
     )
     def gpu_cost_summary_asset(
         context: AssetExecutionContext, config: GpuCostSummaryConfig, heliox_db: HelioxDatabase
     ) -> MaterializeResult:
+        from heliox_orchestration.analytics.daily_costs import materialized_or_computed
+        from heliox_orchestration.analytics.idle import compute_idle_evaluation, load_idle_evaluation
+        from heliox_orchestration.analytics.summary import (
+            StoredSummary,
+            build_cost_summary,
+            summary_range,
+            write_cost_summary,
+        )
+
         now = utc_now()
         report_date = config.report_day(settings, now)
         engine = heliox_db.get_engine()

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, func, select
-
-from heliox_orchestration.db.schema import gpu_usage_hourly
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def newest_usage_hour(engine: Engine) -> dt.datetime | None:
     """The newest ``usage_hour`` (an index lookup, whatever the table's size)."""
+    # Imported here: the sensors load with the definitions, SQLAlchemy when they query.
+    from sqlalchemy import func, select
+
+    from heliox_orchestration.db.schema import gpu_usage_hourly
+
     with engine.connect() as conn:
         return conn.execute(select(func.max(gpu_usage_hourly.c.usage_hour))).scalar_one()
 

@@ -26,11 +26,8 @@ from dagster import (
 )
 
 from heliox_orchestration import clock
-from heliox_orchestration.alerts import ledger
-from heliox_orchestration.alerts.delivery import deliver
 from heliox_orchestration.alerts.jobs import burn_level, burn_rate_key, job_named, stale_key
-from heliox_orchestration.alerts.messages import run_failure_message
-from heliox_orchestration.analytics import NotMaterializedError, load_burn_rate_status
+from heliox_orchestration.analytics.common import NotMaterializedError
 from heliox_orchestration.assets import DAILY_COSTS_KEY
 from heliox_orchestration.automation.freshness import cron_hours, is_stale, newest_usage_hour
 from heliox_orchestration.automation.refresh_jobs import IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
@@ -39,6 +36,9 @@ from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.slack import SlackWebhook
 from heliox_orchestration.secrets import redact_webhook_url
 from heliox_orchestration.settings import Settings
+
+# The sensors import the SQL modules (ledger, delivery, analytics: SQLAlchemy) and the Block Kit
+# messages (slack-sdk) when they evaluate, so that the definitions load without them.
 
 RUNNING = DefaultSensorStatus.RUNNING
 # Enough for an hour of refreshes and a backfill's events per tick; the rest waits a tick.
@@ -142,6 +142,8 @@ def build_sensors(
             if record.partition_key == today.isoformat() and run and run.status == DagsterRunStatus.SUCCESS:
                 today_refreshed = True
 
+        from heliox_orchestration.analytics.summary import load_burn_rate_status
+
         day = today.isoformat()
         if not today_refreshed:
             return SensorResult(
@@ -232,6 +234,9 @@ def build_sensors(
     def run_failure_slack_sensor(
         context: RunFailureSensorContext, slack: SlackWebhook, heliox_db: HelioxDatabase
     ) -> None:
+        from heliox_orchestration.alerts.delivery import deliver
+        from heliox_orchestration.alerts.messages import run_failure_message
+
         run = context.dagster_run
         steps = context.get_step_failure_events()
         step_key = steps[0].step_key if steps else None
@@ -262,6 +267,8 @@ def build_sensors(
         "relevant (burn rate: its day; idle: 24 h; summary: its day), so no alert is lost.",
     )
     def alert_redelivery_sensor(context: SensorEvaluationContext, heliox_db: HelioxDatabase) -> SensorResult:
+        from heliox_orchestration.alerts import ledger
+
         now = clock.utc_now()
         rows = ledger.redeliverable(heliox_db.get_engine(), now, REDELIVERY_WAIT)
         requests: dict[str, RunRequest] = {}

@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, Table, delete, select, tuple_
 
-from heliox_orchestration.db.schema import gpu_usage_hourly, micros_to_dollars, sqlite_datetime_text
+from heliox_orchestration.db.schema import gpu_usage_hourly, sqlite_datetime_text
+from heliox_orchestration.money import micros_to_dollars
 
 COLUMNS = [c.name for c in gpu_usage_hourly.columns]
 

@@ -30,7 +30,8 @@ from sqlalchemy import Engine, delete, func, select
 
 from heliox_orchestration.db.bulk import insert_usage_frame
 from heliox_orchestration.db.gpu_prices import GPU_PRICES
-from heliox_orchestration.db.schema import gpu_usage_hourly, micros_to_dollars
+from heliox_orchestration.db.schema import gpu_usage_hourly
+from heliox_orchestration.money import micros_to_dollars
 
 DEMO_PREFIX = "demo-"
 DEFAULT_GPUS = 85

@@ -10,8 +10,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from heliox_orchestration.db.schema import gpu_usage_hourly, metadata
-
-DATABASE_URL_VAR = "HELIOX_DATABASE_URL"
+from heliox_orchestration.settings import DATABASE_URL_VAR
 
 
 class DatabaseConfigError(RuntimeError):

@@ -55,7 +55,7 @@ from sqlalchemy import Engine
 
 from heliox_orchestration.db.bulk import replace_usage_hours
 from heliox_orchestration.db.gpu_catalog import GpuMatch, normalize_provider, recognize_gpu
-from heliox_orchestration.db.schema import MICROS, micros_to_dollars
+from heliox_orchestration.money import MICROS, micros_to_dollars
 
 DEFAULT_CHUNK_ROWS = 50_000
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024

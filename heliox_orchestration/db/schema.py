@@ -38,8 +38,7 @@ from sqlalchemy import (
     func,
 )
 
-MICROS = Decimal("0.000001")
-CENTS = Decimal("0.01")
+from heliox_orchestration.money import MICROS
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -97,10 +96,6 @@ def money_sum_micros(column: ColumnElement[Any]) -> ColumnElement[int]:
     """``SUM`` of a Money column in whole micro-dollars: exact on SQLite's REAL storage too,
     because every stored value has at most six decimals and rounds back to its integer."""
     return func.sum(cast(func.round(column * 1_000_000), BigInteger))
-
-
-def micros_to_dollars(micros: int | Decimal | None) -> Decimal:
-    return (Decimal(int(micros or 0)) * MICROS).quantize(MICROS)
 
 
 metadata = MetaData()
@@ -281,3 +276,23 @@ alert_ledger = Table(
     CheckConstraint("status IN ('sending', 'sent', 'failed', 'previewed')", name="ck_alert_ledger_status"),
 )
 Index("ix_alert_ledger_created_at", alert_ledger.c.created_at)
+
+
+# --- The column catalog: the tables' columns as plain data (db/table_columns.py). ---
+# The asset definitions show each table's columns in the Dagster catalog. They read the
+# generated module instead of this one, so that loading the definitions does not import
+# SQLAlchemy (docs/performance.md, goal 6); a test keeps the two in step.
+
+
+def table_columns() -> dict[str, tuple[tuple[str, str, str | None], ...]]:
+    """Name, type and comment of every column of every table."""
+    return {
+        table.name: tuple((c.name, str(c.type.compile()).lower(), c.comment) for c in table.columns)
+        for table in metadata.sorted_tables
+    }
+
+
+if __name__ == "__main__":  # `make table-columns` writes db/table_columns.py from this
+    print('"""The columns of the Heliox tables as plain data, for the asset catalog.\n')
+    print('Generated from db/schema.py by `make table-columns`; do not edit."""\n')
+    print(f"TABLE_COLUMNS: dict[str, tuple[tuple[str, str, str | None], ...]] = {table_columns()!r}")

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
 from pydantic import PrivateAttr
-from sqlalchemy import Engine
 
-from heliox_orchestration.db.engine import (
-    embedded_database_url,
-    ensure_schema,
-    make_engine,
-    mask_url,
-    usage_is_empty,
-)
 from heliox_orchestration.settings import load_settings
+
+# db.engine (SQLAlchemy) loads when a run or sensor opens the database, not with the definitions.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -38,11 +35,15 @@ class HelioxDatabase(ConfigurableResource):
         return not self.url
 
     def effective_url(self) -> str:
+        from heliox_orchestration.db.engine import embedded_database_url
+
         if self.url:
             return self.url
         return embedded_database_url(load_settings().embedded_database_path)
 
     def masked_url(self) -> str:
+        from heliox_orchestration.db.engine import mask_url
+
         return mask_url(self.effective_url())
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
@@ -50,9 +51,13 @@ class HelioxDatabase(ConfigurableResource):
 
     def get_engine(self) -> Engine:
         """A shared engine per URL, with the schema in place (and demo data when embedded)."""
-        if self._engine is not None:
-            return self._engine
-        url = self.effective_url()
+        if self._engine is None:
+            self._engine = self._shared_engine(self.effective_url())
+        return self._engine
+
+    def _shared_engine(self, url: str) -> Engine:
+        from heliox_orchestration.db.engine import ensure_schema, make_engine, mask_url, usage_is_empty
+
         with _engines_lock:
             engine = _engines.get(url)
             if engine is None:
@@ -69,5 +74,4 @@ class HelioxDatabase(ConfigurableResource):
                         f"({report.rows:,} rows, {report.gpus} GPUs) into {mask_url(url)}"
                     )
                 _engines[url] = engine
-        self._engine = engine
         return engine

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from heliox_orchestration.db.engine import DATABASE_URL_VAR
 from heliox_orchestration.resources import env_secret
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.slack import WEBHOOK_URL_VAR, SlackWebhook, webhook_url_from_env
-from heliox_orchestration.settings import Settings
+from heliox_orchestration.settings import DATABASE_URL_VAR, Settings
 
 
 def build_resource_defs(settings: Settings) -> Definitions:

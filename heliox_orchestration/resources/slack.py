@@ -18,35 +18,16 @@ import ipaddress
 import json
 import logging
 import os
-import random
 import re
-import ssl
-import threading
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from http.client import IncompleteRead, RemoteDisconnected
 from typing import Any, Literal, Protocol
-from urllib.error import URLError
 from urllib.parse import urlsplit
 
 from dagster import ConfigurableResource, EnvVar, InitResourceContext, MetadataValue, get_dagster_logger
 from pydantic import Field
-from slack_sdk.http_retry import (
-    BackoffRetryIntervalCalculator,
-    ConnectionErrorRetryHandler,
-    HttpRequest,
-    HttpResponse,
-    Jitter,
-    RateLimitErrorRetryHandler,
-    RetryHandler,
-    RetryState,
-)
-from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
-from slack_sdk.webhook import WebhookClient, WebhookResponse
 
-from heliox_orchestration.secrets import mask_webhook_url, redact_webhook_url
+from heliox_orchestration.secrets import mask_webhook_url
 from heliox_orchestration.settings import SettingsError
 
 WEBHOOK_URL_VAR = "SLACK_WEBHOOK_URL"
@@ -231,139 +212,12 @@ class _MaskUrls(logging.Filter):
 
 # WebhookClient logs through this logger. Its level is set explicitly because the client decides
 # whether to build its DEBUG lines (URL, body and headers included) from ``logger.level`` alone.
-_SDK_LOGGER = logging.getLogger("heliox_orchestration.slack_sdk")
-_SDK_LOGGER.setLevel(logging.WARNING)
-_SDK_LOGGER.addFilter(_MaskUrls())
+SLACK_SDK_LOGGER = logging.getLogger("heliox_orchestration.slack_sdk")
+SLACK_SDK_LOGGER.setLevel(logging.WARNING)
+SLACK_SDK_LOGGER.addFilter(_MaskUrls())
 
 
-# --- pacing -------------------------------------------------------------------------------------
-
-
-class _Pacer:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.next_send_at = 0.0
-
-
-_pacers: dict[str, _Pacer] = {}
-_pacers_lock = threading.Lock()
-
-
-@contextmanager
-def _paced(url: str, min_interval: float) -> Iterator[None]:
-    """Sends to one webhook take turns; each starts ``min_interval`` after the previous ended."""
-    key = hashlib.sha256(url.encode()).hexdigest()
-    with _pacers_lock:
-        pacer = _pacers.setdefault(key, _Pacer())
-    with pacer.lock:
-        wait = pacer.next_send_at - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        try:
-            yield
-        finally:
-            pacer.next_send_at = time.monotonic() + min_interval
-
-
-# --- retries ------------------------------------------------------------------------------------
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
-    return line[:limit]
-
-
-def _describe_error(error: BaseException, url: str) -> str:
-    reason = error.reason if isinstance(error, URLError) else error
-    return redact_webhook_url(_first_line(f"{type(error).__name__}: {reason}"), url)
-
-
-def _slack_error_code(body: str, url: str) -> str:
-    return redact_webhook_url(_first_line(body, 100), url) or "(empty body)"
-
-
-class _Attempts:
-    """Counts and logs the retries of one send (slack-sdk keeps its own count private)."""
-
-    def __init__(self, url: str, log: logging.Logger) -> None:
-        self.url = url
-        self.log = log
-        self.retries = 0
-
-    def retrying(self, delay: float, response: HttpResponse | None, error: BaseException | None) -> None:
-        self.retries += 1
-        if response is not None:
-            body = (response.data or b"").decode("utf-8", "replace")
-            reason = f"HTTP {response.status_code} {_slack_error_code(body, self.url)}"
-        else:
-            reason = _describe_error(error, self.url) if error else "unknown error"
-        self.log.warning(
-            f"Slack webhook {mask_webhook_url(self.url)}: attempt {self.retries} failed ({reason}); "
-            f"retrying in {delay:.1f} s"
-        )
-
-
-class _ProportionalJitter(Jitter):
-    """Up to 25% on top of each backoff (slack-sdk's default adds up to a whole second)."""
-
-    def recalculate(self, duration: float) -> float:
-        return duration * (1 + random.random() / 4)
-
-
-class _Logged(RetryHandler):
-    """Reports each retry to ``_Attempts`` before sleeping."""
-
-    def __init__(self, attempts: _Attempts, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.attempts = attempts
-
-    def delay(self, state: RetryState, response: HttpResponse | None) -> float:
-        return self.interval_calculator.calculate_sleep_duration(state.current_attempt)
-
-    def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        delay = self.delay(state, response)
-        self.attempts.retrying(delay, response, error)
-        state.next_attempt_requested = True
-        time.sleep(delay)
-        state.increment_current_attempt()
-
-
-class _ConnectionErrors(_Logged, ConnectionErrorRetryHandler):
-    """Connection errors, and read timeouts, which urllib raises as a bare ``TimeoutError``.
-    A certificate that fails verification will fail again: not retried."""
-
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if isinstance(error, URLError) and isinstance(error.reason, ssl.SSLCertVerificationError):
-            return False
-        return super()._can_retry(state=state, request=request, response=response, error=error)
-
-
-class _ServerErrors(_Logged, ServerErrorRetryHandler):
-    """Every 5xx (slack-sdk's handler retries only 500 and 503)."""
-
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        return response is not None and 500 <= response.status_code <= 599
+# --- Retry-After --------------------------------------------------------------------------------
 
 
 def retry_after_seconds(headers: Mapping[str, Any], now: dt.datetime | None = None) -> float | None:
@@ -381,32 +235,6 @@ def retry_after_seconds(headers: Mapping[str, Any], now: dt.datetime | None = No
     except (TypeError, ValueError):
         return None
     return max((when - (now or dt.datetime.now(dt.UTC))).total_seconds(), 0.0)
-
-
-class _RateLimited(_Logged, RateLimitErrorRetryHandler):
-    """429: waits ``Retry-After`` (parsed more leniently than slack-sdk's ``int()``); a wait
-    longer than ``max_wait`` is not retried, so a run does not hang on a long ban."""
-
-    def __init__(self, attempts: _Attempts, max_wait: float, **kwargs: Any) -> None:
-        super().__init__(attempts, **kwargs)
-        self.max_wait = max_wait
-
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if not super()._can_retry(state=state, request=request, response=response, error=error):
-            return False
-        wait = retry_after_seconds(response.headers) if response else None
-        return wait is None or wait <= self.max_wait
-
-    def delay(self, state: RetryState, response: HttpResponse | None) -> float:
-        wait = retry_after_seconds(response.headers) if response else None
-        return super().delay(state, response) if wait is None else wait
 
 
 # --- the resource -------------------------------------------------------------------------------
@@ -462,94 +290,7 @@ class SlackWebhook(ConfigurableResource):
                 webhook=mask_webhook_url(None),
                 preview_text=text,
             )
-        return self._deliver(url, payload, digest, log)
+        # Imported here: slack-sdk loads when a message is sent, not with the definitions.
+        from heliox_orchestration.resources.slack_transport import post
 
-    def _retry_handlers(self, attempts: _Attempts) -> list[RetryHandler]:
-        backoff = BackoffRetryIntervalCalculator(self.backoff_seconds, _ProportionalJitter())
-        common: dict[str, Any] = {"max_retry_count": self.max_retries, "interval_calculator": backoff}
-        network_errors: list[type[Exception]] = [
-            URLError,
-            ConnectionError,
-            RemoteDisconnected,
-            IncompleteRead,
-            TimeoutError,
-        ]
-        return [
-            _ConnectionErrors(attempts, error_types=network_errors, **common),
-            _ServerErrors(attempts, **common),
-            _RateLimited(attempts, self.max_retry_after_seconds, **common),
-        ]
-
-    def _deliver(
-        self, url: str, payload: dict[str, Any], digest: str, log: logging.Logger
-    ) -> SlackSendResult:
-        masked = mask_webhook_url(url)
-        attempts = _Attempts(url, log)
-        client = WebhookClient(
-            url,
-            timeout=self.timeout_seconds,
-            logger=_SDK_LOGGER,
-            retry_handlers=self._retry_handlers(attempts),
-        )
-        response: WebhookResponse | None = None
-        failure = ""
-        with _paced(url, self.min_interval_seconds):
-            started = time.monotonic()
-            try:
-                response = client.send_dict(payload)
-            except Exception as exc:  # anything the client raises, reworded without the URL
-                failure = _describe_error(exc, url)
-            elapsed = time.monotonic() - started
-        # Raised out here, not in the except block, so the original exception (which may quote
-        # the URL) is not chained to ours as __context__.
-        tries = attempts.retries + 1
-        if response is None:
-            raise SlackDeliveryError(
-                f"Slack webhook {masked} could not be reached after {_times(tries)} "
-                f"({elapsed:.1f} s): {failure}",
-                attempts=tries,
-                retryable=True,
-                payload_sha256=digest,
-            )
-        status, body = response.status_code, (response.body or "").strip()
-        if 200 <= status <= 299 and body == "ok":
-            log.info(f"Slack message sent to {masked} (HTTP {status}, {_times(tries)}, {elapsed:.2f} s)")
-            return SlackSendResult(
-                status="sent",
-                attempts=tries,
-                http_status=status,
-                elapsed_seconds=elapsed,
-                payload_sha256=digest,
-                webhook=masked,
-            )
-        wait = retry_after_seconds(response.headers or {}) if status == 429 else None
-        too_long = wait is not None and wait > self.max_retry_after_seconds
-        raise _refusal(masked, status, _slack_error_code(body, url), tries, digest, too_long)
-
-
-def _times(attempts: int) -> str:
-    return f"{attempts} attempt{'s' if attempts != 1 else ''}"
-
-
-def _refusal(
-    masked: str, status: int, code: str, attempts: int, digest: str, wait_too_long: bool
-) -> SlackDeliveryError:
-    retryable = status == 429 or status >= 500
-    if wait_too_long:
-        why = "rate limited: Slack's Retry-After is longer than Heliox waits (max_retry_after_seconds)"
-    elif retryable:
-        why = f"still failing after {_times(attempts)}; Slack is degraded or rate limiting this webhook"
-    elif code in SLACK_ERROR_HELP:
-        why = SLACK_ERROR_HELP[code]
-    elif 200 <= status <= 299:
-        why = "unexpected answer: a Slack webhook answers 'ok'; check that the URL is a Slack webhook"
-    else:
-        why = f"check {WEBHOOK_URL_VAR}; Slack's error string says what it refused"
-    return SlackDeliveryError(
-        f"Slack refused the message to {masked} (HTTP {status} {code}): {why}",
-        attempts=attempts,
-        http_status=status,
-        slack_error=code,
-        retryable=retryable,
-        payload_sha256=digest,
-    )
+        return post(self, url, payload, digest, log)
