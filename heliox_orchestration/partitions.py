@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from dagster import DailyPartitionsDefinition
+from dagster import DailyPartitionsDefinition, Failure
 
 from heliox_orchestration.settings import Settings
 
@@ -35,3 +35,14 @@ def local_day_bounds(day: dt.date, timezone: str) -> tuple[dt.datetime, dt.datet
 def local_range_bounds(first: dt.date, last: dt.date, timezone: str) -> tuple[dt.datetime, dt.datetime]:
     """UTC [start, end) covering the local days ``first`` through ``last`` inclusive."""
     return local_day_bounds(first, timezone)[0], local_day_bounds(last, timezone)[1]
+
+
+def parse_day(value: str | None, name: str) -> dt.date | None:
+    """A local day from run config (``YYYY-MM-DD``), or None when unset. A malformed value fails
+    the step, not retried: the run config must be fixed."""
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise Failure(f"{name}={value!r} is not a date; use YYYY-MM-DD.", allow_retries=False) from None

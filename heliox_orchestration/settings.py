@@ -65,7 +65,7 @@ class Settings:
 # Name, default shown in docs, description. The README's table is checked against this list.
 ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("SLACK_WEBHOOK_URL", "(unset: preview mode)", "Slack Incoming Webhook URL. Secret."),
-    ("HELIOX_DATABASE_URL", "sqlite:///data/heliox.db", "SQLAlchemy URL of the Heliox database."),
+    (DATABASE_URL_VAR, "sqlite:///data/heliox.db", "SQLAlchemy URL of the Heliox database."),
     ("TIMEZONE", "UTC", "IANA time zone of local days and schedules."),
     ("DAILY_SUMMARY_HOUR", "9", "Local hour (0-23) of the daily summary."),
     ("BURN_RATE_THRESHOLD_USD", "10000", "Daily GPU spend that triggers a burn-rate alert."),

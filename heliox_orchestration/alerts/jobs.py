@@ -28,7 +28,7 @@ from pydantic import Field
 
 from heliox_orchestration import clock
 from heliox_orchestration.analytics.common import NotMaterializedError
-from heliox_orchestration.partitions import local_day_bounds
+from heliox_orchestration.partitions import local_day_bounds, parse_day
 from heliox_orchestration.reports import IdleSpendReport
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.slack import SlackDeliveryError, SlackWebhook
@@ -80,15 +80,6 @@ def summary_key(report_date: dt.date) -> str:
 
 def stale_key(newest_usage_hour: dt.datetime | None) -> str:
     return f"stale-data:{newest_usage_hour.isoformat() if newest_usage_hour else 'no-data'}"
-
-
-def parse_day(value: str | None, name: str) -> dt.date | None:
-    if not value:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise Failure(f"{name}={value!r} is not a date; use YYYY-MM-DD.", allow_retries=False) from None
 
 
 # --- Dagster wiring --------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     Config,
-    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -27,6 +26,7 @@ from heliox_orchestration.assets.shared import (
     table_metadata,
     utc_now,
 )
+from heliox_orchestration.partitions import parse_day
 from heliox_orchestration.reports import CostSummary
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
@@ -43,12 +43,7 @@ class GpuCostSummaryConfig(Config):
     )
 
     def report_day(self, settings: Settings, now: dt.datetime) -> dt.date:
-        if not self.report_date:
-            return settings.today(now) - dt.timedelta(days=1)
-        try:
-            return dt.date.fromisoformat(self.report_date)
-        except ValueError:
-            raise Failure(f"report_date={self.report_date!r} is not a date; use YYYY-MM-DD.") from None
+        return parse_day(self.report_date, "report_date") or settings.today(now) - dt.timedelta(days=1)
 
 
 SUMMARY_DESCRIPTION = """The daily-summary numbers of a report date (default: yesterday in `TIMEZONE`).
