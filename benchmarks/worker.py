@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from dagster import (
+    AssetCheckKey,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -31,7 +32,9 @@ from sqlalchemy import Executable, text
 from benchmarks.common import median, worker_args, write_result
 from heliox_orchestration.analytics.daily_costs import daily_costs_query, local_days
 from heliox_orchestration.analytics.idle import idle_candidates_query, idle_window
-from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, build_asset_defs, cost_input_checks
+from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, build_asset_defs
+from heliox_orchestration.assets.checks import INPUT_CHECK
+from heliox_orchestration.assets.costs import FUTURE_CHECK
 from heliox_orchestration.partitions import daily_partitions
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
@@ -130,7 +133,12 @@ def rounds(repeat: int, one_round: Callable[[bool], dict[str, float]]) -> dict[s
 
 
 def asset_only(key: AssetKey) -> AssetSelection:
-    return AssetSelection.assets(key).without_checks()
+    """The asset and the checks its own op evaluates (its input check and, for daily_gpu_costs,
+    the future-rows warning): they cannot be left out. The separate output checks are."""
+    own = [AssetCheckKey(key, INPUT_CHECK)] + (
+        [AssetCheckKey(key, FUTURE_CHECK)] if key == DAILY_COSTS_KEY else []
+    )
+    return AssetSelection.assets(key).without_checks() | AssetSelection.checks(*own)
 
 
 def partition_task(params: dict[str, Any]) -> dict[str, Any]:
@@ -141,8 +149,8 @@ def partition_task(params: dict[str, Any]) -> dict[str, Any]:
     day = dt.date.fromisoformat(today)
     query = daily_costs_query(local_days(day, day, settings.timezone))
     urls: dict[str, str] = params["urls"]
-    # The burn-rate refresh as its job runs it: the asset, its checks and the blocking usage checks.
-    refresh = AssetSelection.assets(DAILY_COSTS_KEY) | cost_input_checks()
+    # The burn-rate refresh as its job runs it: the asset with its input check and its output checks.
+    refresh = AssetSelection.assets(DAILY_COSTS_KEY)
     counts: dict[str, int] = {}
 
     def one_round(timed: bool) -> dict[str, float]:

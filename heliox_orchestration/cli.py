@@ -255,12 +255,15 @@ def preview(kind: str, run_date: dt.datetime | None, as_json: bool, database_url
     if day > settings.today():
         raise click.BadParameter(f"{day} is after today in {settings.timezone}.", param_hint="--date")
     result = preview_message(kind, open_database(database_url, settings), settings, day)
+    # A blocked job has no message: only the note says why (the exit code stays 0).
     if as_json:
-        click.echo(json.dumps(result.message.to_payload(), indent=2, ensure_ascii=False))
+        if result.message is not None:
+            click.echo(json.dumps(result.message.to_payload(), indent=2, ensure_ascii=False))
         click.echo(f"Preview: {result.note}", err=True)
     else:
-        click.echo(result.message.to_plain_text())
-        click.echo(f"\nPreview: {result.note}")
+        if result.message is not None:
+            click.echo(result.message.to_plain_text() + "\n")
+        click.echo(f"Preview: {result.note}")
 
 
 @cli.command("run")

@@ -232,7 +232,7 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         claimed = {keys[c.key] for c in claims}
         findings = tuple(f for f in fresh if f in claimed)
         message = idle_spend_message(
-            IdleSpendReport(report.as_of, findings), dashboard_url=settings.dashboard_url
+            IdleSpendReport(report.as_of, findings, report.withheld), dashboard_url=settings.dashboard_url
         )
         try:
             result, late = send_claimed(engine, slack, claims, message, now=now, timezone=tz)
