@@ -134,7 +134,7 @@ def usage_rules(
         Rule(
             f"cost_usd above {usd(max_hourly_cost)} an hour",
             number & (cost > max_hourly_cost),
-            "check the row's units and currency (an infinite or implausible cost)",
+            "an infinite or implausible cost: check the row's units and currency",
             ("cost_usd", "gpu_count"),
         ),
         Rule(
@@ -235,6 +235,8 @@ def cell_text(value: Any) -> str:
     if isinstance(value, str):
         canonical = _SQLITE_HOUR_TEXT.fullmatch(value)
         return f"{canonical.group(1)} UTC" if canonical else repr(value)
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(value.normalize(), "f")  # -12.29 on PostgreSQL as on SQLite, not -12.290000
     return str(value)
 
 
