@@ -245,7 +245,10 @@ def send_test_command() -> None:
 )
 @friendly_errors
 def preview(kind: str, run_date: dt.datetime | None, as_json: bool, database_url: str | None) -> None:
-    """Compute a Slack message from the Heliox database as its job would, and print it; sends nothing."""
+    """Compute a Slack message from the Heliox database as its job would, and print it; sends nothing.
+
+    Where the job's data-quality checks would block it, prints why instead (the rule, example
+    rows and what to fix) and no message."""
     import json
 
     from heliox_orchestration.alerts.preview import preview_message

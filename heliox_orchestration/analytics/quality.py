@@ -33,7 +33,6 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    true,
     type_coerce,
 )
 from sqlalchemy.types import NullType
@@ -73,29 +72,18 @@ class Rule:
 
 
 def blank(*columns: ColumnElement[Any]) -> ColumnElement[bool]:
-    return or_(*(or_(c.is_(None), func.trim(c) == "") for c in columns))
-
-
-def _nan(column: ColumnElement[Any]) -> ColumnElement[bool]:
-    # PostgreSQL: NaN = NaN is true, and NaN sorts above every number.
-    return column == literal_column("'NaN'::numeric")
-
-
-def _number(column: ColumnElement[Any], dialect: str) -> ColumnElement[bool]:
-    """The value is a number a query can compute with: not text (SQLite), not NaN (PostgreSQL)."""
-    if dialect == "sqlite":
-        return func.typeof(column).in_(("integer", "real"))
-    if dialect == "postgresql":
-        return ~_nan(column)
-    return true()
+    """NULL, empty or only spaces. The LIKE goes first: TRIM on every row of a day costs more
+    than the whole rest of the rules on PostgreSQL, and only a value starting with a space can
+    trim to nothing."""
+    return or_(*(or_(c.is_(None), c == "", c.like(" %") & (func.trim(c) == "")) for c in columns))
 
 
 def _not_a_number(column: ColumnElement[Any], dialect: str) -> ColumnElement[bool]:
-    """A value that is there (not NULL) and is no number."""
+    """A value that is there (not NULL) and is no number: text on SQLite, NaN on PostgreSQL."""
     if dialect == "sqlite":
         return func.typeof(column).not_in(("integer", "real", "null"))
     if dialect == "postgresql":
-        return _nan(column)
+        return column == literal_column("'NaN'::numeric")  # NaN = NaN is true in PostgreSQL
     return false()
 
 
@@ -105,19 +93,24 @@ def _not_an_hour(column: ColumnElement[Any], dialect: str) -> ColumnElement[bool
         not_glob = text.op("NOT GLOB", is_comparison=True)(literal(SQLITE_HOUR_GLOB, String()))
         return or_(func.typeof(column) != "text", not_glob)
     if dialect == "postgresql":
-        utc = func.timezone("UTC", column)
-        return func.date_trunc("hour", utc) != utc
+        # date_bin on a timestamptz does not depend on the session's time zone (date_trunc does).
+        origin: ColumnElement[Any] = literal_column("TIMESTAMPTZ '2000-01-01 00:00:00+00'")
+        return func.date_bin(literal_column("INTERVAL '1 hour'"), column, origin) != column
     return false()
 
 
 def usage_rules(
     dialect: str, now: dt.datetime | None = None, max_hourly_cost: Decimal = MAX_HOURLY_COST_USD
 ) -> list[Rule]:
-    """The rules every usage row a cost asset reads must pass; ``now``: also no hour after now."""
+    """The rules every usage row a cost asset reads must pass; ``now``: also no hour after now.
+
+    A row is reported under the first rule it breaks, so the rules can stay plain comparisons:
+    NaN (PostgreSQL) and text (SQLite) also sort above every number, but are reported as "not a
+    number" first."""
     u = gpu_usage_hourly.c
     cost, util, count = u.cost_usd, u.gpu_utilization_pct, u.gpu_count
-    number, percent = _number(cost, dialect), _number(util, dialect)
-    whole_count = func.typeof(count) == "integer" if dialect == "sqlite" else true()
+    not_whole = func.typeof(count) != "integer" if dialect == "sqlite" else false()
+    percent_fix = "store utilization as a percent 0-100, or NULL when unknown"
     rules = [
         Rule(
             "cost_usd not a number",
@@ -127,31 +120,31 @@ def usage_rules(
         ),
         Rule(
             "negative cost_usd",
-            number & (cost < 0),
+            cost < 0,
             "a credit or refund is not usage: delete the row or net it into the hour's cost",
             ("cost_usd",),
         ),
         Rule(
             f"cost_usd above {usd(max_hourly_cost)} an hour",
-            number & (cost > max_hourly_cost),
+            cost > max_hourly_cost,
             "an infinite or implausible cost: check the row's units and currency",
             ("cost_usd", "gpu_count"),
         ),
         Rule(
             "gpu_utilization_pct not a number",
             _not_a_number(util, dialect),
-            "store utilization as a percent 0-100, or NULL when unknown",
+            percent_fix,
             ("gpu_utilization_pct",),
         ),
         Rule(
             "gpu_utilization_pct outside 0-100",
-            percent & or_(util < 0, util > 100),
-            "store utilization as a percent 0-100, or NULL when unknown",
+            or_(util < 0, util > 100),
+            percent_fix,
             ("gpu_utilization_pct",),
         ),
         Rule(
             "gpu_count not a whole number of at least 1",
-            or_(~whole_count, count < 1),
+            or_(not_whole, count < 1),
             "store the number of GPUs of the resource",
             ("gpu_count",),
         ),
@@ -245,6 +238,18 @@ def _raw(column: ColumnElement[Any]) -> ColumnElement[Any]:
     return type_coerce(column, NullType()).label(column.key)
 
 
+def first_broken(rules: Sequence[Rule]) -> ColumnElement[int]:
+    """The index of the first rule a row breaks (NULL: none): each row counts under one rule."""
+    return case(*((r.condition, i) for i, r in enumerate(rules)))
+
+
+def rule_counts_query(table: Table, rules: Sequence[Rule], scope: ColumnElement[bool]) -> Select[Any]:
+    """The rows in ``scope`` and how many break a rule: one aggregate scan, one aggregate, so
+    that validating a day costs about what reading it does (docs/performance.md)."""
+    broken = func.coalesce(func.sum(case((or_(*(r.condition for r in rules)), 1), else_=0)), 0)
+    return select(func.count(), broken).select_from(table).where(scope)
+
+
 def evaluate_rules(
     engine: Engine,
     table: Table,
@@ -253,39 +258,39 @@ def evaluate_rules(
     sample_columns: Sequence[str],
     order_by: Sequence[str],
 ) -> RuleReport:
-    """Count the rows in ``scope`` breaking each rule (one scan), then fetch a few examples.
-    The first two sample columns identify a row in the examples."""
-    counts = [func.coalesce(func.sum(case((r.condition, 1), else_=0)), 0) for r in rules]
+    """Count the rows in ``scope`` breaking a rule (one scan); only when some do, count them per
+    rule and fetch a few examples. The first two sample columns identify a row in the examples."""
+    violations = dict.fromkeys((r.name for r in rules), 0)
     with engine.connect() as conn:
-        checked, *broken = conn.execute(select(func.count(), *counts).select_from(table).where(scope)).one()
-        violations = {r.name: as_int(n) for r, n in zip(rules, broken, strict=True)}
-        if not any(violations.values()):
+        checked, broken = conn.execute(rule_counts_query(table, rules, scope)).one()
+        if not as_int(broken):
             return RuleReport(as_int(checked), violations)
-        flags = [case((r.condition, 1), else_=0).label(f"rule_{i}") for i, r in enumerate(rules)]
+        which = first_broken(rules).label("rule_index")
+        bad = or_(*(r.condition for r in rules))
+        for index, n in conn.execute(select(which, func.count()).where(scope, bad).group_by(which)):
+            violations[rules[index].name] = as_int(n)
         rows = conn.execute(
-            select(*(_raw(table.c[name]) for name in sample_columns), *flags)
-            .where(scope, or_(*(r.condition for r in rules)))
+            select(*(_raw(table.c[name]) for name in sample_columns), which)
+            .where(scope, bad)
             .order_by(*(table.c[name] for name in order_by))
             .limit(SAMPLE_ROWS)
         ).mappings()
         samples, examples = [], []
-        for row in rows:
-            hit = [r for i, r in enumerate(rules) if row[f"rule_{i}"]]
-            samples.append(
-                {**{name: row[name] for name in sample_columns}, "problem": ", ".join(r.name for r in hit)}
-            )
-            examples.append(_example(row, sample_columns, hit))
+        for r in rows:
+            rule = rules[r["rule_index"]]
+            samples.append({**{name: r[name] for name in sample_columns}, "problem": rule.name})
+            examples.append(_example(r, sample_columns, rule))
     fixes = {r.name: r.fix for r in rules if violations[r.name] and r.fix}
     return RuleReport(as_int(checked), violations, samples, examples, fixes)
 
 
-def _example(row: Mapping[Any, Any], sample_columns: Sequence[str], hit: Sequence[Rule]) -> str:
+def _example(row: Mapping[Any, Any], sample_columns: Sequence[str], rule: Rule) -> str:
     first, second, *rest = sample_columns
-    # Rules that name their columns show those; others (the output tables' rules) show the row.
-    shown = [c for c in rest if any(c in r.shows for r in hit)] if any(r.shows for r in hit) else rest
+    # A rule that names its columns shows those; the output tables' rules show the whole row.
+    shown = [c for c in rest if c in rule.shows] if rule.shows else rest
     values = ", ".join(f"{c}={cell_text(row[c])}" for c in shown)
     head = f"{cell_text(row[first])} at {cell_text(row[second])}"
-    return f"{head}{': ' + values if values else ''} ({', '.join(r.name for r in hit)})"
+    return f"{head}{': ' + values if values else ''} ({rule.name})"
 
 
 def days_text(first: dt.date, last: dt.date, timezone: str) -> str:
@@ -298,6 +303,13 @@ def usage_scope(start: dt.datetime, end: dt.datetime) -> ColumnElement[bool]:
     """The usage rows of [start, end): the very condition the cost queries read them by."""
     u = gpu_usage_hourly.c
     return (u.usage_hour >= start) & (u.usage_hour < end)
+
+
+def usage_rule_query(
+    dialect: str, start: dt.datetime, end: dt.datetime, now: dt.datetime | None = None
+) -> Select[Any]:
+    """The scan of ``usage_rule_report`` (the benchmark times it as part of the bare SQL)."""
+    return rule_counts_query(gpu_usage_hourly, usage_rules(dialect, now), usage_scope(start, end))
 
 
 def usage_rule_report(
@@ -320,22 +332,20 @@ def withheld_resources(
     rules. Only worth the query when ``usage_rule_report`` of the same range did not pass."""
     u = gpu_usage_hourly.c
     rules = usage_rules(engine.dialect.name, now)
-    counts = [func.sum(case((r.condition, 1), else_=0)) for r in rules]
+    which = first_broken(rules).label("rule_index")
     query = (
-        select(u.resource_id, func.count(), *counts)
+        select(u.resource_id, which, func.count())
         .where(usage_scope(start, end), or_(*(r.condition for r in rules)))
-        .group_by(u.resource_id)
-        .order_by(u.resource_id)
+        .group_by(u.resource_id, which)
     )
+    found: dict[str, dict[int, int]] = {}
     with engine.connect() as conn:
-        return tuple(
-            WithheldResource(
-                resource_id,
-                as_int(rows),
-                tuple(r.name for r, n in zip(rules, broken, strict=True) if as_int(n)),
-            )
-            for resource_id, rows, *broken in conn.execute(query)
-        )
+        for resource_id, index, n in conn.execute(query):
+            found.setdefault(resource_id, {})[index] = as_int(n)
+    return tuple(
+        WithheldResource(resource_id, sum(by_rule.values()), tuple(rules[i].name for i in sorted(by_rule)))
+        for resource_id, by_rule in sorted(found.items())
+    )
 
 
 def bad_resources_query(
