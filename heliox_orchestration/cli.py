@@ -357,6 +357,11 @@ def alerts_command(since: dt.datetime | None, limit: int, database_url: str | No
     from heliox_orchestration.alerts.ledger import list_entries
 
     settings = load_settings()
+    url = resolve_database_url(database_url, settings)[0]
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        click.echo(f"No alerts in the ledger: the database {path} does not exist yet.")
+        return
     engine = open_database(database_url, settings, read_only=True)
     start = dt.datetime.combine(since.date(), dt.time(), settings.tz) if since else None
     entries = list_entries(engine, since=start, limit=limit)
