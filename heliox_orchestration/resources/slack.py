@@ -140,6 +140,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+SLACK_WEBHOOK_HOSTS = ("hooks.slack.com", "hooks.slack-gov.com")
+_SLACK_WEBHOOK_PATH = re.compile(r"/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9_-]+/?")
+
+
 def _url_problem(url: str) -> str | None:
     if not url.isascii() or any(ch.isspace() or not ch.isprintable() for ch in url):
         return "it contains spaces, control or non-ASCII characters"
@@ -158,6 +162,10 @@ def _url_problem(url: str) -> str | None:
         return "it must not contain a user name or password"
     if not parts.path.strip("/"):
         return "its path, the secret part of the webhook, is missing"
+    if parts.hostname.lower() in SLACK_WEBHOOK_HOSTS and not _SLACK_WEBHOOK_PATH.fullmatch(parts.path):
+        if parts.path.startswith(("/triggers/", "/workflows/")):
+            return "it is a Workflow Builder webhook, which cannot post Block Kit messages"
+        return "it is incomplete: a Slack webhook's path is /services/T…/B…/ followed by its secret"
     return None
 
 
