@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, make_url, select
+from sqlalchemy import Engine, create_engine, event, func, inspect, make_url, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -75,13 +75,39 @@ def make_engine(url: str, *, variable: str = DATABASE_URL_VAR) -> Engine:
 
 
 def ensure_schema(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> None:
-    """Create missing Heliox tables (never alters or drops existing ones)."""
+    """Create missing Heliox tables, and add the nullable columns a newer Heliox added to an
+    existing table. Never drops, renames or retypes anything."""
     try:
         metadata.create_all(engine, checkfirst=True)
+        add_missing_nullable_columns(engine)
     except SQLAlchemyError as exc:
         raise DatabaseConfigError(
             f"{variable}={mask_url(engine.url)} cannot be reached or used: {_first_line(exc)}"
         ) from None
+
+
+def add_missing_nullable_columns(engine: Engine) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for every nullable column of the schema that an existing
+    table lacks; returns ``table.column`` of each one added. A missing NOT NULL column is left to
+    a migration: it cannot be added to a table with rows without a default."""
+    inspector = inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    quote = engine.dialect.identifier_preparer.quote
+    added = []
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if table.name not in existing_tables:
+                continue
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present or not column.nullable:
+                    continue
+                column_type = column.type.compile(dialect=engine.dialect)
+                conn.execute(
+                    text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {column_type}")
+                )
+                added.append(f"{table.name}.{column.name}")
+    return added
 
 
 def table_row_counts(engine: Engine) -> dict[str, int | None]:
