@@ -88,8 +88,8 @@ def claim(
                 )
             )
         return Claim(key=key, first_claimed_at=now, previous_status=None, previous_attempts=0)
-    except IntegrityError:
-        pass
+    except IntegrityError as exc:
+        refused = exc  # the key exists already, unless the database refused the row itself
 
     c = alert_ledger.c
     not_refused = (
@@ -108,7 +108,7 @@ def claim(
             )
         ).one_or_none()
         if row is None:
-            return None
+            raise refused
         won = conn.execute(
             update(alert_ledger)
             .where(c.alert_key == key, c.status == row.status, c.updated_at == row.updated_at, takeover)

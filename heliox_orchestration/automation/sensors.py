@@ -81,7 +81,7 @@ def build_sensors(
     idle_job = job_named(alert_jobs, kinds.IDLE_SPEND.job_name)
     summary_job = job_named(alert_jobs, DAILY_SUMMARY.job_name)
     stale_job = job_named(alert_jobs, STALE_DATA.job_name)
-    redelivery_jobs = [job_named(alert_jobs, name) for name in kinds.redelivered_job_names()]
+    redelivery_jobs = [j for j in alert_jobs if j.name in kinds.redelivered_job_names()]
     idle_refresh = next(j for j in refresh_jobs if j.name == IDLE_REFRESH_JOB)
     summary_refresh = next(j for j in refresh_jobs if j.name == SUMMARY_REFRESH_JOB)
     checking_hours = cron_hours(settings.burn_rate_check_cron)
