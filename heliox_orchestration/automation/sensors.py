@@ -28,7 +28,14 @@ from dagster import (
 from heliox_orchestration import clock
 from heliox_orchestration.alerts import kinds
 from heliox_orchestration.alerts.jobs import burn_level, job_named
-from heliox_orchestration.alerts.kinds import BURN_RATE, DAILY_SUMMARY, STALE_DATA, burn_rate_key, stale_key
+from heliox_orchestration.alerts.kinds import (
+    BURN_RATE,
+    DAILY_SUMMARY,
+    IDLE_SPEND,
+    STALE_DATA,
+    burn_rate_key,
+    stale_key,
+)
 from heliox_orchestration.analytics.common import NotMaterializedError
 from heliox_orchestration.assets import DAILY_COSTS_KEY
 from heliox_orchestration.automation.freshness import cron_hours, is_stale, newest_usage_hour
@@ -78,7 +85,7 @@ def build_sensors(
     settings: Settings, alert_jobs: list[JobDefinition], refresh_jobs: list
 ) -> list[SensorDefinition]:
     burn_job = job_named(alert_jobs, BURN_RATE.job_name)
-    idle_job = job_named(alert_jobs, kinds.IDLE_SPEND.job_name)
+    idle_job = job_named(alert_jobs, IDLE_SPEND.job_name)
     summary_job = job_named(alert_jobs, DAILY_SUMMARY.job_name)
     stale_job = job_named(alert_jobs, STALE_DATA.job_name)
     redelivery_jobs = [j for j in alert_jobs if j.name in kinds.redelivered_job_names()]
