@@ -353,8 +353,14 @@ def run_command(kind: str) -> None:
 )
 @friendly_errors
 def alerts_command(since: dt.datetime | None, limit: int, database_url: str | None) -> None:
-    """List the alert ledger, newest first: what was sent, previewed or failed, and why."""
-    from heliox_orchestration.alerts.ledger import list_entries
+    """List the alert ledger, newest first: what was sent, previewed, failed or refused, and why."""
+    from heliox_orchestration.alerts.ledger import list_entries, shown_status
+    from heliox_orchestration.resources.slack import (
+        WEBHOOK_URL_VAR,
+        SlackConfigError,
+        webhook_fingerprint,
+        webhook_url_from_env,
+    )
 
     settings = load_settings()
     url = resolve_database_url(database_url, settings)[0]
@@ -368,13 +374,25 @@ def alerts_command(since: dt.datetime | None, limit: int, database_url: str | No
     if not entries:
         click.echo("No alerts in the ledger" + (f" since {since:%Y-%m-%d}." if since else "."))
         return
+    try:
+        current = webhook_fingerprint(webhook_url_from_env())
+    except SlackConfigError:
+        current = None
     click.echo(f"{'created (' + settings.timezone + ')':<26} {'status':<10} {'tries':>5} {'http':>4}  key")
     for e in entries:
         created = e["created_at"].astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
         http = e["http_status"] or ""
-        click.echo(f"{created:<26} {e['status']:<10} {e['attempts']:>5} {http:>4}  {e['alert_key']}")
+        status = shown_status(e)
+        click.echo(f"{created:<26} {status:<10} {e['attempts']:>5} {http:>4}  {e['alert_key']}")
         if e["last_error"]:
             click.echo(f"{'':<26} last error: {e['last_error']}")
+        if status == "refused":
+            then = (
+                f"not retried while {WEBHOOK_URL_VAR} is this webhook: fix it as the error says"
+                if e["refused_webhook"] == current
+                else f"{WEBHOOK_URL_VAR} has changed since: redelivered while still relevant"
+            )
+            click.echo(f"{'':<26} refused: {then}")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, make_url, select
+from sqlalchemy import Engine, create_engine, event, func, inspect, make_url, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -150,32 +150,39 @@ def _unreachable(engine: Engine, variable: str, exc: BaseException, what: str = 
 
 
 def ensure_schema(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> None:
-    """Create missing Heliox tables, and add columns a newer Heliox defines as nullable to
-    tables that lack them (an additive upgrade). Never drops or changes existing columns."""
+    """Create missing Heliox tables, and add the nullable columns a newer Heliox added to an
+    existing table. Never drops, renames or retypes anything."""
     try:
         metadata.create_all(engine, checkfirst=True)
-        _add_missing_nullable_columns(engine)
+        add_missing_nullable_columns(engine)
     except SQLAlchemyError as exc:
         raise DatabaseConfigError(_unreachable(engine, variable, exc, "cannot be reached or used")) from None
 
 
-def _add_missing_nullable_columns(engine: Engine) -> None:
+def add_missing_nullable_columns(engine: Engine) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for every nullable column of the schema that an existing
+    table lacks; returns ``table.column`` of each one added. A missing NOT NULL column is left to
+    a migration: it cannot be added to a table with rows without a default."""
     inspector = inspect(engine)
-    for table in metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        missing = [c for c in table.columns if c.name not in present]
-        if not missing:
-            continue
-        not_addable = [c.name for c in missing if not c.nullable]
-        if not_addable:
-            raise DatabaseConfigError(
-                f"table {table.name} lacks the column(s) {', '.join(not_addable)}, which cannot be "
-                "added in place; migrate the database (docs/operations.md, Upgrade)."
-            )
-        with engine.begin() as conn:
-            for column in missing:
-                kind = column.type.compile(dialect=engine.dialect)
-                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+    existing_tables = set(inspector.get_table_names())
+    quote_name = engine.dialect.identifier_preparer.quote
+    added = []
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if table.name not in existing_tables:
+                continue
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present or not column.nullable:
+                    continue
+                column_type = column.type.compile(dialect=engine.dialect)
+                conn.execute(
+                    text(
+                        f"ALTER TABLE {quote_name(table.name)} ADD COLUMN {quote_name(column.name)} {column_type}"
+                    )
+                )
+                added.append(f"{table.name}.{column.name}")
+    return added
 
 
 def missing_tables(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> list[str]:

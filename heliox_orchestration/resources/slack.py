@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -188,6 +188,14 @@ def validate_webhook_url(url: str | None, *, variable: str = WEBHOOK_URL_VAR) ->
     return url
 
 
+def webhook_fingerprint(url: str | None) -> str | None:
+    """A short hash that tells two webhooks apart without revealing either (None: no webhook).
+    The webhook's secret part has far too much entropy to be guessed back from it."""
+    if not url:
+        return None
+    return hashlib.sha256(f"heliox-webhook:{url.strip()}".encode()).hexdigest()[:16]
+
+
 def webhook_url_from_env(env: Mapping[str, str] | None = None) -> str | None:
     """The validated ``SLACK_WEBHOOK_URL`` of the environment, None when unset."""
     return validate_webhook_url((os.environ if env is None else env).get(WEBHOOK_URL_VAR))
@@ -276,12 +284,17 @@ class SlackWebhook(ConfigurableResource):
     def masked_url(self) -> str:
         return mask_webhook_url(self.resolved_url())
 
+    def fingerprint(self) -> str | None:
+        """``webhook_fingerprint`` of the URL; None in preview mode."""
+        return webhook_fingerprint(self.resolved_url())
+
     def setup_for_execution(self, context: InitResourceContext) -> None:
         url = self.resolved_url()
         (context.log or get_dagster_logger()).info(enabled_line(url) if url else PREVIEW_LINE)
 
-    def send(self, message: SlackPostable) -> SlackSendResult:
-        """Post ``message`` (or preview it). Raises ``SlackDeliveryError`` when it is not delivered."""
+    def send(self, message: SlackPostable, on_retry: Callable[[int], None] | None = None) -> SlackSendResult:
+        """Post ``message`` (or preview it). Raises ``SlackDeliveryError`` when it is not delivered.
+        ``on_retry(n)`` is called before the n-th retry is made (it must not raise)."""
         payload = message.to_payload()
         digest = payload_sha256(payload)
         url = self.resolved_url()
@@ -301,4 +314,4 @@ class SlackWebhook(ConfigurableResource):
         # Imported here: slack-sdk loads when a message is sent, not with the definitions.
         from heliox_orchestration.resources.slack_transport import post
 
-        return post(self, url, payload, digest, log)
+        return post(self, url, payload, digest, log, on_retry)
