@@ -176,11 +176,8 @@ def add_missing_nullable_columns(engine: Engine) -> list[str]:
                 if column.name in present or not column.nullable:
                     continue
                 column_type = column.type.compile(dialect=engine.dialect)
-                conn.execute(
-                    text(
-                        f"ALTER TABLE {quote_name(table.name)} ADD COLUMN {quote_name(column.name)} {column_type}"
-                    )
-                )
+                name = f"{quote_name(table.name)} ADD COLUMN {quote_name(column.name)}"
+                conn.execute(text(f"ALTER TABLE {name} {column_type}"))
                 added.append(f"{table.name}.{column.name}")
     return added
 
