@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from heliox_orchestration.automation.manual import LOCATION_NAME, HelioxLocation, heliox_location
+from heliox_orchestration.automation.manual import LOCATION_NAME, HelioxLocation, error_line, heliox_location
 from heliox_orchestration.cli import cli
 from heliox_orchestration.settings import load_settings
 from heliox_orchestration_tests.slack_server import FakeSlackWebhook, Reply
@@ -152,3 +152,30 @@ def test_alerts_on_an_empty_ledger_and_bad_arguments(dagster_home: Path) -> None
     bad = runner.invoke(cli, ["alerts", "--since", "yesterday"])
     assert bad.exit_code == 2 and "--since" in bad.output
     assert runner.invoke(cli, ["run", "everything"]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("message", "cls_name", "line"),
+    [
+        ("dagster._core.definitions.events.Failure: Slack refused it\nmore", "Failure", "Slack refused it"),
+        (
+            "dagster._core.errors.DagsterAssetCheckFailedError: 1 blocking asset check failed:\n  x",
+            "DagsterAssetCheckFailedError",
+            "1 blocking asset check failed",
+        ),
+        ("sqlalchemy.exc.OperationalError: (sqlite3) no such table", "OperationalError", None),
+        (
+            "dagster._core.errors.DagsterExecutionInterruptedError",
+            "DagsterExecutionInterruptedError",
+            "interrupted",
+        ),
+        ("builtins.KeyError", "KeyError", "KeyError"),
+    ],
+)
+def test_error_line_is_the_first_line_without_module_paths(
+    message: str, cls_name: str, line: str | None
+) -> None:
+    from dagster._utils.error import SerializableErrorInfo
+
+    expected = line or "OperationalError: (sqlite3) no such table"
+    assert error_line(SerializableErrorInfo(message, [], cls_name)) == expected

@@ -69,12 +69,18 @@ PLAIN_ERRORS = {"Failure", "DagsterAssetCheckFailedError"}
 
 def error_line(error: SerializableErrorInfo) -> str:
     """The error's first line, after its unqualified class name unless it was raised on purpose."""
+    if error.cls_name == "DagsterExecutionInterruptedError":
+        return "interrupted"
     line = first_line(error.message)
-    qualified = re.match(rf"^[\w.]*\b{re.escape(error.cls_name or '')}: ", line) if error.cls_name else None
+    qualified = (
+        re.match(rf"^[\w.]*\b{re.escape(error.cls_name or '')}(: |$)", line) if error.cls_name else None
+    )
     if qualified is None:
         return line
     rest = line[qualified.end() :]
-    return rest.rstrip(":") if error.cls_name in PLAIN_ERRORS else f"{error.cls_name}: {rest}"
+    if error.cls_name in PLAIN_ERRORS and rest:
+        return rest.rstrip(":")
+    return f"{error.cls_name}: {rest}" if rest else str(error.cls_name)
 
 
 class HelioxLocation:
