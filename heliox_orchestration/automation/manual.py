@@ -3,8 +3,9 @@ schedule does, then run the alert job the sensor would launch.
 
 Both are ordinary runs of the ``heliox_orchestration`` code location (the location name of
 workspace.yaml, deploy/workspace.yaml and the code server): the UI lists them on the job's page
-and the Overview timeline, run monitoring bounds them (``dagster/max_runtime``) and the run-failure
-sensor reports them. They execute synchronously, in this process: no daemon is needed.
+and the Overview timeline, and while a daemon runs, run monitoring bounds them
+(``dagster/max_runtime``) and the run-failure sensor reports them. They execute synchronously, in
+this process: no daemon is needed to run them.
 """
 
 from __future__ import annotations
