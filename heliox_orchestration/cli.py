@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -49,6 +51,7 @@ from heliox_orchestration.settings import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+SLACK_LOGGER = "dagster.builtin.slack"  # get_dagster_logger("slack") of the Slack resource
 
 
 def friendly_errors(func: F) -> F:
@@ -311,26 +314,45 @@ def preview(kind: str, run_date: dt.datetime | None, as_json: bool, database_url
         click.echo(f"\nPreview: {result.note}")
 
 
+@contextmanager
+def slack_retries_shown() -> Iterator[None]:
+    """Each Slack retry as one line on stderr while `heliox run` waits (Dagster's own console
+    log is off there: it prints every failure with its stack trace)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    slack_log = logging.getLogger(SLACK_LOGGER)
+    slack_log.addHandler(handler)
+    try:
+        yield
+    finally:
+        slack_log.removeHandler(handler)
+
+
 @cli.command("run")
 @click.argument("kind", type=click.Choice(["daily-summary", "burn-rate", "idle-spend"]))
 @friendly_errors
 def run_command(kind: str) -> None:
     """Run one scheduled check now: refresh its assets, then its alert job.
 
-    The runs are stored in the Dagster instance of DAGSTER_HOME (shown in the UI afterwards).
-    Without SLACK_WEBHOOK_URL the message is only previewed and printed here.
+    Both are runs of the heliox_orchestration code location in the Dagster instance of
+    DAGSTER_HOME, executed here: the UI shows them on the job's page afterwards, and the
+    run-failure sensor reports a failed one. Without SLACK_WEBHOOK_URL the message is only
+    previewed and printed here.
     """
     from dagster import DagsterInstance
 
-    from heliox_orchestration.automation.manual import run_check
-    from heliox_orchestration.definitions import build_defs
+    from heliox_orchestration.automation.manual import heliox_location, run_check
 
     settings = load_settings()
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    outcomes = run_check(kind, build_defs(settings), instance, settings, dt.datetime.now(dt.UTC))
+    with instance, heliox_location(instance) as location, slack_retries_shown():
+        outcomes = run_check(kind, location, settings, dt.datetime.now(dt.UTC))
     for outcome in outcomes:
         state = "succeeded" if outcome.success else f"FAILED: {outcome.error}"
         click.echo(f"{outcome.job}: {state}")
+        for failed in outcome.failed_checks:
+            click.echo(f"  check {failed.check} failed: {failed.reason}")
     last = outcomes[-1]
     if last.metadata.get("slack_preview"):
         click.echo("\nPreview mode (SLACK_WEBHOOK_URL is not set); the message would be:\n")

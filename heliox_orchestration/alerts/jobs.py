@@ -66,7 +66,8 @@ ALERT_RETRY_POLICY = RetryPolicy(max_retries=2, delay=20, backoff=Backoff.EXPONE
 
 
 def alert_tags(kind: str) -> dict[str, str]:
-    # heliox/alert: deploy/dagster.yaml limits runs per alert kind to one at a time.
+    # heliox/alert: the UI's run filter by alert kind. No concurrency limit uses it: the ledger
+    # keeps racing runs to one message (deploy/dagster.yaml).
     return {"dagster/max_runtime": str(ALERT_MAX_RUNTIME_SECONDS), "heliox/alert": kind}
 
 

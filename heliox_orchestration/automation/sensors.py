@@ -40,6 +40,7 @@ from heliox_orchestration.analytics.common import NotMaterializedError
 from heliox_orchestration.assets import DAILY_COSTS_KEY
 from heliox_orchestration.automation.freshness import cron_hours, is_stale, newest_usage_hour
 from heliox_orchestration.automation.refresh_jobs import IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
+from heliox_orchestration.automation.run_config import STARTED_BY_HELIOX_RUN, STARTED_BY_TAG
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.slack import WEBHOOK_URL_VAR, SlackWebhook
 from heliox_orchestration.settings import Settings
@@ -51,6 +52,7 @@ RUNNING = DefaultSensorStatus.RUNNING
 # Enough for an hour of refreshes and a backfill's events per tick; the rest waits a tick.
 EVENTS_PER_TICK = 500
 ALERTED_DAYS_KEPT = 3
+HELIOX_RUN_SKIP = "The refresh was started by `heliox run`, which runs the alert job itself."
 
 
 # A failed delivery is redelivered REDELIVERY_WAIT after it failed, at the first tick of a sensor
@@ -159,7 +161,9 @@ def build_sensors(
         default_status=RUNNING,
         description="After each successful idle refresh, alert on new high-severity idle GPUs.",
     )
-    def idle_spend_alert_sensor(context: RunStatusSensorContext) -> RunRequest:
+    def idle_spend_alert_sensor(context: RunStatusSensorContext) -> RunRequest | SkipReason:
+        if context.dagster_run.tags.get(STARTED_BY_TAG) == STARTED_BY_HELIOX_RUN:
+            return SkipReason(HELIOX_RUN_SKIP)
         return RunRequest(run_key=f"idle-spend-after:{context.dagster_run.run_id}")
 
     @run_status_sensor(
@@ -172,6 +176,8 @@ def build_sensors(
     )
     def daily_summary_sensor(context: RunStatusSensorContext) -> RunRequest | SkipReason:
         tags = context.dagster_run.tags
+        if tags.get(STARTED_BY_TAG) == STARTED_BY_HELIOX_RUN:
+            return SkipReason(HELIOX_RUN_SKIP)
         report_date = tags.get("heliox/report_date") or tags.get("dagster/partition")
         if not report_date:
             return SkipReason("The refresh run names no report date (no partition); nothing to send.")
