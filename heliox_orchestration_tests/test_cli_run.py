@@ -94,8 +94,11 @@ def failure_notices(location: HelioxLocation, instance: DagsterInstance, cursor:
 def test_failed_heliox_run_is_one_line_and_reported_by_the_run_failure_sensor(
     dagster_home: Path, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Both failures of a `heliox run` are one line each, and the run-failure sensor sees the
+    runs: a refusal by Slack stays in the ledger without a notice (it would go to the same
+    refusing Slack), a failed refresh gets its notice."""
     monkeypatch.setenv("SLACK_WEBHOOK_URL", slack_server.url())
-    slack_server.script(Reply.error(404, "no_service"))  # the summary; the notice gets "ok"
+    slack_server.script(Reply.error(404, "no_service"))  # the summary; later requests get "ok"
     runner = CliRunner()
     with DagsterInstance.get() as instance, heliox_location(instance) as location:
         cursor = failure_notices(location, instance, None)  # the first tick starts at the end
@@ -109,11 +112,20 @@ def test_failed_heliox_run_is_one_line_and_reported_by_the_run_failure_sensor(
         assert slack_server.url().split("/services/")[1] not in result.output
         assert len(slack_server.requests) == 1
 
+        cursor = failure_notices(location, instance, cursor)
+        assert len(slack_server.requests) == 1  # the refusal is the ledger's to report
+
+        with sqlite3.connect(load_settings().embedded_database_path) as conn:
+            conn.execute(
+                "UPDATE gpu_usage_hourly SET cost_usd = -1 WHERE rowid = "
+                "(SELECT rowid FROM gpu_usage_hourly ORDER BY usage_hour DESC LIMIT 1)"
+            )
+        failed = runner.invoke(cli, ["run", "burn-rate"])
+        assert failed.exit_code == 1, failed.output
         failure_notices(location, instance, cursor)
     assert len(slack_server.requests) == 2
     notice = slack_server.requests[1].json["text"]
-    assert "Heliox Run Failed" in notice and "daily_summary_job" in notice
-    assert "Slack refused the message" in notice
+    assert "Heliox Run Failed" in notice and "gpu_costs_refresh_job" in notice
 
 
 def test_failed_blocking_check_is_named_with_its_reason(dagster_home: Path) -> None:
