@@ -17,8 +17,10 @@ from heliox_orchestration.db.schema import gpu_usage_hourly, sqlite_datetime_tex
 from heliox_orchestration.money import micros_to_dollars
 
 COLUMNS = [c.name for c in gpu_usage_hourly.columns]
-# Every int64 micro-dollar amount up to 2**53 is an exact double, which the SQLite path needs.
-MAX_EXACT_MICROS = 2**53
+# SQLite keeps money as REAL (a double). Below $2**31 a double is within 0.13 micro-dollar of
+# the exact amount, so both reading paths (``Money``'s quantize, ``money_sum_micros``'s ROUND of
+# x * 1e6) give back the exact micro-dollars; the import refuses hours anywhere near that.
+SQLITE_EXACT_MICROS = 2**31 * 1_000_000
 
 
 def micros_text(micros: Any) -> list[str]:
@@ -34,13 +36,11 @@ def micros_text(micros: Any) -> list[str]:
 
 def micros_real(micros: Any) -> list[float]:
     """Integer micro-dollars as the doubles SQLite's REAL stores: the nearest double to each exact
-    amount (IEEE division of two exactly represented integers rounds correctly), which is what
-    ``Money`` binds and what ``money_sum_micros`` reads back to the same integer."""
+    amount (the division of two exactly represented integers rounds correctly), the same value
+    ``Money`` binds for the same Decimal."""
     values = np.asarray(micros, dtype=np.int64)
-    if len(values) and int(np.abs(values).max()) > MAX_EXACT_MICROS:
-        raise ValueError(
-            f"a cost above {MAX_EXACT_MICROS:,} micro-dollars cannot be stored exactly on SQLite"
-        )
+    if len(values) and int(np.abs(values).max()) >= SQLITE_EXACT_MICROS:
+        raise ValueError("SQLite stores money as REAL: amounts of $2,147,483,648 or more are not exact there")
     return (values / 1_000_000).tolist()
 
 

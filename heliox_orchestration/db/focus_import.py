@@ -34,30 +34,35 @@ after both files have been read and validated: a bad file leaves the database un
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import gzip
-import io
 import json
-import sys
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import click
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
 from heliox_orchestration import clock
+from heliox_orchestration.db.focus_files import (
+    DEFAULT_CHUNK_ROWS,
+    ProgressFactory,
+    chunks,
+    column_picker,
+    parquet_text,
+    progress_bar,
+)
+from heliox_orchestration.db.focus_utilization import (
+    HOUR_DTYPE,
+    UtilizationReport,
+    apply_utilization,
+    read_utilization,
+)
 from heliox_orchestration.db.focus_validation import (
-    EARLIEST,
-    OUT_OF_RANGE,
     Errors,
     ImportInputError,
     check_costs,
@@ -73,22 +78,26 @@ from heliox_orchestration.db.gpu_catalog import GpuMatch, normalize_provider, re
 from heliox_orchestration.db.pending import release_due_usage, write_imported_hours
 from heliox_orchestration.money import micros_to_dollars
 
-__all__ = ["ImportInputError", "ImportReport", "TagKeys", "format_report", "import_focus", "read_focus"]
+__all__ = [
+    "ImportInputError",
+    "ImportReport",
+    "TagKeys",
+    "format_report",
+    "import_focus",
+    "parquet_text",
+    "progress_bar",
+    "read_focus",
+    "read_utilization",
+    "spread_evenly",
+]
 
-DEFAULT_CHUNK_ROWS = 50_000
 DEFAULT_MAX_HOURLY_COST_USD = Decimal(10_000)
 MAX_HOURLY_COST_SETTING = "HELIOX_MAX_HOURLY_COST_USD"
 STARTS_IN_THE_FUTURE = (
     "starts in the future: usage cannot be billed before it happens; check the export's time zone"
 )
-SAMPLED_IN_THE_FUTURE = (
-    "is in the future: a sample cannot be measured before it happens; check the file's time zone"
-)
-PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 MAX_CHARGE_HOURS = 366 * 24
-NULL_TEXTS = frozenset({"", "NULL"})  # the FOCUS sample writes empty values as NULL
 HOUR = pd.Timedelta(hours=1)
-HOUR_DTYPE = "datetime64[us, UTC]"
 
 REQUIRED_COLUMNS = ("ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory", "ResourceId")
 COST_COLUMNS = ("EffectiveCost", "BilledCost")  # preferred first
@@ -110,22 +119,6 @@ SKIP_REASONS: dict[str, str] = {
     "orphan_correction": "Correction to an hour this file does not otherwise charge",
 }
 
-UTILIZATION_COLUMNS = ("timestamp", "resource_id", "gpu_utilization_pct")
-_UTILIZATION_ALIASES = {"dcgm_fi_dev_gpu_util": "gpu_utilization_pct"}
-
-# (file, its size in bytes) -> a context whose value is called with each number of bytes read.
-ProgressFactory = Callable[[Path, int], AbstractContextManager[Callable[[int], None]]]
-
-
-@contextmanager
-def progress_bar(path: Path, size: int) -> Iterator[Callable[[int], None]]:
-    """The command line's ProgressFactory: a bar on stderr for files big enough to wait for."""
-    if size < PROGRESS_MIN_BYTES:
-        yield lambda _n: None
-        return
-    with click.progressbar(length=size, label=f"Reading {path.name}", file=sys.stderr) as bar:
-        yield bar.update
-
 
 @dataclass(frozen=True)
 class TagKeys:
@@ -133,15 +126,6 @@ class TagKeys:
 
     model: str = "model"
     team: str = "team"
-
-
-@dataclass(frozen=True)
-class UtilizationReport:
-    path: Path
-    samples: int
-    sampled_hours: int  # resource-hours with at least one sample
-    matched_hours: int  # imported resource-hours that got a utilization value
-    unmatched_hours: int  # sampled resource-hours without an imported cost: ignored
 
 
 @dataclass(frozen=True)
@@ -166,173 +150,6 @@ class ImportReport:
     released_rows: int = 0  # hours held by earlier imports that had started: moved to the table
     dry_run: bool = False
     utilization: UtilizationReport | None = None
-
-
-# --- reading files ---------------------------------------------------------------------------
-
-
-@contextmanager
-def _open_binary(path: Path) -> Iterator[BinaryIO]:
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the with below
-    except OSError as exc:
-        raise ImportInputError(path, f"cannot be read ({exc.strerror or exc})") from None
-    with raw:
-        yield raw
-
-
-def _decompressed(raw: BinaryIO) -> BinaryIO | gzip.GzipFile:
-    """The file's bytes, gunzipped when it starts with the gzip magic number (whatever its name)."""
-    magic = raw.read(2)
-    raw.seek(0)
-    return gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
-
-
-def _is_parquet(path: Path) -> bool:
-    with _open_binary(path) as raw:
-        return raw.read(4) == b"PAR1"
-
-
-def _csv_chunks(
-    path: Path,
-    choose_columns: Callable[[list[str]], dict[str, int]],
-    chunk_rows: int,
-    progress: Callable[[int], None],
-) -> Iterator[pd.DataFrame]:
-    """Frames of at most ``chunk_rows`` records holding the chosen columns as text (None for
-    empty or NULL) and ``_line``, the physical line each record starts on. Plain or gzip."""
-    with _open_binary(path) as raw:
-        text = io.TextIOWrapper(_decompressed(raw), encoding="utf-8-sig", newline="")
-        reader = csv.reader(text)
-        line = 1
-        reported = 0
-        try:
-            header = next(reader, None)
-            if header is None:
-                raise ImportInputError(path, "is empty: expected a CSV header row", line=1)
-            picks = choose_columns([h.strip() for h in header])
-            names, positions, width = list(picks), list(picks.values()), len(header)
-            rows: list[list[str | None]] = []
-            lines: list[int] = []
-            line = reader.line_num + 1
-            for record in reader:
-                if record:
-                    if len(record) != width:
-                        raise ImportInputError(
-                            path, f"has {len(record)} fields, the header has {width}", line=line
-                        )
-                    rows.append([None if record[i] in NULL_TEXTS else record[i] for i in positions])
-                    lines.append(line)
-                line = reader.line_num + 1
-                if len(rows) >= chunk_rows:
-                    yield pd.DataFrame(rows, columns=names).assign(_line=lines)
-                    rows, lines = [], []
-                    progress(raw.tell() - reported)
-                    reported = raw.tell()
-            if rows:
-                yield pd.DataFrame(rows, columns=names).assign(_line=lines)
-            progress(raw.tell() - reported)
-        except csv.Error as exc:
-            raise ImportInputError(path, f"is not valid CSV ({exc})", line=line) from None
-        except UnicodeDecodeError:
-            # The decoder reads ahead in blocks: find the line of the bad bytes itself.
-            raise ImportInputError(path, "is not UTF-8 text", line=_first_undecodable_line(path)) from None
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            raise ImportInputError(path, f"is a truncated or corrupt gzip file ({exc})", line=line) from None
-
-
-def _first_undecodable_line(path: Path) -> int | None:
-    with _open_binary(path) as raw:
-        try:
-            for number, data in enumerate(_decompressed(raw), start=1):
-                try:
-                    data.decode("utf-8")
-                except UnicodeDecodeError:
-                    return number
-        except (EOFError, gzip.BadGzipFile, zlib.error):
-            pass
-    return None
-
-
-def _parquet_chunks(
-    path: Path,
-    choose_columns: Callable[[list[str]], dict[str, int]],
-    chunk_rows: int,
-    progress: Callable[[int], None],
-) -> Iterator[pd.DataFrame]:
-    """Parquet, read only when pyarrow is importable: Heliox does not depend on it. Values are
-    turned into the text a CSV export holds, so both formats share one validation; ``_line``
-    is the row number (errors say "row")."""
-    try:
-        import pyarrow.parquet as pq  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        raise ImportInputError(
-            path,
-            "is a Parquet file, and reading Parquet needs pyarrow, which Heliox does not depend on: "
-            "install it (pip install pyarrow) or export the data as CSV (plain or .gz)",
-        ) from None
-    parquet = pq.ParquetFile(path)
-    picks = choose_columns(list(parquet.schema_arrow.names))
-    header = list(parquet.schema_arrow.names)
-    size, total = path.stat().st_size, max(1, parquet.metadata.num_rows)
-    first = 1
-    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[header[i] for i in picks.values()]):
-        frame = batch.to_pandas()
-        frame.columns = list(picks)
-        frame = frame.apply(lambda column: column.map(_as_text)).astype(object)
-        frame["_line"] = np.arange(first, first + len(frame))
-        first += len(frame)
-        progress(int(size * len(frame) / total))
-        yield frame
-
-
-def _as_text(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return json.dumps(value)
-    if isinstance(value, list | np.ndarray):  # a Parquet map arrives as (key, value) pairs
-        return json.dumps(dict(value))
-    return str(value)
-
-
-def _chunks(
-    path: Path,
-    choose_columns: Callable[[list[str]], dict[str, int]],
-    chunk_rows: int,
-    progress: ProgressFactory | None,
-) -> Iterator[tuple[pd.DataFrame, bool]]:
-    """(frame, is_parquet) chunks of either format, with a progress bar for the file."""
-    path = Path(path)
-    if path.is_dir():
-        raise ImportInputError(path, "is a folder, not a file")
-    parquet = _is_parquet(path)
-    reader = _parquet_chunks if parquet else _csv_chunks
-    size = path.stat().st_size
-    bar: AbstractContextManager[Callable[[int], None]] = (
-        progress(path, size) if progress else nullcontext(lambda _n: None)
-    )
-    with bar as update:
-        for frame in reader(path, choose_columns, chunk_rows, update):
-            yield frame, parquet
-
-
-def _column_picker(
-    path: Path, wanted: Callable[[dict[str, str]], list[str]]
-) -> Callable[[list[str]], dict[str, int]]:
-    """Header -> {canonical name: position}. Names match case-insensitively; ``wanted`` gets
-    {lower-case name: name as written} and returns the canonical names to read, or raises."""
-
-    def choose(header: list[str]) -> dict[str, int]:
-        positions: dict[str, int] = {}
-        for i, name in enumerate(header):
-            positions.setdefault(name.lower(), i)
-        present = {name.lower(): name for name in reversed(header)}
-        return {name: positions[name.lower()] for name in wanted(present) if name.lower() in positions}
-
-    return choose
 
 
 # --- FOCUS -----------------------------------------------------------------------------------
@@ -361,7 +178,7 @@ def _focus_columns(path: Path) -> Callable[[list[str]], dict[str, int]]:
             *RECOGNITION_COLUMNS,
         ]
 
-    return _column_picker(path, wanted)
+    return column_picker(path, wanted)
 
 
 def spread_evenly(micros: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -724,7 +541,7 @@ def read_focus(
     now = now or clock.utc_now()
     state = _FocusState()
     parquet = False
-    for frame, parquet in _chunks(path, _focus_columns(path), chunk_rows, progress):
+    for frame, parquet in chunks(path, _focus_columns(path), chunk_rows, progress):
         _process_focus_chunk(frame, path, parquet, tag_keys, now, state)
 
     hourly = _aggregate(pd.concat(state.hourly, ignore_index=True)) if state.hourly else _empty_rows()
@@ -776,110 +593,6 @@ def _net_corrections(hourly: pd.DataFrame, corrections: pd.DataFrame, state: _Fo
             state.skip_gpu("orphan_correction", 1, exact)
     netted = corrections[corrections["_line"].map(complete)]
     return _aggregate(pd.concat([hourly, netted], ignore_index=True)) if len(netted) else hourly
-
-
-# --- utilization -----------------------------------------------------------------------------
-
-
-def _utilization_columns(path: Path) -> Callable[[list[str]], dict[str, int]]:
-    def wanted(present: dict[str, str]) -> list[str]:
-        missing = [c for c in UTILIZATION_COLUMNS if c not in present]
-        if missing:
-            raise ImportInputError(
-                path,
-                f"is not a utilization samples file: missing column(s) {', '.join(missing)} "
-                f"(expected a header {', '.join(UTILIZATION_COLUMNS)})",
-                line=1,
-            )
-        return list(UTILIZATION_COLUMNS)
-
-    choose = _column_picker(path, wanted)
-    return lambda header: choose([_UTILIZATION_ALIASES.get(h.lower(), h) for h in header])
-
-
-def _hourly_utilization_sums(
-    frame: pd.DataFrame, path: Path, parquet: bool, now: dt.datetime
-) -> pd.DataFrame:
-    """Validate a chunk of samples; (resource_id, usage_hour) -> sum and count of samples."""
-    errors = Errors(path, frame["_line"].to_numpy(), parquet)
-    raw_time = frame["timestamp"]
-    epoch = pd.to_numeric(raw_time, errors="coerce")
-    from_epoch = pd.to_datetime(epoch.where(np.isfinite(epoch)), unit="s", utc=True, errors="coerce")
-    stamps = parse_times(raw_time.where(epoch.isna())).where(epoch.isna(), from_epoch)
-    errors.check(raw_time.isna(), "timestamp", lambda _i: "is empty")
-    errors.check(
-        stamps.isna() & raw_time.notna() & epoch.isna(),
-        "timestamp",
-        lambda i: f"{raw_time.iloc[i]!r} is not an ISO 8601 date-time or Unix seconds",
-    )
-    errors.check(
-        (stamps.isna() & epoch.notna()) | (stamps < EARLIEST),
-        "timestamp",
-        lambda i: f"{raw_time.iloc[i]!r} {OUT_OF_RANGE}",
-    )
-    check_not_future(errors, raw_time, stamps, "timestamp", now, SAMPLED_IN_THE_FUTURE)
-    errors.check(frame["resource_id"].isna(), "resource_id", lambda _i: "is empty")
-    check_text(errors, frame["resource_id"], "resource_id", 255)
-    raw_value = frame["gpu_utilization_pct"]
-    pct = pd.to_numeric(raw_value, errors="coerce")
-    errors.check(
-        ~pct.between(0, 100),
-        "gpu_utilization_pct",
-        lambda i: f"{raw_value.iloc[i]!r} is not a percentage between 0 and 100",
-    )
-    errors.raise_first()
-    hourly = pd.DataFrame(
-        {
-            "resource_id": frame["resource_id"],
-            "usage_hour": stamps.dt.floor("h").astype(HOUR_DTYPE),
-            "total": pct,
-        }
-    )
-    return hourly.groupby(_KEY, as_index=False).agg(total=("total", "sum"), n=("total", "size"))
-
-
-def read_utilization(
-    path: Path | str,
-    *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    progress: ProgressFactory | None = None,
-    now: dt.datetime | None = None,
-) -> tuple[pd.DataFrame, int]:
-    """Hourly mean GPU utilization per resource from a samples CSV (``timestamp, resource_id,
-    gpu_utilization_pct``; timestamps ISO 8601 or Unix seconds, UTC). Returns the frame
-    (resource_id, usage_hour, gpu_utilization_pct) and the number of samples."""
-    path = Path(path)
-    now = now or clock.utc_now()
-    sums: list[pd.DataFrame] = []
-    samples = 0
-    for frame, parquet in _chunks(path, _utilization_columns(path), chunk_rows, progress):
-        samples += len(frame)
-        sums.append(_hourly_utilization_sums(frame, path, parquet, now))
-        if len(sums) >= 20:
-            sums = [pd.concat(sums).groupby(_KEY, as_index=False).sum()]
-    if not sums:
-        empty = pd.DataFrame({"resource_id": [], "usage_hour": [], "gpu_utilization_pct": []})
-        return empty.astype({"resource_id": object, "usage_hour": HOUR_DTYPE}), 0
-    totals = pd.concat(sums).groupby(_KEY, as_index=False).sum()
-    totals["gpu_utilization_pct"] = (totals["total"] / totals["n"]).round(2)
-    return totals[[*_KEY, "gpu_utilization_pct"]], samples
-
-
-def apply_utilization(
-    rows: pd.DataFrame, utilization: pd.DataFrame, samples: int, path: Path
-) -> tuple[pd.DataFrame, UtilizationReport]:
-    """Rows with ``gpu_utilization_pct`` from the hourly means; hours without samples stay NULL
-    (unknown, which the idle rule never treats as idle)."""
-    merged = rows.drop(columns="gpu_utilization_pct", errors="ignore").merge(utilization, on=_KEY, how="left")
-    matched = int(merged["gpu_utilization_pct"].notna().sum())
-    report = UtilizationReport(
-        path=path,
-        samples=samples,
-        sampled_hours=len(utilization),
-        matched_hours=matched,
-        unmatched_hours=len(utilization) - matched,
-    )
-    return merged, report
 
 
 # --- the import --------------------------------------------------------------------------------

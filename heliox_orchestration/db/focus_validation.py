@@ -39,7 +39,7 @@ FUTURE_TOLERANCE = pd.Timedelta(hours=1)
 MAX_GROSS_MICROS = float(2**62)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _DATE_SHAPE = r"\s*\d{4}-\d{2}-\d{2}"
-OUT_OF_RANGE = f"is out of range: expected a date-time from {EARLIEST:%Y-%m-%d} on, and not in the future"
+OUT_OF_RANGE = f"is out of range: expected a date-time from {EARLIEST:%Y-%m-%d} on"
 
 
 class ImportInputError(ValueError):
@@ -210,7 +210,9 @@ def check_hourly_totals(
     if not implausible.any():
         return
     lines = hourly["_line"].to_numpy(dtype=np.int64)
-    i = int(np.flatnonzero(implausible)[np.argmin(lines[implausible])])
+    candidates = np.flatnonzero(implausible)
+    hours = hourly["usage_hour"].to_numpy()[candidates]
+    i = int(candidates[np.lexsort((hours, lines[candidates]))[0]])  # the first line, its first hour
     row = hourly.iloc[i]
     hour = pd.Timestamp(row["usage_hour"])
     where = f"resource {row['resource_id']!r} in the hour {hour:%Y-%m-%d %H:%M} UTC"
