@@ -53,13 +53,42 @@ def refused(engine: Engine, path: Path, **kwargs: Any) -> str:
     return str(error.value)
 
 
-@pytest.fixture
-def seeded(any_engine: Engine, tmp_path: Path) -> Engine:
+def _seed(engine: Engine, tmp_path: Path) -> Engine:
     """A database already holding a good import, so a refusal must leave rows untouched."""
     good = write_focus(tmp_path / "good.csv", [_one_gpu_row() for _ in range(3)])
-    import_focus(any_engine, good)
-    assert row_counts(any_engine) == (1, 0)
-    return any_engine
+    import_focus(engine, good)
+    assert row_counts(engine) == (1, 0)
+    return engine
+
+
+@pytest.fixture
+def seeded(sqlite_engine: Engine, tmp_path: Path) -> Engine:
+    """Refusals happen before the database is written, whichever it is: most cases run on SQLite,
+    and the cases that used to fail inside PostgreSQL run on both (below)."""
+    return _seed(sqlite_engine, tmp_path)
+
+
+# The values that passed validation and then failed inside PostgreSQL (issue 12, B6).
+POSTGRES_FAILURES = [
+    ({"EffectiveCost": "1e13"}, "EffectiveCost", "'1e13' is more than $1,000,000,000 for one charge"),
+    (
+        {"EffectiveCost": "999999999999.999999"},
+        "EffectiveCost",
+        "'999999999999.999999' is more than $1,000,000,000 for one charge",
+    ),
+    ({"ResourceId": "i-0\x00"}, "ResourceId", "contains a NUL character (\\x00)"),
+    ({"Tags": json.dumps({"model": "x\x00"})}, "Tags", "the 'model' tag contains a NUL character"),
+]
+
+
+def test_what_postgres_refused_mid_write_is_refused_first(any_engine: Engine, tmp_path: Path) -> None:
+    seeded = _seed(any_engine, tmp_path)
+    for i, (bad, column, message) in enumerate(POSTGRES_FAILURES):
+        folder = tmp_path / f"case{i}"
+        folder.mkdir()
+        path = _bad_focus(folder, bad)
+        error = refused(seeded, path)
+        assert error.startswith(f"{path}, line {BAD_LINE}, column {column}: {message}"), error
 
 
 # --- through the command line ------------------------------------------------------------------

@@ -24,9 +24,14 @@ AWS, Google Cloud, Azure and Oracle. What is imported, and why (docs/importing.m
   column's precision), then charge periods longer than an hour are spread evenly over their
   hours in integer micro-dollars, so the parts sum exactly to the charge.
 * Charges of the same resource-hour are summed into one row (the table's primary key).
+* Hours that have not started are held in ``gpu_usage_pending`` until they do (``db/pending``):
+  the hourly table never holds an hour that has not happened.
+* Everything the database would refuse, and implausible charges, are refused with the file, line
+  and column before anything is written (``db/focus_validation``). Reading the files is
+  ``db/focus_files``; utilization samples are ``db/focus_utilization``.
 
 Re-importing is idempotent: the rows written replace stored rows of the same (resource_id,
-usage_hour) and nothing else. That scope never deletes what a file does not mention (another
+usage_hour), in either table, and nothing else. That scope never deletes what a file does not mention (another
 account's export, the demo fleet, earlier months), at the price that a GPU charge removed from a
 later version of the same export stays stored. The write is one transaction, and it starts only
 after both files have been read and validated: a bad file leaves the database untouched.
@@ -617,6 +622,8 @@ def import_focus(
     ``database`` may be a function that opens it: it is called only once there is something
     valid to write, so a bad file or a dry run never touches (or creates) the database."""
     now = now or clock.utc_now()
+    if now.tzinfo is None:
+        raise ValueError("import_focus needs a timezone-aware now")
     data = read_focus(
         path,
         tag_keys=tag_keys,
