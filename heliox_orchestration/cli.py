@@ -30,6 +30,8 @@ from heliox_orchestration.db.engine import (
     ensure_schema,
     make_engine,
     mask_url,
+    missing_tables,
+    sqlite_path,
     table_row_counts,
 )
 from heliox_orchestration.db.focus_import import (
@@ -39,6 +41,9 @@ from heliox_orchestration.db.focus_import import (
     import_focus,
     progress_bar,
 )
+from heliox_orchestration.db.schema import metadata
+from heliox_orchestration.environment import check_environment, database_url_problem
+from heliox_orchestration.resources.slack import PREVIEW_LINE, WEBHOOK_URL_VAR, enabled_line
 from heliox_orchestration.secrets import mask_webhook_url
 from heliox_orchestration.settings import (
     DATABASE_URL_VAR,
@@ -74,11 +79,25 @@ def resolve_database_url(explicit: str | None, settings: Settings) -> tuple[str,
     return embedded_database_url(settings.embedded_database_path), "embedded default", True
 
 
-def open_database(explicit: str | None, settings: Settings) -> Engine:
+def open_database(explicit: str | None, settings: Settings, *, read_only: bool = False) -> Engine:
+    """The Heliox database; ``read_only`` commands never create or change anything in it (they
+    work on a read-only file or role) and stop with one line when its tables do not exist."""
     url, source, _ = resolve_database_url(explicit, settings)
     variable = "--database-url" if source == "--database-url" else DATABASE_URL_VAR
-    engine = make_engine(url, variable=variable)
-    ensure_schema(engine, variable=variable)
+    problem = database_url_problem(url, variable)
+    if problem:
+        raise DatabaseConfigError(problem)
+    engine = make_engine(url, variable=variable, read_only=read_only)
+    if not read_only:
+        ensure_schema(engine, variable=variable)
+        return engine
+    missing = missing_tables(engine, variable=variable)
+    if missing:
+        raise DatabaseConfigError(
+            f"{variable}={mask_url(url)} has no Heliox tables yet ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}); they are created by the first Dagster run, "
+            "`heliox seed-demo` or `heliox import-focus`."
+        )
     return engine
 
 
@@ -180,24 +199,27 @@ def seed_demo_command(
 @cli.command()
 @friendly_errors
 def doctor() -> None:
-    """Print the effective configuration (secrets masked), the database and the Dagster home."""
-    settings = load_settings()
-    webhook = os.environ.get("SLACK_WEBHOOK_URL")
-    if webhook:
-        click.echo(f"Slack notifications enabled (webhook {mask_webhook_url(webhook)})")
-    else:
-        click.echo("Slack notifications disabled (preview mode): SLACK_WEBHOOK_URL is not set")
+    """Print the effective configuration (secrets masked), the database and the Dagster home.
+
+    It validates exactly what the Dagster definitions validate when they load, and exits 2
+    after listing every problem; it only reads the database."""
+    check = check_environment()
+    if check.webhook_url:
+        click.echo(enabled_line(check.webhook_url))
+    elif WEBHOOK_URL_VAR not in os.environ or not os.environ[WEBHOOK_URL_VAR].strip():
+        click.echo(PREVIEW_LINE)
     click.echo("\nConfiguration:")
     for name, default, _ in ENVIRONMENT_VARIABLES:
-        if name in ("SLACK_WEBHOOK_URL", DATABASE_URL_VAR):
+        if name in (WEBHOOK_URL_VAR, DATABASE_URL_VAR):
             continue
         value = os.environ.get(name)
         click.echo(f"  {name:<26} {value if value else default + ' (default)'}")
-    url, source, _ = resolve_database_url(None, settings)
-    click.echo(f"\nDatabase ({source}): {mask_url(url)}")
-    engine = make_engine(url)
-    for table, count in table_row_counts(engine).items():
-        click.echo(f"  {table:<26} {'missing' if count is None else f'{count:,} rows'}")
+    problems = list(check.problems)
+    if check.settings is not None and check.database_problem is None:
+        try:
+            _doctor_database(check.settings)
+        except DatabaseConfigError as exc:
+            problems.append(str(exc))
     home = os.environ.get("DAGSTER_HOME")
     click.echo(
         f"\nDagster home: {home}"
@@ -205,6 +227,32 @@ def doctor() -> None:
         else "\nDagster home: DAGSTER_HOME is not set (dagster dev uses a temporary folder; "
         "run storage is lost when it stops)"
     )
+    if problems:
+        click.echo("", err=True)
+        for problem in problems:
+            click.echo(f"Error: {problem}", err=True)
+        if check.problems:
+            count = len(check.problems)
+            click.echo(
+                f"{count} configuration problem{'s' if count != 1 else ''}: the Dagster definitions "
+                "will not load until fixed.",
+                err=True,
+            )
+        sys.exit(2)
+
+
+def _doctor_database(settings: Settings) -> None:
+    url, source, embedded = resolve_database_url(None, settings)
+    click.echo(f"\nDatabase ({source}): {mask_url(url)}")
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        note = "filled with the demo fleet by the first Dagster run" if embedded else "created on first use"
+        click.echo(f"  {path} does not exist yet ({note})")
+        counts: dict[str, int | None] = dict.fromkeys(metadata.tables)
+    else:
+        counts = table_row_counts(make_engine(url, read_only=True))
+    for table, count in counts.items():
+        click.echo(f"  {table:<26} {'missing' if count is None else f'{count:,} rows'}")
 
 
 @cli.command("import-focus")
@@ -298,7 +346,7 @@ def preview(kind: str, run_date: dt.datetime | None, as_json: bool, database_url
     day = run_date.date() if run_date else settings.today()
     if day > settings.today():
         raise click.BadParameter(f"{day} is after today in {settings.timezone}.", param_hint="--date")
-    result = preview_message(kind, open_database(database_url, settings), settings, day)
+    result = preview_message(kind, open_database(database_url, settings, read_only=True), settings, day)
     if as_json:
         click.echo(json.dumps(result.message.to_payload(), indent=2, ensure_ascii=False))
         click.echo(f"Preview: {result.note}", err=True)
@@ -349,23 +397,46 @@ def run_command(kind: str) -> None:
 )
 @friendly_errors
 def alerts_command(since: dt.datetime | None, limit: int, database_url: str | None) -> None:
-    """List the alert ledger, newest first: what was sent, previewed or failed, and why."""
-    from heliox_orchestration.alerts.ledger import list_entries
+    """List the alert ledger, newest first: what was sent, previewed, failed or refused, and why."""
+    from heliox_orchestration.alerts.ledger import list_entries, shown_status
+    from heliox_orchestration.resources.slack import (
+        WEBHOOK_URL_VAR,
+        SlackConfigError,
+        webhook_fingerprint,
+        webhook_url_from_env,
+    )
 
     settings = load_settings()
-    engine = open_database(database_url, settings)
+    url = resolve_database_url(database_url, settings)[0]
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        click.echo(f"No alerts in the ledger: the database {path} does not exist yet.")
+        return
+    engine = open_database(database_url, settings, read_only=True)
     start = dt.datetime.combine(since.date(), dt.time(), settings.tz) if since else None
     entries = list_entries(engine, since=start, limit=limit)
     if not entries:
         click.echo("No alerts in the ledger" + (f" since {since:%Y-%m-%d}." if since else "."))
         return
+    try:
+        current = webhook_fingerprint(webhook_url_from_env())
+    except SlackConfigError:
+        current = None
     click.echo(f"{'created (' + settings.timezone + ')':<26} {'status':<10} {'tries':>5} {'http':>4}  key")
     for e in entries:
         created = e["created_at"].astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
         http = e["http_status"] or ""
-        click.echo(f"{created:<26} {e['status']:<10} {e['attempts']:>5} {http:>4}  {e['alert_key']}")
+        status = shown_status(e)
+        click.echo(f"{created:<26} {status:<10} {e['attempts']:>5} {http:>4}  {e['alert_key']}")
         if e["last_error"]:
             click.echo(f"{'':<26} last error: {e['last_error']}")
+        if status == "refused":
+            then = (
+                f"not retried while {WEBHOOK_URL_VAR} is this webhook: fix it as the error says"
+                if e["refused_webhook"] == current
+                else f"{WEBHOOK_URL_VAR} has changed since: redelivered while still relevant"
+            )
+            click.echo(f"{'':<26} refused: {then}")
 
 
 def main() -> None:

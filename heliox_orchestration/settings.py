@@ -16,6 +16,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from heliox_orchestration.cron import CronError, parse_cron
+
 # The secret variables' names (their values are read by the resources, never here).
 DATABASE_URL_VAR = "HELIOX_DATABASE_URL"
 
@@ -118,13 +120,16 @@ def _decimal(env: Mapping[str, str], name: str, default: Decimal, lo: Decimal, h
 
 
 def _cron(env: Mapping[str, str], name: str, default: str) -> str:
+    """The five-field form of a cron setting (``@hourly`` becomes ``0 * * * *``)."""
     raw = env.get(name, "").strip() or default
-    from dagster._utils.schedules import is_valid_cron_string
-
-    if not is_valid_cron_string(raw):
+    try:
+        cron = parse_cron(raw)
+    except CronError as exc:
         raise SettingsError(
-            f"{name}={raw!r} is not a valid cron string; expected five fields, e.g. {default!r}."
-        )
+            f"{name}={raw!r} is not a valid cron string ({exc}); expected five fields "
+            f"(minute hour day month weekday), e.g. {default!r}, or @hourly/@daily."
+        ) from None
+    return cron.text
     return raw
 
 
@@ -135,6 +140,26 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
     if not raw.startswith(("http://", "https://")):
         raise SettingsError(f"{name} must start with http:// or https://.")
     return raw.rstrip("/")
+
+
+EARLIEST_START_DATE = dt.date(2000, 1, 1)
+
+
+def _start_date(env: Mapping[str, str], timezone: str) -> dt.date:
+    raw = env.get("HELIOX_START_DATE", "").strip()
+    if not raw:
+        return Settings.start_date
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(f"HELIOX_START_DATE={raw!r} is not a date; use YYYY-MM-DD.") from None
+    today = dt.datetime.now(ZoneInfo(timezone)).date()
+    if not EARLIEST_START_DATE <= day <= today:
+        raise SettingsError(
+            f"HELIOX_START_DATE={raw} is out of range; allowed: {EARLIEST_START_DATE} through today "
+            f"({today} in {timezone}), the first day that has (or will have) GPU usage data."
+        )
+    return day
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -166,13 +191,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 "(percent of BURN_RATE_THRESHOLD_USD) and at most 10000."
             )
 
-    raw_start = env.get("HELIOX_START_DATE", "").strip()
-    start_date = Settings.start_date
-    if raw_start:
-        try:
-            start_date = dt.date.fromisoformat(raw_start)
-        except ValueError:
-            raise SettingsError(f"HELIOX_START_DATE={raw_start!r} is not a date; use YYYY-MM-DD.") from None
+    start_date = _start_date(env, timezone)
 
     threshold = _decimal(
         env,

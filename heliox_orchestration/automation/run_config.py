@@ -1,7 +1,8 @@
-"""Run config of one op, the shape every schedule, sensor and `heliox run` request uses."""
+"""Kept for the schedules and ``heliox run``: the helper lives in ``heliox_orchestration.run_config``
+so that the alert-kind registry can use it without importing the automation package."""
 
 from __future__ import annotations
 
+from heliox_orchestration.run_config import op_config
 
-def op_config(op_name: str, **config: object) -> dict:
-    return {"ops": {op_name: {"config": config}}}
+__all__ = ["op_config"]

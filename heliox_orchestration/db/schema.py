@@ -286,6 +286,12 @@ alert_ledger = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("sent_at", UTCDateTime(), nullable=True),
+    Column(
+        "refused_webhook",
+        String(16),
+        nullable=True,
+        comment="failed because this webhook (a fingerprint, never the URL) refused it: not retried with it",
+    ),
     CheckConstraint("status IN ('sending', 'sent', 'failed', 'previewed')", name="ck_alert_ledger_status"),
 )
 Index("ix_alert_ledger_created_at", alert_ledger.c.created_at)

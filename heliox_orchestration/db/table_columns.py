@@ -16,6 +16,11 @@ TABLE_COLUMNS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
         ("created_at", "datetime", None),
         ("updated_at", "datetime", None),
         ("sent_at", "datetime", None),
+        (
+            "refused_webhook",
+            "varchar(16)",
+            "failed because this webhook (a fingerprint, never the URL) refused it: not retried with it",
+        ),
     ),
     "daily_gpu_cost_days": (
         ("day", "date", "local calendar day in TIMEZONE"),
