@@ -17,6 +17,11 @@ from sqlalchemy import Engine
 from heliox_orchestration.db.demo_fleet import (
     DEFAULT_DAYS,
     DEFAULT_GPUS,
+    EARLIEST_DEMO_DATE,
+    MAX_DEMO_DAYS,
+    MAX_DEMO_GPUS,
+    MAX_DEMO_ROWS,
+    MAX_DEMO_SEED,
     FleetSpec,
     expected_rows,
     seed_demo,
@@ -110,23 +115,54 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int) -> int:
     return value
 
 
+def _end_date(ctx: click.Context, param: click.Parameter, value: dt.datetime | None) -> dt.datetime | None:
+    """On or after EARLIEST_DEMO_DATE and not after today in TIMEZONE (a future day has no hours
+    to write yet)."""
+    if value is None:
+        return None
+    try:
+        settings = load_settings()
+    except SettingsError:
+        return value  # the command reports the setting itself, naming the variable
+    today = settings.today()
+    if not EARLIEST_DEMO_DATE <= value.date() <= today:
+        raise click.BadParameter(
+            f"{value.date().isoformat()} is out of range; allowed: {EARLIEST_DEMO_DATE} through "
+            f"today ({today} in {settings.timezone}).",
+        )
+    return value
+
+
 @cli.command("seed-demo")
 @click.option(
     "--database-url", help=f"Database to fill (default: ${DATABASE_URL_VAR} or the embedded SQLite file)."
 )
 @click.option(
-    "--gpus", type=int, default=DEFAULT_GPUS, show_default=True, callback=_positive, help="Fleet size."
+    "--gpus",
+    type=click.IntRange(1, MAX_DEMO_GPUS),
+    default=DEFAULT_GPUS,
+    show_default=True,
+    help=f"Fleet size (1-{MAX_DEMO_GPUS:,}).",
 )
 @click.option(
-    "--days", type=int, default=DEFAULT_DAYS, show_default=True, callback=_positive, help="Days of history."
+    "--days",
+    type=click.IntRange(1, MAX_DEMO_DAYS),
+    default=DEFAULT_DAYS,
+    show_default=True,
+    help=f"Days of history (1-{MAX_DEMO_DAYS:,}).",
 )
 @click.option(
     "--end-date",
     type=click.DateTime(formats=["%Y-%m-%d"]),
-    help="Last local day (default: today in TIMEZONE).",
+    callback=_end_date,
+    help=f"Last local day, {EARLIEST_DEMO_DATE} through today (default: today in TIMEZONE).",
 )
 @click.option(
-    "--seed", type=int, default=42, show_default=True, help="Random seed: the same seed gives the same rows."
+    "--seed",
+    type=click.IntRange(0, MAX_DEMO_SEED),
+    default=42,
+    show_default=True,
+    help="Random seed (0 to 2**32-1): the same seed gives the same rows.",
 )
 @friendly_errors
 def seed_demo_command(
@@ -136,6 +172,13 @@ def seed_demo_command(
 
     Re-running replaces the demo rows of the same range; rows of real resources are never touched.
     """
+    rows = gpus * days * 24
+    if rows > MAX_DEMO_ROWS:
+        raise click.BadParameter(
+            f"{gpus:,} GPUs x {days:,} days is {rows:,} hourly rows; at most {MAX_DEMO_ROWS:,} "
+            "(lower --gpus or --days).",
+            param_hint="'--gpus' x '--days'",
+        )
     settings = load_settings()
     engine = open_database(database_url, settings)
     spec = FleetSpec(
@@ -245,6 +288,7 @@ def import_focus_command(
         dry_run=dry_run,
         tag_keys=TagKeys(model=model_tag, team=team_tag),
         progress=progress_bar,
+        max_hourly_cost_usd=settings.max_hourly_cost_usd,
     )
     for line in format_report(report):
         click.echo(line)

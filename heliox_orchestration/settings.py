@@ -42,6 +42,7 @@ class Settings:
     idle_min_idle_share_pct: Decimal = Decimal("95")
     idle_realert_days: int = 7
     stale_data_hours: int = 6
+    max_hourly_cost_usd: Decimal = Decimal("10000")
     data_dir: Path = field(default_factory=lambda: Path("data"))
     dashboard_url: str | None = None
     webserver_url: str | None = None
@@ -81,6 +82,11 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("IDLE_MIN_IDLE_SHARE_PCT", "95", "Share of idle hours that makes a finding, %."),
     ("IDLE_REALERT_DAYS", "7", "Days before the same idle GPU is alerted again."),
     ("STALE_DATA_HOURS", "6", "Newest usage older than this raises a stale-data alert."),
+    (
+        "HELIOX_MAX_HOURLY_COST_USD",
+        "10000",
+        "Largest plausible cost of one resource-hour; the FOCUS import refuses more.",
+    ),
     ("HELIOX_DATA_DIR", "data", "Folder of the embedded SQLite database."),
     ("HELIOX_DASHBOARD_URL", "(unset)", "Link target of 'Review them in your Heliox dashboard'."),
     ("DAGSTER_WEBSERVER_URL", "(unset)", "Base URL of the Dagster UI, for links to failed runs."),
@@ -214,6 +220,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         idle_realert_days=_int(env, "IDLE_REALERT_DAYS", Settings.idle_realert_days, 0, 365),
         stale_data_hours=_int(env, "STALE_DATA_HOURS", Settings.stale_data_hours, 1, 24 * 30),
+        # At most one charge's limit (db/focus_validation.MAX_CHARGE_USD).
+        max_hourly_cost_usd=_decimal(
+            env,
+            "HELIOX_MAX_HOURLY_COST_USD",
+            Settings.max_hourly_cost_usd,
+            Decimal("0.01"),
+            Decimal(1_000_000_000),
+        ),
         data_dir=Path(env.get("HELIOX_DATA_DIR", "").strip() or "data"),
         dashboard_url=_url(env, "HELIOX_DASHBOARD_URL"),
         webserver_url=_url(env, "DAGSTER_WEBSERVER_URL"),

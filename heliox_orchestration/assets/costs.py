@@ -144,7 +144,9 @@ def build_daily_gpu_costs(settings: Settings) -> AssetsDefinition:
     )
     def daily_gpu_costs_asset(context: AssetExecutionContext, heliox_db: HelioxDatabase) -> MaterializeResult:
         from heliox_orchestration.analytics.daily_costs import compute_daily_costs, write_daily_costs
+        from heliox_orchestration.db.pending import release_due_usage
 
+        release_due_usage(heliox_db.get_engine(), utc_now())  # imported hours that have started since
         days = partition_days(context.op_execution_context)
         assert days is not None, "daily_gpu_costs is partitioned"
         engine = heliox_db.get_engine()

@@ -84,6 +84,18 @@ TABLE_COLUMNS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
         ("cost_usd", "numeric(18, 6)", "cost of the resource for this hour"),
         ("gpu_utilization_pct", "numeric(5, 2)", None),
     ),
+    "gpu_usage_pending": (
+        ("usage_hour", "datetime", "UTC start of the hour"),
+        ("provider", "varchar(32)", None),
+        ("region", "varchar(64)", None),
+        ("resource_id", "varchar(255)", None),
+        ("gpu_type", "varchar(32)", None),
+        ("gpu_count", "integer", None),
+        ("model_name", "varchar(255)", "NULL = unattributed workload"),
+        ("team", "varchar(128)", None),
+        ("cost_usd", "numeric(18, 6)", "cost of the resource for this hour"),
+        ("gpu_utilization_pct", "numeric(5, 2)", None),
+    ),
     "idle_gpu_evaluations": (
         ("evaluated_at", "datetime", None),
         ("window_start", "datetime", None),
