@@ -163,7 +163,10 @@ def partition_task(params: dict[str, Any]) -> dict[str, Any]:
     today = params["today"]
     day = dt.date.fromisoformat(today)
     query = daily_costs_query(local_days(day, day, settings.timezone))
-    rules = usage_rule_query("postgresql", *local_range_bounds(day, day, settings.timezone), now=_now())
+    day_bounds = local_range_bounds(day, day, settings.timezone)
+    rules = usage_rule_query(
+        "postgresql", *day_bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=_now()
+    )
     urls: dict[str, str] = params["urls"]
     # The burn-rate refresh as its job runs it: the asset with its input check and its output checks.
     refresh = AssetSelection.assets(DAILY_COSTS_KEY)
@@ -194,7 +197,9 @@ def idle_task(params: dict[str, Any]) -> dict[str, Any]:
     url, as_of = params["url"], params["as_of"]
     window = idle_window(settings, dt.datetime.fromisoformat(as_of))
     query = idle_candidates_query(window, settings)
-    rules = usage_rule_query("postgresql", window.start, window.end)
+    rules = usage_rule_query(
+        "postgresql", window.start, window.end, max_hourly_cost=settings.max_hourly_cost_usd
+    )
     run_config = {"ops": {IDLE_KEY.path[-1]: {"config": {"as_of": as_of}}}}
     counts: dict[str, int] = {}
 
@@ -219,7 +224,10 @@ def backfill_task(params: dict[str, Any]) -> dict[str, Any]:
     first, last = dt.date.fromisoformat(params["first"]), dt.date.fromisoformat(params["last"])
     keys: Sequence[str] = [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     query = daily_costs_query(local_days(first, last, settings.timezone))
-    rules = usage_rule_query("postgresql", *local_range_bounds(first, last, settings.timezone), now=_now())
+    range_bounds = local_range_bounds(first, last, settings.timezone)
+    rules = usage_rule_query(
+        "postgresql", *range_bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=_now()
+    )
     tags = {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
     counts: dict[str, int] = {"days": len(keys)}
 

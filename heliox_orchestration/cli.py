@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -15,6 +17,11 @@ from sqlalchemy import Engine
 from heliox_orchestration.db.demo_fleet import (
     DEFAULT_DAYS,
     DEFAULT_GPUS,
+    EARLIEST_DEMO_DATE,
+    MAX_DEMO_DAYS,
+    MAX_DEMO_GPUS,
+    MAX_DEMO_ROWS,
+    MAX_DEMO_SEED,
     FleetSpec,
     expected_rows,
     seed_demo,
@@ -25,6 +32,8 @@ from heliox_orchestration.db.engine import (
     ensure_schema,
     make_engine,
     mask_url,
+    missing_tables,
+    sqlite_path,
     table_row_counts,
 )
 from heliox_orchestration.db.focus_import import (
@@ -34,6 +43,9 @@ from heliox_orchestration.db.focus_import import (
     import_focus,
     progress_bar,
 )
+from heliox_orchestration.db.schema import metadata
+from heliox_orchestration.environment import check_environment, database_url_problem
+from heliox_orchestration.resources.slack import PREVIEW_LINE, WEBHOOK_URL_VAR, enabled_line
 from heliox_orchestration.secrets import mask_webhook_url
 from heliox_orchestration.settings import (
     DATABASE_URL_VAR,
@@ -44,6 +56,7 @@ from heliox_orchestration.settings import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+SLACK_LOGGER = "dagster.builtin.slack"  # get_dagster_logger("slack") of the Slack resource
 
 
 def friendly_errors(func: F) -> F:
@@ -69,11 +82,25 @@ def resolve_database_url(explicit: str | None, settings: Settings) -> tuple[str,
     return embedded_database_url(settings.embedded_database_path), "embedded default", True
 
 
-def open_database(explicit: str | None, settings: Settings) -> Engine:
+def open_database(explicit: str | None, settings: Settings, *, read_only: bool = False) -> Engine:
+    """The Heliox database; ``read_only`` commands never create or change anything in it (they
+    work on a read-only file or role) and stop with one line when its tables do not exist."""
     url, source, _ = resolve_database_url(explicit, settings)
     variable = "--database-url" if source == "--database-url" else DATABASE_URL_VAR
-    engine = make_engine(url, variable=variable)
-    ensure_schema(engine, variable=variable)
+    problem = database_url_problem(url, variable)
+    if problem:
+        raise DatabaseConfigError(problem)
+    engine = make_engine(url, variable=variable, read_only=read_only)
+    if not read_only:
+        ensure_schema(engine, variable=variable)
+        return engine
+    missing = missing_tables(engine, variable=variable)
+    if missing:
+        raise DatabaseConfigError(
+            f"{variable}={mask_url(url)} has no Heliox tables yet ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}); they are created by the first Dagster run, "
+            "`heliox seed-demo` or `heliox import-focus`."
+        )
     return engine
 
 
@@ -88,23 +115,54 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int) -> int:
     return value
 
 
+def _end_date(ctx: click.Context, param: click.Parameter, value: dt.datetime | None) -> dt.datetime | None:
+    """On or after EARLIEST_DEMO_DATE and not after today in TIMEZONE (a future day has no hours
+    to write yet)."""
+    if value is None:
+        return None
+    try:
+        settings = load_settings()
+    except SettingsError:
+        return value  # the command reports the setting itself, naming the variable
+    today = settings.today()
+    if not EARLIEST_DEMO_DATE <= value.date() <= today:
+        raise click.BadParameter(
+            f"{value.date().isoformat()} is out of range; allowed: {EARLIEST_DEMO_DATE} through "
+            f"today ({today} in {settings.timezone}).",
+        )
+    return value
+
+
 @cli.command("seed-demo")
 @click.option(
     "--database-url", help=f"Database to fill (default: ${DATABASE_URL_VAR} or the embedded SQLite file)."
 )
 @click.option(
-    "--gpus", type=int, default=DEFAULT_GPUS, show_default=True, callback=_positive, help="Fleet size."
+    "--gpus",
+    type=click.IntRange(1, MAX_DEMO_GPUS),
+    default=DEFAULT_GPUS,
+    show_default=True,
+    help=f"Fleet size (1-{MAX_DEMO_GPUS:,}).",
 )
 @click.option(
-    "--days", type=int, default=DEFAULT_DAYS, show_default=True, callback=_positive, help="Days of history."
+    "--days",
+    type=click.IntRange(1, MAX_DEMO_DAYS),
+    default=DEFAULT_DAYS,
+    show_default=True,
+    help=f"Days of history (1-{MAX_DEMO_DAYS:,}).",
 )
 @click.option(
     "--end-date",
     type=click.DateTime(formats=["%Y-%m-%d"]),
-    help="Last local day (default: today in TIMEZONE).",
+    callback=_end_date,
+    help=f"Last local day, {EARLIEST_DEMO_DATE} through today (default: today in TIMEZONE).",
 )
 @click.option(
-    "--seed", type=int, default=42, show_default=True, help="Random seed: the same seed gives the same rows."
+    "--seed",
+    type=click.IntRange(0, MAX_DEMO_SEED),
+    default=42,
+    show_default=True,
+    help="Random seed (0 to 2**32-1): the same seed gives the same rows.",
 )
 @friendly_errors
 def seed_demo_command(
@@ -114,6 +172,13 @@ def seed_demo_command(
 
     Re-running replaces the demo rows of the same range; rows of real resources are never touched.
     """
+    rows = gpus * days * 24
+    if rows > MAX_DEMO_ROWS:
+        raise click.BadParameter(
+            f"{gpus:,} GPUs x {days:,} days is {rows:,} hourly rows; at most {MAX_DEMO_ROWS:,} "
+            "(lower --gpus or --days).",
+            param_hint="'--gpus' x '--days'",
+        )
     settings = load_settings()
     engine = open_database(database_url, settings)
     spec = FleetSpec(
@@ -137,24 +202,27 @@ def seed_demo_command(
 @cli.command()
 @friendly_errors
 def doctor() -> None:
-    """Print the effective configuration (secrets masked), the database and the Dagster home."""
-    settings = load_settings()
-    webhook = os.environ.get("SLACK_WEBHOOK_URL")
-    if webhook:
-        click.echo(f"Slack notifications enabled (webhook {mask_webhook_url(webhook)})")
-    else:
-        click.echo("Slack notifications disabled (preview mode): SLACK_WEBHOOK_URL is not set")
+    """Print the effective configuration (secrets masked), the database and the Dagster home.
+
+    It validates exactly what the Dagster definitions validate when they load, and exits 2
+    after listing every problem; it only reads the database."""
+    check = check_environment()
+    if check.webhook_url:
+        click.echo(enabled_line(check.webhook_url))
+    elif WEBHOOK_URL_VAR not in os.environ or not os.environ[WEBHOOK_URL_VAR].strip():
+        click.echo(PREVIEW_LINE)
     click.echo("\nConfiguration:")
     for name, default, _ in ENVIRONMENT_VARIABLES:
-        if name in ("SLACK_WEBHOOK_URL", DATABASE_URL_VAR):
+        if name in (WEBHOOK_URL_VAR, DATABASE_URL_VAR):
             continue
         value = os.environ.get(name)
         click.echo(f"  {name:<26} {value if value else default + ' (default)'}")
-    url, source, _ = resolve_database_url(None, settings)
-    click.echo(f"\nDatabase ({source}): {mask_url(url)}")
-    engine = make_engine(url)
-    for table, count in table_row_counts(engine).items():
-        click.echo(f"  {table:<26} {'missing' if count is None else f'{count:,} rows'}")
+    problems = list(check.problems)
+    if check.settings is not None and check.database_problem is None:
+        try:
+            _doctor_database(check.settings)
+        except DatabaseConfigError as exc:
+            problems.append(str(exc))
     home = os.environ.get("DAGSTER_HOME")
     click.echo(
         f"\nDagster home: {home}"
@@ -162,6 +230,32 @@ def doctor() -> None:
         else "\nDagster home: DAGSTER_HOME is not set (dagster dev uses a temporary folder; "
         "run storage is lost when it stops)"
     )
+    if problems:
+        click.echo("", err=True)
+        for problem in problems:
+            click.echo(f"Error: {problem}", err=True)
+        if check.problems:
+            count = len(check.problems)
+            click.echo(
+                f"{count} configuration problem{'s' if count != 1 else ''}: the Dagster definitions "
+                "will not load until fixed.",
+                err=True,
+            )
+        sys.exit(2)
+
+
+def _doctor_database(settings: Settings) -> None:
+    url, source, embedded = resolve_database_url(None, settings)
+    click.echo(f"\nDatabase ({source}): {mask_url(url)}")
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        note = "filled with the demo fleet by the first Dagster run" if embedded else "created on first use"
+        click.echo(f"  {path} does not exist yet ({note})")
+        counts: dict[str, int | None] = dict.fromkeys(metadata.tables)
+    else:
+        counts = table_row_counts(make_engine(url, read_only=True))
+    for table, count in counts.items():
+        click.echo(f"  {table:<26} {'missing' if count is None else f'{count:,} rows'}")
 
 
 @cli.command("import-focus")
@@ -194,6 +288,7 @@ def import_focus_command(
         dry_run=dry_run,
         tag_keys=TagKeys(model=model_tag, team=team_tag),
         progress=progress_bar,
+        max_hourly_cost_usd=settings.max_hourly_cost_usd,
     )
     for line in format_report(report):
         click.echo(line)
@@ -257,7 +352,7 @@ def preview(kind: str, run_date: dt.datetime | None, as_json: bool, database_url
     day = run_date.date() if run_date else settings.today()
     if day > settings.today():
         raise click.BadParameter(f"{day} is after today in {settings.timezone}.", param_hint="--date")
-    result = preview_message(kind, open_database(database_url, settings), settings, day)
+    result = preview_message(kind, open_database(database_url, settings, read_only=True), settings, day)
     # A blocked job has no message: only the note says why (the exit code stays 0).
     if as_json:
         if result.message is not None:
@@ -269,26 +364,45 @@ def preview(kind: str, run_date: dt.datetime | None, as_json: bool, database_url
         click.echo(f"Preview: {result.note}")
 
 
+@contextmanager
+def slack_retries_shown() -> Iterator[None]:
+    """Each Slack retry as one line on stderr while `heliox run` waits (Dagster's own console
+    log is off there: it prints every failure with its stack trace)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    slack_log = logging.getLogger(SLACK_LOGGER)
+    slack_log.addHandler(handler)
+    try:
+        yield
+    finally:
+        slack_log.removeHandler(handler)
+
+
 @cli.command("run")
 @click.argument("kind", type=click.Choice(["daily-summary", "burn-rate", "idle-spend"]))
 @friendly_errors
 def run_command(kind: str) -> None:
     """Run one scheduled check now: refresh its assets, then its alert job.
 
-    The runs are stored in the Dagster instance of DAGSTER_HOME (shown in the UI afterwards).
-    Without SLACK_WEBHOOK_URL the message is only previewed and printed here.
+    Both are runs of the heliox_orchestration code location in the Dagster instance of
+    DAGSTER_HOME, executed here: the UI shows them on the job's page afterwards, and the
+    run-failure sensor reports a failed one. Without SLACK_WEBHOOK_URL the message is only
+    previewed and printed here.
     """
     from dagster import DagsterInstance
 
-    from heliox_orchestration.automation.manual import run_check
-    from heliox_orchestration.definitions import build_defs
+    from heliox_orchestration.automation.manual import heliox_location, run_check
 
     settings = load_settings()
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    outcomes = run_check(kind, build_defs(settings), instance, settings, dt.datetime.now(dt.UTC))
+    with instance, heliox_location(instance) as location, slack_retries_shown():
+        outcomes = run_check(kind, location, settings, dt.datetime.now(dt.UTC))
     for outcome in outcomes:
         state = "succeeded" if outcome.success else f"FAILED: {outcome.error}"
         click.echo(f"{outcome.job}: {state}")
+        for failed in outcome.failed_checks:
+            click.echo(f"  check {failed.check} failed: {failed.reason}")
     last = outcomes[-1]
     if last.metadata.get("slack_preview"):
         click.echo("\nPreview mode (SLACK_WEBHOOK_URL is not set); the message would be:\n")
@@ -311,23 +425,46 @@ def run_command(kind: str) -> None:
 )
 @friendly_errors
 def alerts_command(since: dt.datetime | None, limit: int, database_url: str | None) -> None:
-    """List the alert ledger, newest first: what was sent, previewed or failed, and why."""
-    from heliox_orchestration.alerts.ledger import list_entries
+    """List the alert ledger, newest first: what was sent, previewed, failed or refused, and why."""
+    from heliox_orchestration.alerts.ledger import list_entries, shown_status
+    from heliox_orchestration.resources.slack import (
+        WEBHOOK_URL_VAR,
+        SlackConfigError,
+        webhook_fingerprint,
+        webhook_url_from_env,
+    )
 
     settings = load_settings()
-    engine = open_database(database_url, settings)
+    url = resolve_database_url(database_url, settings)[0]
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        click.echo(f"No alerts in the ledger: the database {path} does not exist yet.")
+        return
+    engine = open_database(database_url, settings, read_only=True)
     start = dt.datetime.combine(since.date(), dt.time(), settings.tz) if since else None
     entries = list_entries(engine, since=start, limit=limit)
     if not entries:
         click.echo("No alerts in the ledger" + (f" since {since:%Y-%m-%d}." if since else "."))
         return
+    try:
+        current = webhook_fingerprint(webhook_url_from_env())
+    except SlackConfigError:
+        current = None
     click.echo(f"{'created (' + settings.timezone + ')':<26} {'status':<10} {'tries':>5} {'http':>4}  key")
     for e in entries:
         created = e["created_at"].astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
         http = e["http_status"] or ""
-        click.echo(f"{created:<26} {e['status']:<10} {e['attempts']:>5} {http:>4}  {e['alert_key']}")
+        status = shown_status(e)
+        click.echo(f"{created:<26} {status:<10} {e['attempts']:>5} {http:>4}  {e['alert_key']}")
         if e["last_error"]:
             click.echo(f"{'':<26} last error: {e['last_error']}")
+        if status == "refused":
+            then = (
+                f"not retried while {WEBHOOK_URL_VAR} is this webhook: fix it as the error says"
+                if e["refused_webhook"] == current
+                else f"{WEBHOOK_URL_VAR} has changed since: redelivered while still relevant"
+            )
+            click.echo(f"{'':<26} refused: {then}")
 
 
 def main() -> None:

@@ -8,8 +8,9 @@ from dagster import BetaWarning, Definitions
 
 from heliox_orchestration.assets import build_asset_defs
 from heliox_orchestration.automation import build_automation_defs
+from heliox_orchestration.environment import load_environment
 from heliox_orchestration.resources.definitions import build_resource_defs
-from heliox_orchestration.settings import Settings, load_settings
+from heliox_orchestration.settings import Settings
 
 # Dagster 1.13 itself passes `owners` when it binds resources to a sensor's jobs, warning on every
 # load about a beta parameter Heliox never sets. Only that exact message is ignored.
@@ -26,4 +27,4 @@ def build_defs(settings: Settings) -> Definitions:
     )
 
 
-defs = build_defs(load_settings())
+defs = build_defs(load_environment())

@@ -16,6 +16,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from heliox_orchestration.cron import CronError, parse_cron
+
 # The secret variables' names (their values are read by the resources, never here).
 DATABASE_URL_VAR = "HELIOX_DATABASE_URL"
 
@@ -40,6 +42,7 @@ class Settings:
     idle_min_idle_share_pct: Decimal = Decimal("95")
     idle_realert_days: int = 7
     stale_data_hours: int = 6
+    max_hourly_cost_usd: Decimal = Decimal("10000")
     data_dir: Path = field(default_factory=lambda: Path("data"))
     dashboard_url: str | None = None
     webserver_url: str | None = None
@@ -79,6 +82,11 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("IDLE_MIN_IDLE_SHARE_PCT", "95", "Share of idle hours that makes a finding, %."),
     ("IDLE_REALERT_DAYS", "7", "Days before the same idle GPU is alerted again."),
     ("STALE_DATA_HOURS", "6", "Newest usage older than this raises a stale-data alert."),
+    (
+        "HELIOX_MAX_HOURLY_COST_USD",
+        "10000",
+        "Largest plausible cost of one resource-hour; the FOCUS import refuses more.",
+    ),
     ("HELIOX_DATA_DIR", "data", "Folder of the embedded SQLite database."),
     ("HELIOX_DASHBOARD_URL", "(unset)", "Link target of 'Review them in your Heliox dashboard'."),
     ("DAGSTER_WEBSERVER_URL", "(unset)", "Base URL of the Dagster UI, for links to failed runs."),
@@ -112,13 +120,16 @@ def _decimal(env: Mapping[str, str], name: str, default: Decimal, lo: Decimal, h
 
 
 def _cron(env: Mapping[str, str], name: str, default: str) -> str:
+    """The five-field form of a cron setting (``@hourly`` becomes ``0 * * * *``)."""
     raw = env.get(name, "").strip() or default
-    from dagster._utils.schedules import is_valid_cron_string
-
-    if not is_valid_cron_string(raw):
+    try:
+        cron = parse_cron(raw)
+    except CronError as exc:
         raise SettingsError(
-            f"{name}={raw!r} is not a valid cron string; expected five fields, e.g. {default!r}."
-        )
+            f"{name}={raw!r} is not a valid cron string ({exc}); expected five fields "
+            f"(minute hour day month weekday), e.g. {default!r}, or @hourly/@daily."
+        ) from None
+    return cron.text
     return raw
 
 
@@ -129,6 +140,26 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
     if not raw.startswith(("http://", "https://")):
         raise SettingsError(f"{name} must start with http:// or https://.")
     return raw.rstrip("/")
+
+
+EARLIEST_START_DATE = dt.date(2000, 1, 1)
+
+
+def _start_date(env: Mapping[str, str], timezone: str) -> dt.date:
+    raw = env.get("HELIOX_START_DATE", "").strip()
+    if not raw:
+        return Settings.start_date
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(f"HELIOX_START_DATE={raw!r} is not a date; use YYYY-MM-DD.") from None
+    today = dt.datetime.now(ZoneInfo(timezone)).date()
+    if not EARLIEST_START_DATE <= day <= today:
+        raise SettingsError(
+            f"HELIOX_START_DATE={raw} is out of range; allowed: {EARLIEST_START_DATE} through today "
+            f"({today} in {timezone}), the first day that has (or will have) GPU usage data."
+        )
+    return day
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -160,13 +191,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 "(percent of BURN_RATE_THRESHOLD_USD) and at most 10000."
             )
 
-    raw_start = env.get("HELIOX_START_DATE", "").strip()
-    start_date = Settings.start_date
-    if raw_start:
-        try:
-            start_date = dt.date.fromisoformat(raw_start)
-        except ValueError:
-            raise SettingsError(f"HELIOX_START_DATE={raw_start!r} is not a date; use YYYY-MM-DD.") from None
+    start_date = _start_date(env, timezone)
 
     threshold = _decimal(
         env,
@@ -195,6 +220,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         idle_realert_days=_int(env, "IDLE_REALERT_DAYS", Settings.idle_realert_days, 0, 365),
         stale_data_hours=_int(env, "STALE_DATA_HOURS", Settings.stale_data_hours, 1, 24 * 30),
+        # At most one charge's limit (db/focus_validation.MAX_CHARGE_USD).
+        max_hourly_cost_usd=_decimal(
+            env,
+            "HELIOX_MAX_HOURLY_COST_USD",
+            Settings.max_hourly_cost_usd,
+            Decimal("0.01"),
+            Decimal(1_000_000_000),
+        ),
         data_dir=Path(env.get("HELIOX_DATA_DIR", "").strip() or "data"),
         dashboard_url=_url(env, "HELIOX_DASHBOARD_URL"),
         webserver_url=_url(env, "DAGSTER_WEBSERVER_URL"),

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 from dagster import (
+    DagsterEventType,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
     RunRequest,
     SensorResult,
+    build_run_status_sensor_context,
     build_sensor_context,
 )
 from sqlalchemy import Engine
@@ -27,7 +29,7 @@ from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.slack import SlackWebhook
 from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.crafted import engine_url, hourly, insert
-from heliox_orchestration_tests.slack_server import FakeSlackWebhook
+from heliox_orchestration_tests.slack_server import DEFAULT_PATH, FakeSlackWebhook
 
 NOW = dt.datetime(2026, 1, 9, 17, 0, tzinfo=dt.UTC)
 TODAY = "2026-01-09"
@@ -42,6 +44,7 @@ class Heliox:
     defs: Definitions
     instance: DagsterInstance
     monkeypatch: pytest.MonkeyPatch
+    webhook_path: str = DEFAULT_PATH
 
     def at(self, instant: dt.datetime) -> None:
         """Move the clock the alert ops and sensors read."""
@@ -50,8 +53,15 @@ class Heliox:
     def resources(self) -> dict[str, Any]:
         return {
             "heliox_db": HelioxDatabase(url=engine_url(self.engine)),
-            "slack": SlackWebhook(webhook_url=self.slack.url(), backoff_seconds=0.01),
+            "slack": SlackWebhook(webhook_url=self.slack.url(self.webhook_path), backoff_seconds=0.01),
         }
+
+    def use_webhook(self, path: str) -> None:
+        """Point SLACK_WEBHOOK_URL at another webhook of the loopback server, as an operator
+        replacing a refused webhook does, and reload the definitions."""
+        self.webhook_path = path
+        self.monkeypatch.setenv("SLACK_WEBHOOK_URL", self.slack.url(path))
+        self.defs = build_defs(self.settings)
 
     def run_job(self, name: str, **kwargs: Any) -> ExecuteInProcessResult:
         return self.defs.resolve_job_def(name).execute_in_process(
@@ -74,6 +84,20 @@ class Heliox:
         result = sensor(context)
         assert isinstance(result, SensorResult), result
         return result
+
+    def run_failure_tick(self, run_id: str) -> None:
+        """Evaluate run_failure_slack_sensor for a failed run, as the daemon would."""
+        (entry,) = self.instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)
+        run = self.instance.get_run_by_id(run_id)
+        assert run is not None and entry.dagster_event is not None
+        context = build_run_status_sensor_context(
+            sensor_name="run_failure_slack_sensor",
+            dagster_event=entry.dagster_event,
+            dagster_instance=self.instance,
+            dagster_run=run,
+            resources=self.resources(),
+        ).for_run_failure()
+        self.defs.resolve_sensor_def("run_failure_slack_sensor")(context)
 
     def refresh_today(self, day: str = TODAY) -> ExecuteInProcessResult:
         result = self.run_job("gpu_costs_refresh_job", partition_key=day)

@@ -175,6 +175,7 @@ class FakeSlackWebhook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._replies: deque[Reply] = deque()
+        self._outage: Reply | None = None
         self._requests: list[ReceivedRequest] = []
         self.stopping = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -194,9 +195,14 @@ class FakeSlackWebhook:
         with self._lock:
             self._replies.extend(replies)
 
+    def outage(self, reply: Reply | None) -> None:
+        """Answer every request after the scripted ones with ``reply``; None ends the outage."""
+        with self._lock:
+            self._outage = reply
+
     def next_reply(self) -> Reply | None:
         with self._lock:
-            return self._replies.popleft() if self._replies else None
+            return self._replies.popleft() if self._replies else self._outage
 
     def record(self, request: ReceivedRequest) -> None:
         with self._lock:

@@ -8,7 +8,7 @@ import json
 import threading
 
 import pytest
-from dagster import DagsterInstance, build_run_status_sensor_context, build_schedule_context
+from dagster import DagsterInstance, SkipReason, build_run_status_sensor_context, build_schedule_context
 from sqlalchemy import Engine
 
 from heliox_orchestration.alerts import ledger
@@ -207,6 +207,22 @@ def test_daily_summary_follows_a_successful_refresh(heliox: Heliox) -> None:
     (text,) = heliox.texts()
     assert "Heliox Daily Summary" in text
     assert heliox.ledger()["daily-summary:2026-01-08"]["status"] == "sent"
+
+
+def test_alert_sensors_leave_refreshes_of_heliox_run_alone(heliox: Heliox) -> None:
+    """`heliox run` runs the alert job after its refresh itself: no second alert run."""
+    refresh = heliox.run_job("idle_recommendations_refresh_job", tags={"heliox/started_by": "heliox run"})
+    assert refresh.success
+    for name in ("idle_spend_alert_sensor", "daily_summary_sensor"):
+        context = build_run_status_sensor_context(
+            sensor_name=name,
+            dagster_event=refresh.get_run_success_event(),
+            dagster_instance=heliox.instance,
+            dagster_run=refresh.dagster_run,
+        )
+        result = heliox.defs.resolve_sensor_def(name)(context)
+        assert isinstance(result, SkipReason), name
+        assert "heliox run" in (result.skip_message or ""), name
 
 
 def test_run_failure_sensor_posts_one_message(heliox: Heliox) -> None:

@@ -3,8 +3,10 @@ embedded default that seeds itself (while a named database is never seeded unask
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -90,3 +92,67 @@ def test_embedded_default_seeds_itself_but_a_named_database_is_never_seeded(tmp_
 
     named = HelioxDatabase(url=f"sqlite:///{tmp_path}/mine.db")
     assert usage_is_empty(named.get_engine())
+
+
+def _today(timezone: str = "UTC") -> dt.date:
+    return dt.datetime.now(ZoneInfo(timezone)).date()
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295."),
+        (
+            ["--seed", str(2**32)],
+            "Invalid value for '--seed': 4294967296 is not in the range 0<=x<=4294967295.",
+        ),
+        (["--days", "3651"], "Invalid value for '--days': 3651 is not in the range 1<=x<=3650."),
+        (["--gpus", "100001"], "Invalid value for '--gpus': 100001 is not in the range 1<=x<=100000."),
+        (
+            ["--gpus", "50000", "--days", "100"],
+            "Invalid value for '--gpus' x '--days': 50,000 GPUs x 100 days is 120,000,000 hourly rows; "
+            "at most 100,000,000 (lower --gpus or --days).",
+        ),
+        (
+            ["--end-date", "0001-01-01"],
+            "Invalid value for '--end-date': 0001-01-01 is out of range; allowed: 2000-01-01 through today "
+            "({today} in UTC).",
+        ),
+        (
+            ["--end-date", "{tomorrow}"],
+            "Invalid value for '--end-date': {tomorrow} is out of range; allowed: 2000-01-01 through today "
+            "({today} in UTC).",
+        ),
+    ],
+)
+def test_seed_demo_out_of_range_is_one_line_naming_the_option(
+    args: list[str], error: str, tmp_path: Path
+) -> None:
+    today = _today()
+    values = {"today": today.isoformat(), "tomorrow": (today + dt.timedelta(days=1)).isoformat()}
+    args = [a.format(**values) for a in args]
+    result = CliRunner().invoke(cli, ["seed-demo", "--database-url", f"sqlite:///{tmp_path}/x.db", *args])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
+        "Error: " + error.format(**values)
+    ]
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_seed_demo_today_in_timezone_writes_only_started_hours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # UTC+14: its "today" is often tomorrow in UTC, and not one of its hours may be in the future.
+    monkeypatch.setenv("TIMEZONE", "Pacific/Kiritimati")
+    today = _today("Pacific/Kiritimati")
+    url = f"sqlite:///{tmp_path}/today.db"
+    args = ["seed-demo", "--database-url", url, "--gpus", "2", "--days", "2"]
+    result = CliRunner().invoke(cli, [*args, "--end-date", today.isoformat()])
+    assert result.exit_code == 0, result.output
+    with make_engine(url).connect() as conn:
+        last = conn.execute(select(func.max(gpu_usage_hourly.c.usage_hour))).scalar_one()
+    assert last is not None and last + dt.timedelta(hours=1) <= dt.datetime.now(dt.UTC)  # ended hours only
+    later = CliRunner().invoke(cli, [*args, "--end-date", (today + dt.timedelta(days=1)).isoformat()])
+    assert later.exit_code == 2
+    assert f"through today ({today} in Pacific/Kiritimati)" in later.output

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from heliox_orchestration.automation.manual import LOCATION_NAME, HelioxLocation, error_line, heliox_location
 from heliox_orchestration.cli import cli
-from heliox_orchestration_tests.slack_server import FakeSlackWebhook
+from heliox_orchestration.settings import load_settings
+from heliox_orchestration_tests.slack_server import FakeSlackWebhook, Reply
+
+ROOT = Path(__file__).parents[1]
+# The filter of a job's Runs tab in the UI: dagster_graphql's GraphenePipeline.resolve_runs, a
+# job name and the hidden repository label tag ".dagster/repository" = repository@location.
+REPOSITORY_LABEL_TAG = ".dagster/repository"
+REPOSITORY_LABEL = f"__repository__@{LOCATION_NAME}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_definitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each `heliox` command is a new process that loads the code location from its environment;
+    here the commands share one process, so the module holding `defs` is loaded anew each time."""
+    monkeypatch.delitem(sys.modules, "heliox_orchestration.definitions", raising=False)
 
 
 @pytest.fixture
@@ -37,6 +56,97 @@ def test_run_daily_summary_previews_on_embedded_defaults_then_lists_it(dagster_h
     assert "previewed" in listing.output and "daily-summary:" in listing.output
     # The runs are in the instance, for the UI.
     assert any((dagster_home / "history").rglob("*.db"))
+    # ... as runs of the code location: what the job pages, the Overview timeline and the
+    # run-failure sensor select on.
+    with DagsterInstance.get() as instance:
+        for job in ("daily_summary_refresh_job", "daily_summary_job"):
+            records = instance.get_run_records(
+                RunsFilter(job_name=job, tags={REPOSITORY_LABEL_TAG: REPOSITORY_LABEL})
+            )
+            assert len(records) == 2, job
+            for record in records:
+                run = record.dagster_run
+                assert run.status == DagsterRunStatus.SUCCESS
+                assert run.remote_job_origin is not None
+                assert run.remote_job_origin.location_name == LOCATION_NAME
+                assert run.remote_job_origin.repository_origin.repository_name == "__repository__"
+                assert run.tags["heliox/started_by"] == "heliox run"
+        (alert,) = instance.get_runs(RunsFilter(job_name="daily_summary_job"), limit=1)
+        assert alert.tags["dagster/max_runtime"] == "300"  # the job's own tags come along
+
+
+def test_heliox_run_uses_the_location_name_of_every_workspace() -> None:
+    for path in (ROOT / "workspace.yaml", ROOT / "deploy" / "workspace.yaml"):
+        (entry,) = yaml.safe_load(path.read_text())["load_from"]
+        (target,) = entry.values()
+        assert target["location_name"] == LOCATION_NAME, path
+
+
+def failure_notices(location: HelioxLocation, instance: DagsterInstance, cursor: str | None) -> str | None:
+    """One tick of run_failure_slack_sensor, evaluated as the daemon evaluates it: through the
+    code location, which names the location and repository whose runs the sensor watches."""
+    data = location.location.get_sensor_execution_data(
+        instance, location.repository.handle, "run_failure_slack_sensor", None, None, cursor, None, None
+    )
+    return data.cursor
+
+
+def test_failed_heliox_run_is_one_line_and_reported_by_the_run_failure_sensor(
+    dagster_home: Path, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both failures of a `heliox run` are one line each, and the run-failure sensor sees the
+    runs: a refusal by Slack stays in the ledger without a notice (it would go to the same
+    refusing Slack), a failed refresh gets its notice."""
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack_server.url())
+    slack_server.script(Reply.error(404, "no_service"))  # the summary; later requests get "ok"
+    runner = CliRunner()
+    with DagsterInstance.get() as instance, heliox_location(instance) as location:
+        cursor = failure_notices(location, instance, None)  # the first tick starts at the end
+        result = runner.invoke(cli, ["run", "daily-summary"])
+        assert result.exit_code == 1, result.output
+        lines = result.output.splitlines()
+        assert lines[0] == "daily_summary_refresh_job: succeeded"
+        assert lines[1].startswith("daily_summary_job: FAILED: Slack refused the message")
+        assert "HTTP 404 no_service" in lines[1]
+        assert len(lines) == 2, result.output  # no stack trace, no log lines
+        assert slack_server.url().split("/services/")[1] not in result.output
+        assert len(slack_server.requests) == 1
+
+        cursor = failure_notices(location, instance, cursor)
+        assert len(slack_server.requests) == 1  # the refusal is the ledger's to report
+
+        with sqlite3.connect(load_settings().embedded_database_path) as conn:
+            conn.execute(
+                "UPDATE gpu_usage_hourly SET cost_usd = -1 WHERE rowid = "
+                "(SELECT rowid FROM gpu_usage_hourly ORDER BY usage_hour DESC LIMIT 1)"
+            )
+        failed = runner.invoke(cli, ["run", "burn-rate"])
+        assert failed.exit_code == 1, failed.output
+        failure_notices(location, instance, cursor)
+    assert len(slack_server.requests) == 2
+    notice = slack_server.requests[1].json["text"]
+    assert "Heliox Run Failed" in notice and "gpu_costs_refresh_job" in notice
+
+
+def test_failed_blocking_check_is_named_with_its_reason(dagster_home: Path) -> None:
+    runner = CliRunner()
+    seeded = runner.invoke(cli, ["seed-demo", "--gpus", "4", "--days", "2"])
+    assert seeded.exit_code == 0, seeded.output
+    with sqlite3.connect(load_settings().embedded_database_path) as conn:
+        conn.execute(
+            "UPDATE gpu_usage_hourly SET cost_usd = -1 WHERE rowid = "
+            "(SELECT rowid FROM gpu_usage_hourly ORDER BY usage_hour DESC LIMIT 1)"
+        )
+    result = runner.invoke(cli, ["run", "burn-rate"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    # The asset refuses the rows itself (issue 12): its one-line refusal, then the check it failed.
+    assert lines[0].startswith("gpu_costs_refresh_job: FAILED: daily_gpu_costs ")
+    assert " was not written: 1 row with negative cost_usd in the local days " in lines[0]
+    assert lines[1].startswith(
+        "  check daily_gpu_costs:valid_usage_rows failed: 1 row with negative cost_usd"
+    )
+    assert len(lines) == 2, result.output  # no alert job after a failed refresh
 
 
 def test_run_daily_summary_sends_once_with_a_webhook(
@@ -58,3 +168,30 @@ def test_alerts_on_an_empty_ledger_and_bad_arguments(dagster_home: Path) -> None
     bad = runner.invoke(cli, ["alerts", "--since", "yesterday"])
     assert bad.exit_code == 2 and "--since" in bad.output
     assert runner.invoke(cli, ["run", "everything"]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("message", "cls_name", "line"),
+    [
+        ("dagster._core.definitions.events.Failure: Slack refused it\nmore", "Failure", "Slack refused it"),
+        (
+            "dagster._core.errors.DagsterAssetCheckFailedError: 1 blocking asset check failed:\n  x",
+            "DagsterAssetCheckFailedError",
+            "1 blocking asset check failed",
+        ),
+        ("sqlalchemy.exc.OperationalError: (sqlite3) no such table", "OperationalError", None),
+        (
+            "dagster._core.errors.DagsterExecutionInterruptedError",
+            "DagsterExecutionInterruptedError",
+            "interrupted",
+        ),
+        ("builtins.KeyError", "KeyError", "KeyError"),
+    ],
+)
+def test_error_line_is_the_first_line_without_module_paths(
+    message: str, cls_name: str, line: str | None
+) -> None:
+    from dagster._utils.error import SerializableErrorInfo
+
+    expected = line or "OperationalError: (sqlite3) no such table"
+    assert error_line(SerializableErrorInfo(message, [], cls_name)) == expected

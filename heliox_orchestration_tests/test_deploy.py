@@ -354,12 +354,49 @@ def test_instance_file_is_valid_dagster_instance_config(
     assert isinstance(coordinator, QueuedRunCoordinator)
     queue = coordinator.get_run_queue_config()
     assert queue.max_concurrent_runs > 0
-    assert {limit["key"] for limit in queue.tag_concurrency_limits} >= {"dagster/backfill", "heliox/alert"}
+    limited = {limit["key"] for limit in queue.tag_concurrency_limits}
+    # Backfills leave slots for alerts; alert runs are not held back by a stuck run of their kind.
+    assert "dagster/backfill" in limited and "heliox/alert" not in limited
     assert isinstance(ref.run_launcher, DefaultRunLauncher)
     assert isinstance(ref.scheduler, DagsterDaemonScheduler)
     assert config["run_monitoring"]["enabled"] is True
     assert config["run_retries"]["enabled"] is True
     assert config["telemetry"]["enabled"] is False
+
+
+@pytest.mark.parametrize(
+    "instance_file", [INSTANCE, INSTANCE_URL, ROOT / "dagster.yaml"], ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_every_run_has_a_runtime_bound(
+    instance_file: Path, tmp_path: Path, storage_env: dict[str, str]
+) -> None:
+    """Each Heliox job carries its own dagster/max_runtime; every other run (backfills, the UI's
+    Materialize) gets the instance-wide max_runtime_seconds, which is the longest bound."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    from heliox_orchestration.definitions import build_defs
+    from heliox_orchestration.settings import Settings
+
+    config, _ = dagster_instance_config(str(dagster_home_with(tmp_path, instance_file)))
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] is True
+    instance_bound = monitoring["max_runtime_seconds"]
+    assert instance_bound == 3600
+    assert monitoring["poll_interval_seconds"] == 30
+    defs = build_defs(Settings())
+    job_bounds = {
+        job.name: int(job.tags["dagster/max_runtime"])
+        for job in defs.resolve_all_job_defs()
+        if not job.name.startswith("__")  # Dagster's implicit asset job: the instance bound
+    }
+    assert len(job_bounds) == 8, job_bounds  # 5 alert-kind jobs and 3 refreshes
+    assert {
+        name: bound for name, bound in job_bounds.items() if name.endswith("_refresh_job")
+    } == dict.fromkeys(
+        ("gpu_costs_refresh_job", "idle_recommendations_refresh_job", "daily_summary_refresh_job"), 600
+    )
+    assert {bound for name, bound in job_bounds.items() if not name.endswith("_refresh_job")} == {300}
+    assert max(job_bounds.values()) < instance_bound
 
 
 @pytest.mark.parametrize("instance_file", [INSTANCE, INSTANCE_URL], ids=lambda p: p.name)

@@ -6,9 +6,11 @@ import datetime as dt
 import threading
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
 
 from heliox_orchestration.alerts import ledger
+from heliox_orchestration.alerts.kinds import AlertKeyError, idle_key, idle_key_prefix
+from heliox_orchestration.db.engine import add_missing_nullable_columns, ensure_schema
 
 NOW = dt.datetime(2026, 1, 9, 17, 0, tzinfo=dt.UTC)
 UNTIL = NOW + dt.timedelta(hours=6)
@@ -97,3 +99,65 @@ def test_racing_claims_on_postgres_have_exactly_one_winner(postgres_engine: Engi
     for t in threads:
         t.join()
     assert len(winners) == 1
+
+
+def test_a_key_that_does_not_fit_is_refused_before_any_write(any_engine: Engine) -> None:
+    for bad in ("idle-spend:" + "x" * 250 + ":2026-W02", "no-such-kind:1", "burn-rate:2026-01-09"):
+        with pytest.raises(AlertKeyError):
+            _claim(any_engine, bad)
+    assert ledger.list_entries(any_engine) == []
+
+
+def test_a_255_character_resource_id_gets_a_key_that_fits(any_engine: Engine) -> None:
+    resource = "r" * 255
+    key = idle_key(resource, NOW.date())
+    assert _claim(any_engine, key) is not None
+    ledger.record(any_engine, [key], status=ledger.SENT, now=NOW, attempts=1)
+    found = ledger.recently_sent(any_engine, [idle_key_prefix(resource)], since=NOW - dt.timedelta(days=1))
+    assert found == {idle_key_prefix(resource)}
+
+
+def test_recently_sent_matches_a_resource_not_its_namesakes(any_engine: Engine) -> None:
+    # A resource id may contain ':'; "gpu" must not match the keys of "gpu:2026-W02".
+    key = idle_key("gpu:2026-W02", NOW.date())
+    assert _claim(any_engine, key) is not None
+    ledger.record(any_engine, [key], status=ledger.SENT, now=NOW, attempts=1)
+    prefixes = [idle_key_prefix("gpu"), idle_key_prefix("gpu:2026-W02")]
+    assert ledger.recently_sent(any_engine, prefixes, NOW - dt.timedelta(days=1)) == {prefixes[1]}
+
+
+def test_attempts_are_counted_before_they_are_made(any_engine: Engine) -> None:
+    key = "burn-rate:2026-01-09:100"
+    assert _claim(any_engine, key) is not None
+    ledger.count_attempt(any_engine, [key], NOW)  # the run dies here, mid-send
+    (entry,) = ledger.list_entries(any_engine)
+    assert entry["status"] == "sending" and entry["attempts"] == 1
+    later = NOW + ledger.STALE_SENDING + dt.timedelta(seconds=1)
+    taken = _claim(any_engine, key, now=later)
+    assert taken is not None and taken.is_possible_repeat and taken.previous_updated_at == NOW
+    assert taken.previous_attempts == 1
+
+
+def test_a_refused_key_waits_for_another_webhook(any_engine: Engine) -> None:
+    key = "daily-summary:2026-01-08"
+    assert _claim(any_engine, key, webhook="aaaa") is not None
+    ledger.record(any_engine, [key], status=ledger.FAILED, now=NOW, attempts=1, refused_webhook="aaaa")
+    (entry,) = ledger.list_entries(any_engine)
+    assert ledger.shown_status(entry) == "refused" and entry["refused_webhook"] == "aaaa"
+    later = NOW + dt.timedelta(hours=1)
+    assert _claim(any_engine, key, now=later, webhook="aaaa") is None
+    taken = _claim(any_engine, key, now=later, webhook="bbbb")
+    assert taken is not None and taken.previously_refused
+    ledger.record(any_engine, [key], status=ledger.SENT, now=later, attempts=1)
+    (entry,) = ledger.list_entries(any_engine)
+    assert ledger.shown_status(entry) == "sent" and entry["refused_webhook"] is None
+
+
+def test_ensure_schema_adds_the_nullable_columns_an_older_ledger_lacks(any_engine: Engine) -> None:
+    with any_engine.begin() as conn:
+        conn.execute(text("ALTER TABLE alert_ledger DROP COLUMN refused_webhook"))
+    assert "refused_webhook" not in {c["name"] for c in inspect(any_engine).get_columns("alert_ledger")}
+    ensure_schema(any_engine)
+    assert "refused_webhook" in {c["name"] for c in inspect(any_engine).get_columns("alert_ledger")}
+    assert add_missing_nullable_columns(any_engine) == []  # nothing left to add
+    assert _claim(any_engine, "daily-summary:2026-01-08") is not None

@@ -9,7 +9,7 @@ policy for transient failures; Slack's permanent refusals are not retried.
 # No `from __future__ import annotations`: Dagster inspects the op signatures' real types.
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -27,59 +27,57 @@ from dagster import (
 from pydantic import Field
 
 from heliox_orchestration import clock
+from heliox_orchestration.alerts.kinds import (
+    ALERT_KEYS_METADATA,
+    BURN_RATE,
+    DAILY_SUMMARY,
+    IDLE_SPEND,
+    RUN_FAILURE,
+    SLACK_DELIVERY_METADATA,
+    STALE_DATA,
+    AlertKind,
+    burn_rate_key,
+    idle_key,
+    idle_key_prefix,
+    stale_key,
+    summary_key,
+)
 from heliox_orchestration.analytics.common import NotMaterializedError
-from heliox_orchestration.partitions import local_day_bounds, parse_day
+from heliox_orchestration.partitions import parse_day
 from heliox_orchestration.reports import IdleSpendReport
 from heliox_orchestration.resources.database import HelioxDatabase
-from heliox_orchestration.resources.slack import SlackDeliveryError, SlackWebhook
+from heliox_orchestration.resources.slack import WEBHOOK_URL_VAR, SlackWebhook
 from heliox_orchestration.settings import Settings
 
 # The ops import the SQL modules (ledger, delivery, analytics: SQLAlchemy) and the Block Kit
 # messages (slack-sdk) when they run, so that the definitions load without them.
 if TYPE_CHECKING:
-    from heliox_orchestration.alerts.delivery import Delivery
+    from sqlalchemy import Engine
+
+    from heliox_orchestration.alerts.delivery import (
+        AlertNotDelivered,
+        Delivery,
+        LedgerIncomplete,
+        MessageFor,
+    )
 
 ALERT_MAX_RUNTIME_SECONDS = 300
 ALERT_RETRY_POLICY = RetryPolicy(max_retries=2, delay=20, backoff=Backoff.EXPONENTIAL)
 
 
 def alert_tags(kind: str) -> dict[str, str]:
-    # heliox/alert: deploy/dagster.yaml limits runs per alert kind to one at a time.
+    # heliox/alert: the UI's run filter by alert kind. No concurrency limit uses it: the ledger
+    # keeps racing runs to one message (deploy/dagster.yaml).
     return {"dagster/max_runtime": str(ALERT_MAX_RUNTIME_SECONDS), "heliox/alert": kind}
 
 
-# --- keys and levels (plain functions) -------------------------------------------------------
+# --- levels (plain functions) ---------------------------------------------------------------
 
 
 def burn_level(cost: Decimal, threshold: Decimal, escalation_pct: Iterable[int]) -> int | None:
     """The highest alert level crossed: 100 (the threshold), then each escalation percent."""
     crossed = [level for level in (100, *escalation_pct) if cost > threshold * level / 100]
     return max(crossed) if crossed else None
-
-
-def burn_rate_key(day: dt.date, level: int) -> str:
-    return f"burn-rate:{day.isoformat()}:{level}"
-
-
-def idle_key_prefix(resource_id: str) -> str:
-    return f"idle-spend:{resource_id}:"
-
-
-def idle_prefix_of(key: str) -> str:
-    return key[: key.rindex(":") + 1]
-
-
-def idle_key(resource_id: str, local_day: dt.date) -> str:
-    year, week, _ = local_day.isocalendar()
-    return f"{idle_key_prefix(resource_id)}{year}-W{week:02d}"
-
-
-def summary_key(report_date: dt.date) -> str:
-    return f"daily-summary:{report_date.isoformat()}"
-
-
-def stale_key(newest_usage_hour: dt.datetime | None) -> str:
-    return f"stale-data:{newest_usage_hour.isoformat() if newest_usage_hour else 'no-data'}"
 
 
 # --- Dagster wiring --------------------------------------------------------------------------
@@ -101,12 +99,17 @@ class StaleDataAlertConfig(Config):
     )
 
 
+class RunFailureNoticeConfig(Config):
+    run_id: str = Field(description="The failed run whose notice is (re)sent.")
+
+
 def _report(context: OpExecutionContext, delivery: "Delivery", **extra: object) -> None:
     metadata: dict[str, object] = {
         "delivery": delivery.status,
         "alert_keys": MetadataValue.json(list(delivery.keys)),
         "skipped_keys": MetadataValue.json(list(delivery.skipped_keys)),
         "late": delivery.late,
+        "possible_repeat": delivery.possible_repeat,
         **extra,
     }
     if delivery.result is not None:
@@ -124,18 +127,88 @@ def _not_materialized(exc: NotMaterializedError) -> Failure:
     return Failure(f"Cannot alert: {exc}", allow_retries=False)
 
 
-def _slack_failure(exc: SlackDeliveryError) -> Failure:
+def _slack_failure(exc: "AlertNotDelivered", kind: AlertKind) -> Failure:
     """The Slack resource has already retried; the run fails visibly and the redelivery sensor
-    (or the next tick) sends the alert again while it is relevant, so the op does not retry."""
+    sends the alert again while it is relevant, so the op does not retry. A permanent refusal
+    waits for another webhook."""
+    if exc.refused:
+        then = (
+            f"it is not sent to this webhook again; once {WEBHOOK_URL_VAR} is fixed it goes out "
+            f"while still relevant ({kind.relevance}). `heliox alerts` shows it as refused"
+        )
+    else:
+        then = f"alert_redelivery_sensor sends it again in 5-6 minutes, while relevant ({kind.relevance})"
     return Failure(
-        str(exc), allow_retries=False, metadata={"http_status": exc.http_status, "attempts": exc.attempts}
+        f"{exc} Then: {then}.",
+        allow_retries=False,
+        metadata={
+            "http_status": exc.http_status,
+            "attempts": exc.attempts,
+            SLACK_DELIVERY_METADATA: "refused" if exc.refused else "failed",
+            ALERT_KEYS_METADATA: MetadataValue.json(list(exc.keys)),
+        },
     )
+
+
+def _ledger_failure(exc: "LedgerIncomplete", names: Mapping[str, str]) -> Failure:
+    """Some keys could not be claimed (their finding was not sent) or recorded (sent, left
+    ``sending``: a later run may repeat it, saying so). The others went out and are recorded."""
+    not_sent = [f for f in exc.failures if f.stage == "claim"]
+    unrecorded = [f for f in exc.failures if f.stage == "record"]
+    parts = []
+    if not_sent:
+        parts.append("not sent: " + "; ".join(f"{names.get(f.key, f.key)} ({f.error})" for f in not_sent))
+    if unrecorded:
+        parts.append(
+            "sent but not recorded, may be repeated with a warning: "
+            + "; ".join(f"{names.get(f.key, f.key)} ({f.error})" for f in unrecorded)
+        )
+    done = len(exc.delivery.keys) - len(unrecorded)
+    return Failure(
+        f"The alert ledger refused {len(exc.failures)} alert key(s), {'; '.join(parts)}. "
+        f"The other {done} key(s) were {exc.delivery.status} and recorded.",
+        allow_retries=False,
+        metadata={"failed_keys": MetadataValue.json([f.key for f in exc.failures])},
+    )
+
+
+def _deliver(
+    context: OpExecutionContext,
+    kind: AlertKind,
+    engine: "Engine",
+    slack: SlackWebhook,
+    keys: Sequence[str],
+    message: "MessageFor",
+    *,
+    now: dt.datetime,
+    timezone: str,
+    names: Mapping[str, str] | None = None,
+) -> "Delivery":
+    """``delivery.deliver`` for ``kind``, with its failures turned into the op's Failure."""
+    from heliox_orchestration.alerts.delivery import AlertNotDelivered, LedgerIncomplete, deliver
+
+    try:
+        return deliver(
+            engine,
+            slack,
+            keys,
+            message,
+            alert_type=kind.name,
+            relevant_until=kind.relevant_until(kind.parse(keys[0]), now, timezone),
+            now=now,
+            timezone=timezone,
+            run_id=context.run_id,
+        )
+    except AlertNotDelivered as exc:
+        raise _slack_failure(exc, kind) from None
+    except LedgerIncomplete as exc:
+        raise _ledger_failure(exc, names or {}) from None
 
 
 def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
     tz = settings.timezone
 
-    @op(retry_policy=ALERT_RETRY_POLICY)
+    @op(name=BURN_RATE.op_name, retry_policy=ALERT_RETRY_POLICY)
     def send_burn_rate_alert(
         context: OpExecutionContext,
         config: BurnRateAlertConfig,
@@ -144,7 +217,6 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
     ) -> None:
         """Alert when the day's materialized GPU spend is over the threshold (or a further level)."""
         from heliox_orchestration.alerts import ledger
-        from heliox_orchestration.alerts.delivery import deliver
         from heliox_orchestration.alerts.messages import burn_rate_message, with_note
         from heliox_orchestration.analytics.summary import load_burn_rate_status
 
@@ -157,7 +229,7 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
             raise _not_materialized(exc) from None
         level = burn_level(status.cost_usd, status.threshold_usd, settings.burn_rate_escalation_pct)
         if level is None:
-            expired = ledger.expire(engine, ledger.failed_keys(engine, f"burn-rate:{day}:", now), now)
+            expired = ledger.expire(engine, ledger.failed_keys(engine, BURN_RATE.prefix(day), now), now)
             context.log.info(f"{day}: ${status.cost_usd:,.2f} is within the threshold; nothing to send")
             context.add_output_metadata({"delivery": "within threshold", "expired_failed_keys": expired})
             return
@@ -167,30 +239,17 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         # The day has passed every level up to this one: this message also stands for any of them
         # never sent (a jump past several levels, or an earlier level whose delivery failed).
         levels = [lvl for lvl in (100, *settings.burn_rate_escalation_pct) if lvl <= level]
-        try:
-            delivery = deliver(
-                engine,
-                slack,
-                [burn_rate_key(day, lvl) for lvl in reversed(levels)],
-                message,
-                alert_type="burn-rate",
-                relevant_until=local_day_bounds(day, tz)[1],
-                now=now,
-                timezone=tz,
-                run_id=context.run_id,
-            )
-        except SlackDeliveryError as exc:
-            raise _slack_failure(exc) from None
+        keys = [burn_rate_key(day, lvl) for lvl in reversed(levels)]
+        delivery = _deliver(context, BURN_RATE, engine, slack, keys, message, now=now, timezone=tz)
         _report(context, delivery, level_pct=level)
 
-    @op(retry_policy=ALERT_RETRY_POLICY)
+    @op(name=IDLE_SPEND.op_name, retry_policy=ALERT_RETRY_POLICY)
     def send_idle_spend_alert(
         context: OpExecutionContext, heliox_db: HelioxDatabase, slack: SlackWebhook
     ) -> None:
         """Alert on high-severity idle GPUs not alerted in the last IDLE_REALERT_DAYS days."""
         from heliox_orchestration.alerts import ledger
-        from heliox_orchestration.alerts.delivery import Delivery, claim_keys, send_claimed
-        from heliox_orchestration.alerts.messages import idle_spend_message
+        from heliox_orchestration.alerts.messages import SlackMessage, idle_spend_message
         from heliox_orchestration.analytics.idle import load_idle_spend_report
 
         now = clock.utc_now()
@@ -199,10 +258,10 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
             report = load_idle_spend_report(engine, severities=("high",))
         except NotMaterializedError as exc:
             raise _not_materialized(exc) from None
-        failed = ledger.failed_keys(engine, "idle-spend:", now)
+        failed = ledger.failed_keys(engine, IDLE_SPEND.prefix(), now)
         by_prefix = {idle_key_prefix(f.resource_id): f for f in report.findings}
         # A failed alert whose finding went away is no longer relevant.
-        ledger.expire(engine, [k for k in failed if idle_prefix_of(k) not in by_prefix], now)
+        ledger.expire(engine, [k for k in failed if IDLE_SPEND.prefix_of(k) not in by_prefix], now)
         recent = ledger.recently_sent(
             engine, list(by_prefix), since=now - dt.timedelta(days=settings.idle_realert_days)
         )
@@ -216,33 +275,21 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         today = settings.today(now)
         keys = {idle_key(f.resource_id, today): f for f in fresh}
         # An earlier week's failed delivery of a finding goes out with this week's alert.
-        keys.update({k: by_prefix[idle_prefix_of(k)] for k in failed if idle_prefix_of(k) in by_prefix})
-        claims = claim_keys(
-            engine,
-            list(keys),
-            alert_type="idle-spend",
-            relevant_until=now + dt.timedelta(hours=24),
-            now=now,
-            run_id=context.run_id,
-            live=slack.resolved_url() is not None,
-        )
-        if not claims:
-            _report(context, Delivery(keys=(), skipped_keys=tuple(keys), result=None))
-            return
-        claimed = {keys[c.key] for c in claims}
-        findings = tuple(f for f in fresh if f in claimed)
-        message = idle_spend_message(
-            IdleSpendReport(report.as_of, findings, report.withheld), dashboard_url=settings.dashboard_url
-        )
-        try:
-            result, late = send_claimed(engine, slack, claims, message, now=now, timezone=tz)
-        except SlackDeliveryError as exc:
-            raise _slack_failure(exc) from None
-        won = tuple(c.key for c in claims)
-        skipped = tuple(k for k in keys if k not in won)
-        _report(context, Delivery(won, skipped, result, late), findings=len(findings))
+        keys.update({k: by_prefix[p] for k in failed if (p := IDLE_SPEND.prefix_of(k)) in by_prefix})
 
-    @op(retry_policy=ALERT_RETRY_POLICY)
+        def message(won: Sequence[str]) -> SlackMessage:
+            claimed = {keys[k] for k in won}
+            findings = tuple(f for f in fresh if f in claimed)
+            idle = IdleSpendReport(report.as_of, findings, report.withheld)
+            return idle_spend_message(idle, dashboard_url=settings.dashboard_url)
+
+        names = {k: f"resource {f.resource_id}" for k, f in keys.items()}
+        delivery = _deliver(
+            context, IDLE_SPEND, engine, slack, list(keys), message, now=now, timezone=tz, names=names
+        )
+        _report(context, delivery, findings=len({keys[k] for k in delivery.keys} & set(fresh)))
+
+    @op(name=DAILY_SUMMARY.op_name, retry_policy=ALERT_RETRY_POLICY)
     def send_daily_summary(
         context: OpExecutionContext,
         config: DailySummaryAlertConfig,
@@ -250,7 +297,6 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         slack: SlackWebhook,
     ) -> None:
         """Send the 📊 daily summary of the materialized gpu_cost_summary of a report date."""
-        from heliox_orchestration.alerts.delivery import deliver
         from heliox_orchestration.alerts.messages import daily_summary_message
         from heliox_orchestration.analytics.summary import load_cost_summary
 
@@ -264,23 +310,11 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         except NotMaterializedError as exc:
             raise _not_materialized(exc) from None
         message = daily_summary_message(summary, dashboard_url=settings.dashboard_url)
-        try:
-            delivery = deliver(
-                engine,
-                slack,
-                [summary_key(report_date)],
-                message,
-                alert_type="daily-summary",
-                relevant_until=local_day_bounds(report_date + dt.timedelta(days=1), tz)[1],
-                now=now,
-                timezone=tz,
-                run_id=context.run_id,
-            )
-        except SlackDeliveryError as exc:
-            raise _slack_failure(exc) from None
+        keys = [summary_key(report_date)]
+        delivery = _deliver(context, DAILY_SUMMARY, engine, slack, keys, message, now=now, timezone=tz)
         _report(context, delivery, report_date=report_date.isoformat())
 
-    @op(retry_policy=ALERT_RETRY_POLICY)
+    @op(name=STALE_DATA.op_name, retry_policy=ALERT_RETRY_POLICY)
     def send_stale_data_alert(
         context: OpExecutionContext,
         config: StaleDataAlertConfig,
@@ -288,49 +322,78 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         slack: SlackWebhook,
     ) -> None:
         """Say in Slack that cost data stopped arriving: one alert per gap."""
-        from heliox_orchestration.alerts.delivery import deliver
         from heliox_orchestration.alerts.messages import stale_data_message
 
         now = clock.utc_now()
         newest = dt.datetime.fromisoformat(config.newest_usage_hour) if config.newest_usage_hour else None
         message = stale_data_message(newest, now, settings.stale_data_hours, tz)
-        try:
-            delivery = deliver(
-                heliox_db.get_engine(),
-                slack,
-                [stale_key(newest)],
-                message,
-                alert_type="stale-data",
-                relevant_until=now + dt.timedelta(hours=24),
-                now=now,
-                timezone=tz,
-                run_id=context.run_id,
-            )
-        except SlackDeliveryError as exc:
-            raise _slack_failure(exc) from None
+        keys = [stale_key(newest)]
+        delivery = _deliver(
+            context, STALE_DATA, heliox_db.get_engine(), slack, keys, message, now=now, timezone=tz
+        )
         _report(context, delivery)
 
-    @job(name="burn_rate_alert_job", tags=alert_tags("burn-rate"))
+    @op(name=RUN_FAILURE.op_name, retry_policy=ALERT_RETRY_POLICY)
+    def send_run_failure_notice(
+        context: OpExecutionContext,
+        config: RunFailureNoticeConfig,
+        heliox_db: HelioxDatabase,
+        slack: SlackWebhook,
+    ) -> None:
+        """Send (again) the 🚨 notice of a failed run, rebuilt from the run's events."""
+        from heliox_orchestration.alerts.delivery import AlertNotDelivered
+        from heliox_orchestration.alerts.run_failure import notify_run_failure
+
+        try:
+            outcome = notify_run_failure(
+                heliox_db.get_engine(),
+                slack,
+                context.instance,
+                config.run_id,
+                settings,
+                clock.utc_now(),
+                sender_run_id=context.run_id,
+            )
+        except AlertNotDelivered as exc:
+            raise _slack_failure(exc, RUN_FAILURE) from None
+        if isinstance(outcome, str):
+            context.log.info(outcome)
+            context.add_output_metadata({"delivery": "no notice"})
+        else:
+            _report(context, outcome, failed_run_id=config.run_id)
+
+    @job(name=BURN_RATE.job_name, tags=alert_tags(BURN_RATE.name))
     def burn_rate_alert_job() -> None:
         """🔥 High Burn Rate Alert for a local day (launched by the burn-rate sensor)."""
         send_burn_rate_alert()
 
-    @job(name="idle_spend_alert_job", tags=alert_tags("idle-spend"))
+    @job(name=IDLE_SPEND.job_name, tags=alert_tags(IDLE_SPEND.name))
     def idle_spend_alert_job() -> None:
         """⚠️ Idle GPU Spend Detected, for new high-severity findings (after each idle refresh)."""
         send_idle_spend_alert()
 
-    @job(name="daily_summary_job", tags=alert_tags("daily-summary"))
+    @job(name=DAILY_SUMMARY.job_name, tags=alert_tags(DAILY_SUMMARY.name))
     def daily_summary_job() -> None:
         """📊 Heliox Daily Summary of a report date (after the morning refresh)."""
         send_daily_summary()
 
-    @job(name="stale_data_alert_job", tags=alert_tags("stale-data"))
+    @job(name=STALE_DATA.job_name, tags=alert_tags(STALE_DATA.name))
     def stale_data_alert_job() -> None:
         """⏳ GPU cost data is stale (launched by the stale-data sensor)."""
         send_stale_data_alert()
 
-    return [burn_rate_alert_job, idle_spend_alert_job, daily_summary_job, stale_data_alert_job]
+    @job(name=RUN_FAILURE.job_name, tags=alert_tags(RUN_FAILURE.name))
+    def run_failure_notice_job() -> None:
+        """🚨 Resends a run-failure notice Slack did not take (launched by the redelivery sensor)."""
+        send_run_failure_notice()
+
+    return [
+        burn_rate_alert_job,
+        idle_spend_alert_job,
+        daily_summary_job,
+        stale_data_alert_job,
+        run_failure_notice_job,
+    ]
 
 
 def job_named(jobs: Sequence[JobDefinition], name: str) -> JobDefinition:

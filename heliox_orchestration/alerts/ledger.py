@@ -1,11 +1,17 @@
 """The alert ledger: every alert has a deterministic key, and the database decides who sends it.
 
 * A send starts by *claiming* its key: an INSERT that the table's primary key lets exactly one
-  run win, even when two runs race (no Python check-then-act).
+  run win, even when two runs race (no Python check-then-act). Keys are checked against the
+  alert-kind registry (``kinds.check_key``: registered kind, fits the column) before any write.
+* Each HTTP attempt is counted (``count_attempt``) before it is made, so a run that dies
+  mid-send leaves its attempt counted.
 * A key whose delivery failed stays ``failed``; a later run may take it over while it is still
   relevant (``relevant_until``) with a conditional UPDATE that, again, only one run wins.
-* A ``sending`` row older than ``STALE_SENDING`` belongs to a run that died mid-send; it may be
-  taken over too (alert runs are stopped after 5 minutes, so this cannot race a live send).
+* A permanent refusal is ``failed`` with ``refused_webhook``, the fingerprint of the webhook that
+  refused it: it is not taken over with that webhook again, only with another one.
+* A ``sending`` row not updated for ``STALE_SENDING`` belongs to a run that died mid-send; it may
+  be taken over too (alert runs are stopped after 5 minutes, so this cannot race a live send).
+  That is the one case where Slack may get an alert twice; its message says so.
 * ``previewed`` rows (no webhook configured) never block a real send later.
 """
 
@@ -16,15 +22,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy import Engine, and_, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 
+from heliox_orchestration.alerts.kinds import SEP, check_key
 from heliox_orchestration.db.schema import alert_ledger
 
 STALE_SENDING = dt.timedelta(minutes=10)
 MAX_ERROR_CHARS = 1000
 
 SENDING, SENT, FAILED, PREVIEWED = "sending", "sent", "failed", "previewed"
+REFUSED = "refused"  # shown for a failed row with refused_webhook; not a stored status
 
 
 @dataclass(frozen=True)
@@ -35,10 +43,17 @@ class Claim:
     first_claimed_at: dt.datetime  # when the key was first claimed (earlier on a redelivery)
     previous_status: str | None  # None: a new key; "failed"/"sending"/"previewed": a takeover
     previous_attempts: int
+    previous_updated_at: dt.datetime | None = None  # a takeover: when the row last changed
+    previously_refused: bool = False  # a takeover of a key a previous webhook refused
 
     @property
     def is_redelivery(self) -> bool:
         return self.previous_status in (FAILED, SENDING)
+
+    @property
+    def is_possible_repeat(self) -> bool:
+        """Taken over from a run that stopped mid-send: Slack may already have the message."""
+        return self.previous_status == SENDING
 
 
 def claim(
@@ -50,9 +65,12 @@ def claim(
     now: dt.datetime,
     run_id: str | None = None,
     live: bool = True,
+    webhook: str | None = None,
 ) -> Claim | None:
-    """Claim ``key`` for sending; None when another run has it, it was already delivered, or
-    a failed delivery is no longer relevant."""
+    """Claim ``key`` for sending; None when another run has it, it was already delivered, a
+    failed delivery is no longer relevant, or ``webhook`` (a fingerprint) already refused it.
+    Raises ``AlertKeyError`` before writing anything when the key does not fit the ledger."""
+    check_key(key)
     if now >= relevant_until:
         return None
     try:
@@ -70,23 +88,30 @@ def claim(
                 )
             )
         return Claim(key=key, first_claimed_at=now, previous_status=None, previous_attempts=0)
-    except IntegrityError:
-        pass
+    except IntegrityError as exc:
+        refused = exc  # the key exists already, unless the database refused the row itself
 
     c = alert_ledger.c
+    not_refused = (
+        or_(c.refused_webhook.is_(None), c.refused_webhook != webhook) if webhook is not None else true()
+    )
     takeover = or_(
-        and_(c.status == FAILED, c.relevant_until > now),
+        and_(c.status == FAILED, c.relevant_until > now, not_refused),
         and_(c.status == SENDING, c.updated_at < now - STALE_SENDING),
     )
     if live:
         takeover = or_(takeover, c.status == PREVIEWED)
     with engine.begin() as conn:
-        row = conn.execute(select(c.status, c.attempts, c.created_at).where(c.alert_key == key)).one_or_none()
+        row = conn.execute(
+            select(c.status, c.attempts, c.created_at, c.updated_at, c.refused_webhook).where(
+                c.alert_key == key
+            )
+        ).one_or_none()
         if row is None:
-            return None
+            raise refused
         won = conn.execute(
             update(alert_ledger)
-            .where(c.alert_key == key, c.status == row.status, takeover)
+            .where(c.alert_key == key, c.status == row.status, c.updated_at == row.updated_at, takeover)
             .values(status=SENDING, run_id=run_id, updated_at=now, relevant_until=relevant_until)
         ).rowcount
     if won != 1:
@@ -96,7 +121,20 @@ def claim(
         first_claimed_at=row.created_at,
         previous_status=row.status,
         previous_attempts=row.attempts,
+        previous_updated_at=row.updated_at,
+        previously_refused=row.status == FAILED and row.refused_webhook is not None,
     )
+
+
+def count_attempt(engine: Engine, keys: Iterable[str], now: dt.datetime) -> None:
+    """Count one HTTP attempt on keys this run is sending, before it is made."""
+    c = alert_ledger.c
+    with engine.begin() as conn:
+        conn.execute(
+            update(alert_ledger)
+            .where(c.alert_key.in_(list(keys)), c.status == SENDING)
+            .values(attempts=c.attempts + 1, updated_at=now)
+        )
 
 
 def record(
@@ -109,10 +147,15 @@ def record(
     http_status: int | None = None,
     error: str | None = None,
     payload_sha256: str | None = None,
+    refused_webhook: str | None = None,
 ) -> None:
-    """Record the outcome of a send for every key it covered. ``error`` must already be masked."""
+    """Record the outcome of a send for every key it covered: ``attempts`` HTTP attempts not
+    counted yet, and for a permanent refusal the fingerprint of the webhook that refused it.
+    ``error`` must already be masked."""
     if status not in (SENT, FAILED, PREVIEWED):
         raise ValueError(f"unknown ledger status {status!r}")
+    if refused_webhook is not None and status != FAILED:
+        raise ValueError("only a failed delivery can be refused")
     c = alert_ledger.c
     with engine.begin() as conn:
         conn.execute(
@@ -126,12 +169,14 @@ def record(
                 payload_sha256=payload_sha256,
                 updated_at=now,
                 sent_at=now if status == SENT else None,
+                refused_webhook=refused_webhook,
             )
         )
 
 
 def recently_sent(engine: Engine, key_prefixes: Iterable[str], since: dt.datetime) -> set[str]:
-    """Which of ``key_prefixes`` have a key sent at or after ``since``."""
+    """Which of ``key_prefixes`` have a key sent at or after ``since``: the prefix plus one last
+    field (so ``idle-spend:gpu:`` does not match the keys of a resource named ``gpu:2026-W02``)."""
     prefixes = list(key_prefixes)
     if not prefixes:
         return set()
@@ -144,7 +189,7 @@ def recently_sent(engine: Engine, key_prefixes: Iterable[str], since: dt.datetim
                 or_(*(c.alert_key.startswith(p, autoescape=True) for p in prefixes)),
             )
         ).scalars()
-        return {p for key in keys for p in prefixes if key.startswith(p)}
+        return {p for key in keys for p in prefixes if key.startswith(p) and SEP not in key[len(p) :]}
 
 
 def redeliverable(engine: Engine, now: dt.datetime, wait: dt.timedelta) -> list[Any]:
@@ -153,7 +198,7 @@ def redeliverable(engine: Engine, now: dt.datetime, wait: dt.timedelta) -> list[
     with engine.connect() as conn:
         return list(
             conn.execute(
-                select(c.alert_key, c.alert_type, c.attempts, c.updated_at)
+                select(c.alert_key, c.alert_type, c.attempts, c.updated_at, c.status, c.refused_webhook)
                 .where(
                     c.relevant_until > now,
                     or_(
@@ -197,6 +242,34 @@ def failed_keys(engine: Engine, prefix: str, now: dt.datetime) -> list[str]:
                 )
             ).scalars()
         )
+
+
+def statuses(engine: Engine, keys: Iterable[str]) -> dict[str, str]:
+    """The status of each of ``keys`` that is in the ledger."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    c = alert_ledger.c
+    with engine.connect() as conn:
+        return {
+            key: status
+            for key, status in conn.execute(select(c.alert_key, c.status).where(c.alert_key.in_(keys)))
+        }
+
+
+def keys_of_run(engine: Engine, run_id: str) -> dict[str, str]:
+    """The keys a run holds (claimed last) and their status."""
+    c = alert_ledger.c
+    with engine.connect() as conn:
+        return {
+            key: status
+            for key, status in conn.execute(select(c.alert_key, c.status).where(c.run_id == run_id))
+        }
+
+
+def shown_status(entry: dict) -> str:
+    """The status ``heliox alerts`` shows: ``refused`` for a failure a webhook refused."""
+    return REFUSED if entry["status"] == FAILED and entry.get("refused_webhook") else entry["status"]
 
 
 def list_entries(engine: Engine, since: dt.datetime | None = None, limit: int = 200) -> list[dict]:

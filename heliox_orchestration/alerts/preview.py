@@ -57,9 +57,10 @@ def preview_message(
         raise ValueError(f"{run_date} is after today ({today} in {settings.timezone})")
     dashboard = settings.dashboard_url
     tz = settings.timezone
+    limit = settings.max_hourly_cost_usd
 
     if kind == "burn-rate":
-        checked = usage_rule_report(engine, *local_day_bounds(run_date, tz), now)
+        checked = usage_rule_report(engine, *local_day_bounds(run_date, tz), max_hourly_cost=limit, now=now)
         if not checked.passed:
             return _blocked(
                 checked, f"daily_gpu_costs {run_date} would not be written", days_text(run_date, run_date, tz)
@@ -98,7 +99,9 @@ def preview_message(
     if kind == "daily-summary":
         report_date = run_date - dt.timedelta(days=1)
         first, last = summary_range(report_date)
-        checked = usage_rule_report(engine, *local_range_bounds(first, last, tz), now)
+        checked = usage_rule_report(
+            engine, *local_range_bounds(first, last, tz), max_hourly_cost=limit, now=now
+        )
         if not checked.passed:
             return _blocked(
                 checked, f"gpu_cost_summary of {report_date} would not be written", days_text(first, last, tz)

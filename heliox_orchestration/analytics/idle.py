@@ -273,12 +273,13 @@ def compute_idle_evaluation(
     """Evaluate the idle rule on ``gpu_usage_hourly`` at ``as_of`` (default: now). The rules
     on the window's rows run first; resources with a failing row are withheld, not judged."""
     window = idle_window(settings, as_of)
-    checked = usage_rule_report(engine, window.start, window.end)
+    limit = settings.max_hourly_cost_usd
+    checked = usage_rule_report(engine, window.start, window.end, max_hourly_cost=limit)
     withheld: tuple[WithheldResource, ...] = ()
     leave_out = None
     if not checked.passed:
-        withheld = withheld_resources(engine, window.start, window.end)
-        leave_out = bad_resources_query(window.start, window.end, engine.dialect.name)
+        withheld = withheld_resources(engine, window.start, window.end, max_hourly_cost=limit)
+        leave_out = bad_resources_query(window.start, window.end, engine.dialect.name, max_hourly_cost=limit)
     u = gpu_usage_hourly.c
     with engine.connect() as conn:
         raw = fetch_frame(conn, idle_candidates_query(window, settings, leave_out))

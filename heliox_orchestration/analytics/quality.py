@@ -48,9 +48,6 @@ from heliox_orchestration.reports import WithheldResource
 
 SAMPLE_ROWS = 5
 EXAMPLES_IN_A_LINE = 3
-# The most one GPU resource can plausibly cost in one hour. One place for it until settings.py
-# has HELIOX_MAX_HOURLY_COST_USD; a cost above it is a unit or currency error, not usage.
-MAX_HOURLY_COST_USD = Decimal(10000)
 USAGE_SAMPLE_COLUMNS = (
     "resource_id",
     "usage_hour",
@@ -99,10 +96,10 @@ def _not_an_hour(column: ColumnElement[Any], dialect: str) -> ColumnElement[bool
     return false()
 
 
-def usage_rules(
-    dialect: str, now: dt.datetime | None = None, max_hourly_cost: Decimal = MAX_HOURLY_COST_USD
-) -> list[Rule]:
-    """The rules every usage row a cost asset reads must pass; ``now``: also no hour after now.
+def usage_rules(dialect: str, max_hourly_cost: Decimal, now: dt.datetime | None = None) -> list[Rule]:
+    """The rules every usage row a cost asset reads must pass; ``max_hourly_cost`` is
+    ``HELIOX_MAX_HOURLY_COST_USD`` (a cost above it is a unit or currency error, not usage);
+    ``now``: also no hour after now.
 
     A row is reported under the first rule it breaks, so the rules can stay plain comparisons:
     NaN (PostgreSQL) and text (SQLite) also sort above every number, but are reported as "not a
@@ -127,7 +124,8 @@ def usage_rules(
         Rule(
             f"cost_usd above {usd(max_hourly_cost)} an hour",
             cost > max_hourly_cost,
-            "an infinite or implausible cost: check the row's units and currency",
+            "an infinite or implausible cost: check the row's units and currency (HELIOX_MAX_HOURLY_COST_USD "
+            "sets the limit)",
             ("cost_usd", "gpu_count"),
         ),
         Rule(
@@ -306,19 +304,30 @@ def usage_scope(start: dt.datetime, end: dt.datetime) -> ColumnElement[bool]:
 
 
 def usage_rule_query(
-    dialect: str, start: dt.datetime, end: dt.datetime, now: dt.datetime | None = None
+    dialect: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    max_hourly_cost: Decimal,
+    now: dt.datetime | None = None,
 ) -> Select[Any]:
     """The scan of ``usage_rule_report`` (the benchmark times it as part of the bare SQL)."""
-    return rule_counts_query(gpu_usage_hourly, usage_rules(dialect, now), usage_scope(start, end))
+    rules = usage_rules(dialect, max_hourly_cost, now)
+    return rule_counts_query(gpu_usage_hourly, rules, usage_scope(start, end))
 
 
 def usage_rule_report(
-    engine: Engine, start: dt.datetime, end: dt.datetime, now: dt.datetime | None = None
+    engine: Engine,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    max_hourly_cost: Decimal,
+    now: dt.datetime | None = None,
 ) -> RuleReport:
     return evaluate_rules(
         engine,
         gpu_usage_hourly,
-        usage_rules(engine.dialect.name, now),
+        usage_rules(engine.dialect.name, max_hourly_cost, now),
         usage_scope(start, end),
         USAGE_SAMPLE_COLUMNS,
         ["usage_hour", "resource_id"],
@@ -326,12 +335,17 @@ def usage_rule_report(
 
 
 def withheld_resources(
-    engine: Engine, start: dt.datetime, end: dt.datetime, now: dt.datetime | None = None
+    engine: Engine,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    max_hourly_cost: Decimal,
+    now: dt.datetime | None = None,
 ) -> tuple[WithheldResource, ...]:
     """Each resource with usage rows in [start, end) that break a rule: how many, and which
     rules. Only worth the query when ``usage_rule_report`` of the same range did not pass."""
     u = gpu_usage_hourly.c
-    rules = usage_rules(engine.dialect.name, now)
+    rules = usage_rules(engine.dialect.name, max_hourly_cost, now)
     which = first_broken(rules).label("rule_index")
     query = (
         select(u.resource_id, which, func.count())
@@ -349,11 +363,16 @@ def withheld_resources(
 
 
 def bad_resources_query(
-    start: dt.datetime, end: dt.datetime, dialect: str, now: dt.datetime | None = None
+    start: dt.datetime,
+    end: dt.datetime,
+    dialect: str,
+    *,
+    max_hourly_cost: Decimal,
+    now: dt.datetime | None = None,
 ) -> Select[tuple[str]]:
     """The resource_ids of ``withheld_resources``, as a subquery to leave them out of a query."""
     u = gpu_usage_hourly.c
-    rules = usage_rules(dialect, now)
+    rules = usage_rules(dialect, max_hourly_cost, now)
     return select(u.resource_id).where(usage_scope(start, end), or_(*(r.condition for r in rules)))
 
 

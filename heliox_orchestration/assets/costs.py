@@ -183,14 +183,17 @@ def build_daily_gpu_costs(settings: Settings) -> AssetsDefinition:
     ) -> Iterator[MaterializeResult | AssetCheckResult]:
         from heliox_orchestration.analytics.daily_costs import compute_daily_costs, write_daily_costs
         from heliox_orchestration.analytics.quality import days_text, future_usage_report, usage_rule_report
+        from heliox_orchestration.db.pending import release_due_usage
 
+        release_due_usage(heliox_db.get_engine(), utc_now())  # imported hours that have started since
         days = partition_days(context.op_execution_context)
         assert days is not None, "daily_gpu_costs is partitioned"
         engine = heliox_db.get_engine()
         now = utc_now()
         span = days[0].isoformat() if days[0] == days[1] else f"{days[0]} to {days[1]}"
         scope = days_text(*days, settings.timezone)
-        checked = usage_rule_report(engine, *local_range_bounds(*days, settings.timezone), now)
+        bounds = local_range_bounds(*days, settings.timezone)
+        checked = usage_rule_report(engine, *bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=now)
         checks = [
             rule_result(
                 checked,

@@ -170,7 +170,8 @@ def build_gpu_cost_summary(settings: Settings) -> AssetsDefinition:
         engine = heliox_db.get_engine()
         first, last = summary_range(report_date)
         scope = days_text(first, last, settings.timezone)
-        usage = usage_rule_report(engine, *local_range_bounds(first, last, settings.timezone), now)
+        bounds = local_range_bounds(first, last, settings.timezone)
+        usage = usage_rule_report(engine, *bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=now)
         checks = [
             rule_result(
                 usage,

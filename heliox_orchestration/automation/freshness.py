@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
+from heliox_orchestration.cron import parse_cron
+
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
@@ -34,18 +36,5 @@ def is_stale(newest: dt.datetime | None, now: dt.datetime, stale_hours: int) -> 
 
 
 def cron_hours(cron: str) -> set[int]:
-    """The hours a five-field cron string fires in (its second field): '8-20', '10,16', '*/2'."""
-    field = cron.split()[1]
-    hours: set[int] = set()
-    for part in field.split(","):
-        spec, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if spec == "*":
-            first, last = 0, 23
-        elif "-" in spec:
-            first, last = (int(x) for x in spec.split("-"))
-        else:
-            first = int(spec)
-            last = 23 if step_text else first
-        hours.update(range(first, last + 1, step))
-    return hours
+    """The hours a cron string fires in: '0 8-20 * * *' -> 8..20, '@hourly' -> every hour."""
+    return set(parse_cron(cron).hours)

@@ -12,6 +12,11 @@ from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY
 if TYPE_CHECKING:  # define_asset_job's return type is not exported by dagster
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+# Run monitoring fails a refresh run still going after this (docs/operations.md, "Run limits"):
+# a refresh takes seconds, but a dead one holds back the burn-rate sensor until it has ended.
+REFRESH_MAX_RUNTIME_SECONDS = 600
+REFRESH_TAGS = {"dagster/max_runtime": str(REFRESH_MAX_RUNTIME_SECONDS)}
+
 COSTS_REFRESH_JOB = "gpu_costs_refresh_job"
 IDLE_REFRESH_JOB = "idle_recommendations_refresh_job"
 SUMMARY_REFRESH_JOB = "daily_summary_refresh_job"
@@ -25,15 +30,18 @@ def build_refresh_jobs() -> list[UnresolvedAssetJobDefinition]:
             COSTS_REFRESH_JOB,
             selection=AssetSelection.assets(DAILY_COSTS_KEY),
             description="Refresh one local day of daily_gpu_costs (hourly: today's spend so far).",
+            tags=REFRESH_TAGS,
         ),
         define_asset_job(
             IDLE_REFRESH_JOB,
             selection=AssetSelection.assets(IDLE_KEY),
             description="Re-evaluate idle-GPU recommendations over the trailing window.",
+            tags=REFRESH_TAGS,
         ),
         define_asset_job(
             SUMMARY_REFRESH_JOB,
             selection=AssetSelection.assets(DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY),
             description="Yesterday's daily_gpu_costs, fresh idle findings and the daily summary numbers.",
+            tags=REFRESH_TAGS,
         ),
     ]

@@ -29,16 +29,24 @@ from dagster import (
 )
 
 from heliox_orchestration import clock
-from heliox_orchestration.alerts.jobs import burn_level, burn_rate_key, job_named, stale_key
+from heliox_orchestration.alerts import kinds
+from heliox_orchestration.alerts.jobs import burn_level, job_named
+from heliox_orchestration.alerts.kinds import (
+    BURN_RATE,
+    DAILY_SUMMARY,
+    IDLE_SPEND,
+    STALE_DATA,
+    burn_rate_key,
+    stale_key,
+)
 from heliox_orchestration.analytics.common import NotMaterializedError
 from heliox_orchestration.assets import DAILY_COSTS_KEY
 from heliox_orchestration.assets.checks import INPUT_CHECK
 from heliox_orchestration.automation.freshness import cron_hours, is_stale, newest_usage_hour
 from heliox_orchestration.automation.refresh_jobs import IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
-from heliox_orchestration.automation.run_config import op_config
+from heliox_orchestration.automation.run_config import STARTED_BY_HELIOX_RUN, STARTED_BY_TAG
 from heliox_orchestration.resources.database import HelioxDatabase
-from heliox_orchestration.resources.slack import SlackWebhook
-from heliox_orchestration.secrets import redact_webhook_url
+from heliox_orchestration.resources.slack import WEBHOOK_URL_VAR, SlackWebhook
 from heliox_orchestration.settings import Settings
 
 # The sensors import the SQL modules (ledger, delivery, analytics: SQLAlchemy) and the Block Kit
@@ -48,41 +56,15 @@ RUNNING = DefaultSensorStatus.RUNNING
 # Enough for an hour of refreshes and a backfill's events per tick; the rest waits a tick.
 EVENTS_PER_TICK = 500
 ALERTED_DAYS_KEPT = 3
+HELIOX_RUN_SKIP = "The refresh was started by `heliox run`, which runs the alert job itself."
 
 
+# A failed delivery is redelivered REDELIVERY_WAIT after it failed, at the first tick of a sensor
+# ticking every REDELIVERY_INTERVAL_SECONDS: 5-6 minutes after the failure (an abandoned send:
+# STALE_SENDING after its last sign of life, 10-11 minutes), plus the time the run takes to start.
 REDELIVERY_WAIT = dt.timedelta(minutes=5)
+REDELIVERY_INTERVAL_SECONDS = 60
 MAX_REDELIVERY_ATTEMPTS = 24  # HTTP attempts, about six runs
-
-
-def redelivery_request(key: str, failed_at: dt.datetime) -> RunRequest | None:
-    """The run that sends a failed alert again; one run per day, report date or gap."""
-    kind, _, rest = key.partition(":")
-    stamp = failed_at.isoformat()
-    if kind == "burn-rate":
-        day = rest.split(":")[0]
-        return RunRequest(
-            job_name="burn_rate_alert_job",
-            run_key=f"redeliver:burn-rate:{day}:{stamp}",
-            run_config=op_config("send_burn_rate_alert", day=day),
-        )
-    if kind == "daily-summary":
-        return RunRequest(
-            job_name="daily_summary_job",
-            run_key=f"redeliver:{key}:{stamp}",
-            run_config=op_config("send_daily_summary", report_date=rest),
-        )
-    if kind == "stale-data":
-        return RunRequest(
-            job_name="stale_data_alert_job",
-            run_key=f"redeliver:{key}:{stamp}",
-            run_config=op_config(
-                "send_stale_data_alert", newest_usage_hour=None if rest == "no-data" else rest
-            ),
-        )
-    if kind == "idle-spend":
-        # The idle job re-claims every failed idle key still among the open findings.
-        return RunRequest(job_name="idle_spend_alert_job", run_key=f"redeliver:idle-spend:{stamp}")
-    return None
 
 
 DAILY_COSTS_INPUT_CHECK = AssetCheckKey(DAILY_COSTS_KEY, INPUT_CHECK)
@@ -126,10 +108,11 @@ class BurnRateCursor:
 def build_sensors(
     settings: Settings, alert_jobs: list[JobDefinition], refresh_jobs: list
 ) -> list[SensorDefinition]:
-    burn_job = job_named(alert_jobs, "burn_rate_alert_job")
-    idle_job = job_named(alert_jobs, "idle_spend_alert_job")
-    summary_job = job_named(alert_jobs, "daily_summary_job")
-    stale_job = job_named(alert_jobs, "stale_data_alert_job")
+    burn_job = job_named(alert_jobs, BURN_RATE.job_name)
+    idle_job = job_named(alert_jobs, IDLE_SPEND.job_name)
+    summary_job = job_named(alert_jobs, DAILY_SUMMARY.job_name)
+    stale_job = job_named(alert_jobs, STALE_DATA.job_name)
+    redelivery_jobs = [j for j in alert_jobs if j.name in kinds.redelivered_job_names()]
     idle_refresh = next(j for j in refresh_jobs if j.name == IDLE_REFRESH_JOB)
     summary_refresh = next(j for j in refresh_jobs if j.name == SUMMARY_REFRESH_JOB)
     checking_hours = cron_hours(settings.burn_rate_check_cron)
@@ -193,7 +176,7 @@ def build_sensors(
         cursor.alerted[day] = level
         request = RunRequest(
             run_key=burn_rate_key(today, level),
-            run_config=op_config("send_burn_rate_alert", day=day),
+            run_config=BURN_RATE.run_config(day=day),
             tags={"heliox/day": day, "heliox/level_pct": str(level)},
         )
         return SensorResult(run_requests=[request], cursor=cursor.dump(today))
@@ -206,7 +189,9 @@ def build_sensors(
         default_status=RUNNING,
         description="After each successful idle refresh, alert on new high-severity idle GPUs.",
     )
-    def idle_spend_alert_sensor(context: RunStatusSensorContext) -> RunRequest:
+    def idle_spend_alert_sensor(context: RunStatusSensorContext) -> RunRequest | SkipReason:
+        if context.dagster_run.tags.get(STARTED_BY_TAG) == STARTED_BY_HELIOX_RUN:
+            return SkipReason(HELIOX_RUN_SKIP)
         return RunRequest(run_key=f"idle-spend-after:{context.dagster_run.run_id}")
 
     @run_status_sensor(
@@ -219,12 +204,14 @@ def build_sensors(
     )
     def daily_summary_sensor(context: RunStatusSensorContext) -> RunRequest | SkipReason:
         tags = context.dagster_run.tags
+        if tags.get(STARTED_BY_TAG) == STARTED_BY_HELIOX_RUN:
+            return SkipReason(HELIOX_RUN_SKIP)
         report_date = tags.get("heliox/report_date") or tags.get("dagster/partition")
         if not report_date:
             return SkipReason("The refresh run names no report date (no partition); nothing to send.")
         return RunRequest(
             run_key=f"daily-summary-after:{context.dagster_run.run_id}",
-            run_config=op_config("send_daily_summary", report_date=report_date),
+            run_config=DAILY_SUMMARY.run_config(report_date=report_date),
             tags={"heliox/report_date": report_date},
         )
 
@@ -249,65 +236,73 @@ def build_sensors(
         if context.cursor == key:
             return SensorResult(skip_reason="Already alerted for this gap.", cursor=key)
         newest_text = newest.isoformat() if newest else None
-        request = RunRequest(
-            run_key=key, run_config=op_config("send_stale_data_alert", newest_usage_hour=newest_text)
-        )
+        request = RunRequest(run_key=key, run_config=STALE_DATA.run_config(newest_usage_hour=newest_text))
         return SensorResult(run_requests=[request], cursor=key)
 
     @run_failure_sensor(
         name="run_failure_slack_sensor",
         default_status=RUNNING,
-        description="Posts a short Slack message for any failed Heliox run.",
+        description="Posts a short Slack message for a failed Heliox run, once; none when the run's "
+        "alert was delivered or its Slack failure is already tracked in the alert ledger.",
     )
     def run_failure_slack_sensor(
         context: RunFailureSensorContext, slack: SlackWebhook, heliox_db: HelioxDatabase
     ) -> None:
-        from heliox_orchestration.alerts.delivery import deliver
-        from heliox_orchestration.alerts.messages import run_failure_message
+        from heliox_orchestration.alerts.delivery import AlertNotDelivered
+        from heliox_orchestration.alerts.run_failure import notify_run_failure
 
-        run = context.dagster_run
-        steps = context.get_step_failure_events()
-        step_key = steps[0].step_key if steps else None
-        error_data = steps[0].step_failure_data.error if steps else None
-        error = error_data.message if error_data else context.failure_event.message
-        run_url = f"{settings.webserver_url}/runs/{run.run_id}" if settings.webserver_url else None
-        message = run_failure_message(
-            run.job_name, step_key, redact_webhook_url(error or "", slack.webhook_url), run_url=run_url
-        )
-        now = clock.utc_now()
-        deliver(
-            heliox_db.get_engine(),
-            slack,
-            [f"run-failure:{run.run_id}"],
-            message,
-            alert_type="run-failure",
-            relevant_until=now + dt.timedelta(hours=24),
-            now=now,
-            timezone=settings.timezone,
-        )
+        run_id = context.dagster_run.run_id
+        try:
+            outcome = notify_run_failure(
+                heliox_db.get_engine(), slack, context.instance, run_id, settings, clock.utc_now()
+            )
+        except AlertNotDelivered as exc:
+            # Recorded failed in the ledger: alert_redelivery_sensor resends it (run_failure_notice_job).
+            context.log.warning(f"Run-failure notice of run {run_id} not delivered: {exc}")
+            return
+        context.log.info(outcome if isinstance(outcome, str) else f"Run-failure notice {outcome.status}")
 
     @sensor(
         name="alert_redelivery_sensor",
-        jobs=[burn_job, idle_job, summary_job, stale_job],
-        minimum_interval_seconds=int(REDELIVERY_WAIT.total_seconds()),
+        jobs=redelivery_jobs,
+        minimum_interval_seconds=REDELIVERY_INTERVAL_SECONDS,
         default_status=RUNNING,
-        description="Re-launches the alert job of any alert whose delivery failed, while it is still "
-        "relevant (burn rate: its day; idle: 24 h; summary: its day), so no alert is lost.",
+        description="Re-launches the job of any alert whose delivery failed, 5-6 minutes after the "
+        "failure, while it is still relevant (burn rate: its day; idle: 24 h; summary: its day); "
+        "an alert a webhook refused waits until SLACK_WEBHOOK_URL changes.",
     )
-    def alert_redelivery_sensor(context: SensorEvaluationContext, heliox_db: HelioxDatabase) -> SensorResult:
+    def alert_redelivery_sensor(
+        context: SensorEvaluationContext, heliox_db: HelioxDatabase, slack: SlackWebhook
+    ) -> SensorResult:
         from heliox_orchestration.alerts import ledger
 
         now = clock.utc_now()
+        webhook = slack.fingerprint()
         rows = ledger.redeliverable(heliox_db.get_engine(), now, REDELIVERY_WAIT)
         requests: dict[str, RunRequest] = {}
+        refused, exhausted = [], []
         for row in rows:
             if row.attempts >= MAX_REDELIVERY_ATTEMPTS:
-                context.log.warning(f"{row.alert_key}: {row.attempts} attempts failed; not retrying again")
+                exhausted.append(row.alert_key)
                 continue
-            request = redelivery_request(row.alert_key, row.updated_at)
+            if row.status == ledger.FAILED and webhook is not None and row.refused_webhook == webhook:
+                refused.append(row.alert_key)
+                continue
+            request = kinds.redelivery_request(row.alert_key, row.updated_at)
             if request is not None and request.run_key:
                 requests[request.run_key] = request
-        skip = None if requests else "No failed alert waiting for redelivery."
+        if exhausted:
+            context.log.warning(
+                f"Not retried again after {MAX_REDELIVERY_ATTEMPTS} attempts: {', '.join(exhausted)}"
+            )
+        skip = None
+        if not requests:
+            skip = "No failed alert waiting for redelivery."
+            if refused:
+                skip = (
+                    f"{len(refused)} alert(s) refused by the current webhook wait for {WEBHOOK_URL_VAR} "
+                    "to change (`heliox alerts` shows what to fix)."
+                )
         return SensorResult(run_requests=list(requests.values()), skip_reason=skip)
 
     return [

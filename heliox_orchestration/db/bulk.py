@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, Table, delete, select, tuple_
 
@@ -16,6 +17,31 @@ from heliox_orchestration.db.schema import gpu_usage_hourly, sqlite_datetime_tex
 from heliox_orchestration.money import micros_to_dollars
 
 COLUMNS = [c.name for c in gpu_usage_hourly.columns]
+# SQLite keeps money as REAL (a double). Below $2**31 a double is within 0.13 micro-dollar of
+# the exact amount, so both reading paths (``Money``'s quantize, ``money_sum_micros``'s ROUND of
+# x * 1e6) give back the exact micro-dollars; the import refuses hours anywhere near that.
+SQLITE_EXACT_MICROS = 2**31 * 1_000_000
+
+
+def micros_text(micros: Any) -> list[str]:
+    """Integer micro-dollars as exact decimal text with six decimals (-1 -> "-0.000001"),
+    without going through a float."""
+    values = np.asarray(micros, dtype=np.int64)
+    whole, fraction = np.divmod(np.abs(values), 1_000_000)
+    text = [f"{w}.{f:06d}" for w, f in zip(whole.tolist(), fraction.tolist(), strict=True)]
+    for i in np.flatnonzero(values < 0).tolist():
+        text[i] = "-" + text[i]
+    return text
+
+
+def micros_real(micros: Any) -> list[float]:
+    """Integer micro-dollars as the doubles SQLite's REAL stores: the nearest double to each exact
+    amount (the division of two exactly represented integers rounds correctly), the same value
+    ``Money`` binds for the same Decimal."""
+    values = np.asarray(micros, dtype=np.int64)
+    if len(values) and int(np.abs(values).max()) >= SQLITE_EXACT_MICROS:
+        raise ValueError("SQLite stores money as REAL: amounts of $2,147,483,648 or more are not exact there")
+    return (values / 1_000_000).tolist()
 
 
 def insert_usage_frame(conn: Connection, frame: pd.DataFrame, table: Table = gpu_usage_hourly) -> None:
@@ -32,10 +58,10 @@ def insert_usage_frame(conn: Connection, frame: pd.DataFrame, table: Table = gpu
 def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
     out = frame.assign(
         usage_hour=frame["usage_hour"].dt.strftime("%Y-%m-%d %H:%M:%S+00"),
-        cost_usd=frame["cost_micros"] / 1_000_000,
+        cost_usd=micros_text(frame["cost_micros"]),
     )[COLUMNS]
     buffer = io.StringIO()
-    out.to_csv(buffer, index=False, header=False, float_format="%.6f", na_rep="\\N")
+    out.to_csv(buffer, index=False, header=False, float_format="%.6f", na_rep="\\N")  # utilization
     buffer.seek(0)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -49,7 +75,7 @@ def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> No
 
 def _executemany_sqlite(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
     hours = [sqlite_datetime_text(h) for h in frame["usage_hour"].dt.to_pydatetime()]
-    costs = (frame["cost_micros"] / 1_000_000).round(6).tolist()
+    costs = micros_real(frame["cost_micros"])
     values = frame[COLUMNS[1:8]].astype(object).where(frame[COLUMNS[1:8]].notna(), None)
     rows = [
         (hour, *rest, cost, util)
@@ -95,14 +121,10 @@ _STAGE = Table(
 )
 
 
-def replace_usage_hours(conn: Connection, frame: pd.DataFrame) -> int:
-    """Write the frame's rows, replacing stored rows of the same (resource_id, usage_hour);
-    returns how many stored rows were replaced. No other row is touched.
-
-    The rows go through a temporary table, so the replacement is two set-based statements
-    whatever the size, fed by the same bulk path as every other write. Call it inside the
-    caller's transaction: the replacement is atomic with everything else the caller does.
-    """
+def stage_usage_rows(conn: Connection, frame: pd.DataFrame) -> Table:
+    """The frame's rows in a temporary table with the columns of ``gpu_usage_hourly``, loaded
+    by the bulk path, so that replacing stored rows takes a few set-based statements whatever
+    the size. Drop it with ``drop_stage`` before the transaction ends."""
     if conn.dialect.name == "sqlite":
         # A SQLite temporary table survives a failed transaction on a pooled connection.
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{_STAGE.name}")
@@ -111,12 +133,32 @@ def replace_usage_hours(conn: Connection, frame: pd.DataFrame) -> int:
     if conn.dialect.name == "postgresql":
         # A temporary table has no statistics: without them the planner guesses the join badly.
         conn.exec_driver_sql(f"ANALYZE {_STAGE.name}")
-    staged = tuple_(gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.usage_hour).in_(
+    return _STAGE
+
+
+def delete_staged_hours(conn: Connection, table: Table) -> int:
+    """Delete the rows of ``table`` whose (resource_id, usage_hour) is staged; returns how many."""
+    staged = tuple_(table.c.resource_id, table.c.usage_hour).in_(
         select(_STAGE.c.resource_id, _STAGE.c.usage_hour)
     )
-    replaced = conn.execute(delete(gpu_usage_hourly).where(staged)).rowcount or 0
-    conn.execute(gpu_usage_hourly.insert().from_select(COLUMNS, select(*(_STAGE.c[c] for c in COLUMNS))))
+    return conn.execute(delete(table).where(staged)).rowcount or 0
+
+
+def drop_stage(conn: Connection) -> None:
     # Not in a finally: after a PostgreSQL error the transaction only accepts a rollback,
     # which removes the table anyway.
     _STAGE.drop(conn)
+
+
+def replace_usage_hours(conn: Connection, frame: pd.DataFrame) -> int:
+    """Write the frame's rows, replacing stored rows of the same (resource_id, usage_hour);
+    returns how many stored rows were replaced. No other row is touched.
+
+    Call it inside the caller's transaction: the replacement is atomic with everything else the
+    caller does.
+    """
+    stage = stage_usage_rows(conn, frame)
+    replaced = delete_staged_hours(conn, gpu_usage_hourly)
+    conn.execute(gpu_usage_hourly.insert().from_select(COLUMNS, select(*(stage.c[c] for c in COLUMNS))))
+    drop_stage(conn)
     return replaced

@@ -36,6 +36,13 @@ from heliox_orchestration.money import micros_to_dollars
 DEMO_PREFIX = "demo-"
 DEFAULT_GPUS = 85
 DEFAULT_DAYS = 45
+# The command line's bounds: wide enough for any benchmark (10,000 GPUs x 90 days is 21.6 million
+# rows), narrow enough that a typo cannot fill the disk.
+MAX_DEMO_GPUS = 100_000
+MAX_DEMO_DAYS = 3650
+MAX_DEMO_ROWS = 100_000_000
+MAX_DEMO_SEED = 2**32 - 1
+EARLIEST_DEMO_DATE = dt.date(2000, 1, 1)
 CHUNK_ROWS = 500_000
 
 # (workload, team, kind) per GPU type; kind picks the utilization profile.

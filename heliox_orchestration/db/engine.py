@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, make_url, select
+from sqlalchemy import Engine, create_engine, event, func, inspect, make_url, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from heliox_orchestration.db.schema import gpu_usage_hourly, metadata
+from heliox_orchestration.secrets import mask_database_url, redact_database_url
 from heliox_orchestration.settings import DATABASE_URL_VAR
 
 
@@ -22,12 +25,9 @@ def embedded_database_url(path: Path) -> str:
 
 
 def mask_url(url: str | URL) -> str:
-    """The URL with its password hidden, safe for logs and errors."""
-    try:
-        parsed = make_url(url) if isinstance(url, str) else url
-    except ArgumentError:
-        return "<unparseable URL>"
-    return parsed.render_as_string(hide_password=True)
+    """The URL with every credential hidden (``secrets.mask_database_url``), safe to show."""
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    return mask_database_url(text)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -36,6 +36,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_read_only_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # A read-only connection cannot change the journal mode; it reads WAL databases as they are.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
@@ -49,57 +56,155 @@ def _postgres_session(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()  # a rolled-back SET is undone
 
 
-def make_engine(url: str, *, variable: str = DATABASE_URL_VAR) -> Engine:
-    """Create an engine, or raise DatabaseConfigError naming ``variable`` and the masked URL."""
+def _parse(url: str, variable: str) -> URL:
     try:
-        parsed = make_url(url)
+        return make_url(url)
     except ArgumentError:
         raise DatabaseConfigError(
             f"{variable} cannot be parsed as a database URL; expected e.g. "
             "'postgresql+psycopg2://user:password@host:5432/heliox' or 'sqlite:///path/heliox.db'."
         ) from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database or an in-memory one."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _prepare_sqlite_folder(path: Path, variable: str) -> None:
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseConfigError(
+            f"{variable}: cannot create the folder {folder} for the SQLite database "
+            f"({exc.strerror or type(exc).__name__}); point {variable} or HELIOX_DATA_DIR at a "
+            "writable folder."
+        ) from None
+    if path.is_dir():
+        raise DatabaseConfigError(
+            f"{variable}: {path} is a folder, not a SQLite database file; name a file, "
+            "e.g. sqlite:///data/heliox.db."
+        )
+
+
+def make_engine(url: str, *, variable: str = DATABASE_URL_VAR, read_only: bool = False) -> Engine:
+    """Create an engine, or raise DatabaseConfigError naming ``variable`` and the masked URL.
+
+    ``read_only`` opens a SQLite file without creating it or its folder and without writing to
+    it (commands that only read must work on a read-only file); on PostgreSQL the role's own
+    rights apply and nothing is created."""
+    parsed = _parse(url, variable)
+    path = sqlite_path(url)
+    if path is not None and read_only:
+        if not path.is_file():
+            raise DatabaseConfigError(
+                f"{variable}: the SQLite database {path} does not exist yet; it is created by the "
+                "first Dagster run (`make run`), `heliox seed-demo` or `heliox import-focus`."
+            )
+        return _read_only_sqlite_engine(path.resolve())
+    if path is not None:
+        _prepare_sqlite_folder(path, variable)
     try:
         engine = create_engine(parsed, pool_pre_ping=True)
     except (NoSuchModuleError, ImportError) as exc:
         raise DatabaseConfigError(
-            f"{variable}={mask_url(parsed)} names a database driver that is not installed "
+            f"{variable}={mask_url(url)} names a database driver that is not installed "
             f"({type(exc).__name__}); use postgresql+psycopg2:// or sqlite:///."
         ) from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_read_only_pragmas if read_only else _sqlite_pragmas)
     elif engine.dialect.name == "postgresql":
         event.listen(engine, "connect", _postgres_session)
     return engine
 
 
+def _read_only_sqlite_connection(path: Path) -> sqlite3.Connection:
+    """A connection that never writes. A WAL database needs its shared-memory file to be read
+    even read-only; where it cannot be created (a read-only folder), the file is opened as
+    immutable, which is what it is to this user."""
+    conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+    return sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True, check_same_thread=False)
+
+
+def _read_only_sqlite_engine(path: Path) -> Engine:
+    engine = create_engine("sqlite://", creator=lambda: _read_only_sqlite_connection(path))
+    event.listen(engine, "connect", _sqlite_read_only_pragmas)
+    return engine
+
+
+def _unreachable(engine: Engine, variable: str, exc: BaseException, what: str = "cannot be reached") -> str:
+    url = engine.url.render_as_string(hide_password=False)
+    return redact_database_url(f"{variable}={mask_url(url)} {what}: {_first_line(exc)}", url)
+
+
 def ensure_schema(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> None:
-    """Create missing Heliox tables (never alters or drops existing ones)."""
+    """Create missing Heliox tables, and add the nullable columns a newer Heliox added to an
+    existing table. Never drops, renames or retypes anything."""
     try:
         metadata.create_all(engine, checkfirst=True)
+        add_missing_nullable_columns(engine)
     except SQLAlchemyError as exc:
-        raise DatabaseConfigError(
-            f"{variable}={mask_url(engine.url)} cannot be reached or used: {_first_line(exc)}"
-        ) from None
+        raise DatabaseConfigError(_unreachable(engine, variable, exc, "cannot be reached or used")) from None
 
 
-def table_row_counts(engine: Engine) -> dict[str, int | None]:
-    """Row count of every Heliox table; None for a table that does not exist yet."""
-    counts: dict[str, int | None] = {}
+def add_missing_nullable_columns(engine: Engine) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for every nullable column of the schema that an existing
+    table lacks; returns ``table.column`` of each one added. A missing NOT NULL column is left to
+    a migration: it cannot be added to a table with rows without a default."""
+    inspector = inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    quote_name = engine.dialect.identifier_preparer.quote
+    added = []
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if table.name not in existing_tables:
+                continue
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present or not column.nullable:
+                    continue
+                column_type = column.type.compile(dialect=engine.dialect)
+                name = f"{quote_name(table.name)} ADD COLUMN {quote_name(column.name)}"
+                conn.execute(text(f"ALTER TABLE {name} {column_type}"))
+                added.append(f"{table.name}.{column.name}")
+    return added
+
+
+def missing_tables(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> list[str]:
+    """Heliox tables the database does not have (read only)."""
     try:
         existing = set(inspect(engine).get_table_names())
+    except SQLAlchemyError as exc:
+        raise DatabaseConfigError(_unreachable(engine, variable, exc)) from None
+    return [name for name in metadata.tables if name not in existing]
+
+
+def table_row_counts(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> dict[str, int | None]:
+    """Row count of every Heliox table; None for a table that does not exist yet."""
+    counts: dict[str, int | None] = {}
+    absent = set(missing_tables(engine, variable=variable))
+    try:
         with engine.connect() as conn:
             for name, table in metadata.tables.items():
                 counts[name] = (
-                    conn.execute(select(func.count()).select_from(table)).scalar_one()
-                    if name in existing
-                    else None
+                    None
+                    if name in absent
+                    else conn.execute(select(func.count()).select_from(table)).scalar_one()
                 )
     except SQLAlchemyError as exc:
-        raise DatabaseConfigError(
-            f"{DATABASE_URL_VAR}={mask_url(engine.url)} cannot be reached: {_first_line(exc)}"
-        ) from None
+        raise DatabaseConfigError(_unreachable(engine, variable, exc)) from None
     return counts
 
 

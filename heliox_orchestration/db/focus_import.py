@@ -24,9 +24,14 @@ AWS, Google Cloud, Azure and Oracle. What is imported, and why (docs/importing.m
   column's precision), then charge periods longer than an hour are spread evenly over their
   hours in integer micro-dollars, so the parts sum exactly to the charge.
 * Charges of the same resource-hour are summed into one row (the table's primary key).
+* Hours that have not started are held in ``gpu_usage_pending`` until they do (``db/pending``):
+  the hourly table never holds an hour that has not happened.
+* Everything the database would refuse, and implausible charges, are refused with the file, line
+  and column before anything is written (``db/focus_validation``). Reading the files is
+  ``db/focus_files``; utilization samples are ``db/focus_utilization``.
 
 Re-importing is idempotent: the rows written replace stored rows of the same (resource_id,
-usage_hour) and nothing else. That scope never deletes what a file does not mention (another
+usage_hour), in either table, and nothing else. That scope never deletes what a file does not mention (another
 account's export, the demo fleet, earlier months), at the price that a GPU charge removed from a
 later version of the same export stays stored. The write is one transaction, and it starts only
 after both files have been read and validated: a bad file leaves the database untouched.
@@ -34,35 +39,70 @@ after both files have been read and validated: a bad file leaves the database un
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
+import datetime as dt
 import json
-import sys
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import click
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from heliox_orchestration.db.bulk import replace_usage_hours
+from heliox_orchestration import clock
+from heliox_orchestration.db.focus_files import (
+    DEFAULT_CHUNK_ROWS,
+    ProgressFactory,
+    chunks,
+    column_picker,
+    parquet_text,
+    progress_bar,
+)
+from heliox_orchestration.db.focus_utilization import (
+    HOUR_DTYPE,
+    UtilizationReport,
+    apply_utilization,
+    read_utilization,
+)
+from heliox_orchestration.db.focus_validation import (
+    Errors,
+    ImportInputError,
+    check_costs,
+    check_hourly_totals,
+    check_not_future,
+    check_text,
+    check_times,
+    exact_sum,
+    parse_times,
+    to_micros,
+)
 from heliox_orchestration.db.gpu_catalog import GpuMatch, normalize_provider, recognize_gpu
-from heliox_orchestration.money import MICROS, micros_to_dollars
+from heliox_orchestration.db.pending import release_due_usage, write_imported_hours
+from heliox_orchestration.money import micros_to_dollars
 
-DEFAULT_CHUNK_ROWS = 50_000
-PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+__all__ = [
+    "ImportInputError",
+    "ImportReport",
+    "TagKeys",
+    "format_report",
+    "import_focus",
+    "parquet_text",
+    "progress_bar",
+    "read_focus",
+    "read_utilization",
+    "spread_evenly",
+]
+
+DEFAULT_MAX_HOURLY_COST_USD = Decimal(10_000)
+MAX_HOURLY_COST_SETTING = "HELIOX_MAX_HOURLY_COST_USD"
+STARTS_IN_THE_FUTURE = (
+    "starts in the future: usage cannot be billed before it happens; check the export's time zone"
+)
 MAX_CHARGE_HOURS = 366 * 24
-NULL_TEXTS = frozenset({"", "NULL"})  # the FOCUS sample writes empty values as NULL
 HOUR = pd.Timedelta(hours=1)
-HOUR_DTYPE = "datetime64[us, UTC]"
 
 REQUIRED_COLUMNS = ("ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory", "ResourceId")
 COST_COLUMNS = ("EffectiveCost", "BilledCost")  # preferred first
@@ -84,44 +124,6 @@ SKIP_REASONS: dict[str, str] = {
     "orphan_correction": "Correction to an hour this file does not otherwise charge",
 }
 
-UTILIZATION_COLUMNS = ("timestamp", "resource_id", "gpu_utilization_pct")
-_UTILIZATION_ALIASES = {"dcgm_fi_dev_gpu_util": "gpu_utilization_pct"}
-
-# (file, its size in bytes) -> a context whose value is called with each number of bytes read.
-ProgressFactory = Callable[[Path, int], AbstractContextManager[Callable[[int], None]]]
-
-
-@contextmanager
-def progress_bar(path: Path, size: int) -> Iterator[Callable[[int], None]]:
-    """The command line's ProgressFactory: a bar on stderr for files big enough to wait for."""
-    if size < PROGRESS_MIN_BYTES:
-        yield lambda _n: None
-        return
-    with click.progressbar(length=size, label=f"Reading {path.name}", file=sys.stderr) as bar:
-        yield bar.update
-
-
-class ImportInputError(ValueError):
-    """An input file is unusable; the message names the file, line (or row) and column."""
-
-    def __init__(
-        self,
-        path: Path | str,
-        message: str,
-        *,
-        line: int | None = None,
-        row: int | None = None,
-        column: str | None = None,
-    ) -> None:
-        where = [str(path)]
-        if line is not None:
-            where.append(f"line {line}")
-        if row is not None:
-            where.append(f"row {row}")
-        if column is not None:
-            where.append(f"column {column}")
-        super().__init__(f"{', '.join(where)}: {message}")
-
 
 @dataclass(frozen=True)
 class TagKeys:
@@ -129,15 +131,6 @@ class TagKeys:
 
     model: str = "model"
     team: str = "team"
-
-
-@dataclass(frozen=True)
-class UtilizationReport:
-    path: Path
-    samples: int
-    sampled_hours: int  # resource-hours with at least one sample
-    matched_hours: int  # imported resource-hours that got a utilization value
-    unmatched_hours: int  # sampled resource-hours without an imported cost: ignored
 
 
 @dataclass(frozen=True)
@@ -156,208 +149,12 @@ class ImportReport:
     first_hour: pd.Timestamp | None
     last_hour: pd.Timestamp | None
     negative_hours: int  # resource-hours whose charges net below zero
+    pending_hours: int = 0  # resource-hours that had not started: held in gpu_usage_pending
+    pending_until: pd.Timestamp | None = None  # the start of the last of them
     replaced_rows: int = 0
+    released_rows: int = 0  # hours held by earlier imports that had started: moved to the table
     dry_run: bool = False
     utilization: UtilizationReport | None = None
-
-
-# --- reading files ---------------------------------------------------------------------------
-
-
-@contextmanager
-def _open_binary(path: Path) -> Iterator[BinaryIO]:
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the with below
-    except OSError as exc:
-        raise ImportInputError(path, f"cannot be read ({exc.strerror or exc})") from None
-    with raw:
-        yield raw
-
-
-def _decompressed(raw: BinaryIO) -> BinaryIO | gzip.GzipFile:
-    """The file's bytes, gunzipped when it starts with the gzip magic number (whatever its name)."""
-    magic = raw.read(2)
-    raw.seek(0)
-    return gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
-
-
-def _is_parquet(path: Path) -> bool:
-    with _open_binary(path) as raw:
-        return raw.read(4) == b"PAR1"
-
-
-def _csv_chunks(
-    path: Path,
-    choose_columns: Callable[[list[str]], dict[str, int]],
-    chunk_rows: int,
-    progress: Callable[[int], None],
-) -> Iterator[pd.DataFrame]:
-    """Frames of at most ``chunk_rows`` records holding the chosen columns as text (None for
-    empty or NULL) and ``_line``, the physical line each record starts on. Plain or gzip."""
-    with _open_binary(path) as raw:
-        text = io.TextIOWrapper(_decompressed(raw), encoding="utf-8-sig", newline="")
-        reader = csv.reader(text)
-        line = 1
-        reported = 0
-        try:
-            header = next(reader, None)
-            if header is None:
-                raise ImportInputError(path, "is empty: expected a CSV header row", line=1)
-            picks = choose_columns([h.strip() for h in header])
-            names, positions, width = list(picks), list(picks.values()), len(header)
-            rows: list[list[str | None]] = []
-            lines: list[int] = []
-            line = reader.line_num + 1
-            for record in reader:
-                if record:
-                    if len(record) != width:
-                        raise ImportInputError(
-                            path, f"has {len(record)} fields, the header has {width}", line=line
-                        )
-                    rows.append([None if record[i] in NULL_TEXTS else record[i] for i in positions])
-                    lines.append(line)
-                line = reader.line_num + 1
-                if len(rows) >= chunk_rows:
-                    yield pd.DataFrame(rows, columns=names).assign(_line=lines)
-                    rows, lines = [], []
-                    progress(raw.tell() - reported)
-                    reported = raw.tell()
-            if rows:
-                yield pd.DataFrame(rows, columns=names).assign(_line=lines)
-            progress(raw.tell() - reported)
-        except csv.Error as exc:
-            raise ImportInputError(path, f"is not valid CSV ({exc})", line=line) from None
-        except UnicodeDecodeError:
-            # The decoder reads ahead in blocks: find the line of the bad bytes itself.
-            raise ImportInputError(path, "is not UTF-8 text", line=_first_undecodable_line(path)) from None
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            raise ImportInputError(path, f"is a truncated or corrupt gzip file ({exc})", line=line) from None
-
-
-def _first_undecodable_line(path: Path) -> int | None:
-    with _open_binary(path) as raw:
-        try:
-            for number, data in enumerate(_decompressed(raw), start=1):
-                try:
-                    data.decode("utf-8")
-                except UnicodeDecodeError:
-                    return number
-        except (EOFError, gzip.BadGzipFile, zlib.error):
-            pass
-    return None
-
-
-def _parquet_chunks(
-    path: Path,
-    choose_columns: Callable[[list[str]], dict[str, int]],
-    chunk_rows: int,
-    progress: Callable[[int], None],
-) -> Iterator[pd.DataFrame]:
-    """Parquet, read only when pyarrow is importable: Heliox does not depend on it. Values are
-    turned into the text a CSV export holds, so both formats share one validation; ``_line``
-    is the row number (errors say "row")."""
-    try:
-        import pyarrow.parquet as pq  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        raise ImportInputError(
-            path,
-            "is a Parquet file, and reading Parquet needs pyarrow, which Heliox does not depend on: "
-            "install it (pip install pyarrow) or export the data as CSV (plain or .gz)",
-        ) from None
-    parquet = pq.ParquetFile(path)
-    picks = choose_columns(list(parquet.schema_arrow.names))
-    header = list(parquet.schema_arrow.names)
-    size, total = path.stat().st_size, max(1, parquet.metadata.num_rows)
-    first = 1
-    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[header[i] for i in picks.values()]):
-        frame = batch.to_pandas()
-        frame.columns = list(picks)
-        frame = frame.apply(lambda column: column.map(_as_text)).astype(object)
-        frame["_line"] = np.arange(first, first + len(frame))
-        first += len(frame)
-        progress(int(size * len(frame) / total))
-        yield frame
-
-
-def _as_text(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return json.dumps(value)
-    if isinstance(value, list | np.ndarray):  # a Parquet map arrives as (key, value) pairs
-        return json.dumps(dict(value))
-    return str(value)
-
-
-def _chunks(
-    path: Path,
-    choose_columns: Callable[[list[str]], dict[str, int]],
-    chunk_rows: int,
-    progress: ProgressFactory | None,
-) -> Iterator[tuple[pd.DataFrame, bool]]:
-    """(frame, is_parquet) chunks of either format, with a progress bar for the file."""
-    path = Path(path)
-    if path.is_dir():
-        raise ImportInputError(path, "is a folder, not a file")
-    parquet = _is_parquet(path)
-    reader = _parquet_chunks if parquet else _csv_chunks
-    size = path.stat().st_size
-    bar: AbstractContextManager[Callable[[int], None]] = (
-        progress(path, size) if progress else nullcontext(lambda _n: None)
-    )
-    with bar as update:
-        for frame in reader(path, choose_columns, chunk_rows, update):
-            yield frame, parquet
-
-
-def _column_picker(
-    path: Path, wanted: Callable[[dict[str, str]], list[str]]
-) -> Callable[[list[str]], dict[str, int]]:
-    """Header -> {canonical name: position}. Names match case-insensitively; ``wanted`` gets
-    {lower-case name: name as written} and returns the canonical names to read, or raises."""
-
-    def choose(header: list[str]) -> dict[str, int]:
-        positions: dict[str, int] = {}
-        for i, name in enumerate(header):
-            positions.setdefault(name.lower(), i)
-        present = {name.lower(): name for name in reversed(header)}
-        return {name: positions[name.lower()] for name in wanted(present) if name.lower() in positions}
-
-    return choose
-
-
-class _Errors:
-    """The first bad value of a chunk, by line, across every check."""
-
-    def __init__(self, path: Path, lines: np.ndarray, parquet: bool) -> None:
-        self.path, self.lines, self.parquet = path, lines, parquet
-        self.found: list[tuple[int, str, str]] = []
-
-    def check(self, bad: Any, column: str, message: Callable[[int], str]) -> None:
-        bad = np.asarray(bad, dtype=bool)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            self.found.append((int(self.lines[i]), column, message(i)))
-
-    def raise_first(self) -> None:
-        if self.found:
-            line, column, message = min(self.found)
-            place = {"row": line} if self.parquet else {"line": line}
-            raise ImportInputError(self.path, message, column=column, **place)
-
-
-def _not_a_time(raw: pd.Series) -> Callable[[int], str]:
-    return lambda i: f"{raw.iloc[i]!r} is not an ISO 8601 date-time (e.g. 2024-09-01T00:00:00Z)"
-
-
-def _parse_times(values: pd.Series) -> pd.Series:
-    """ISO 8601 date-times (with 'T' or a space, 'Z' or an offset; naive means UTC, as FOCUS
-    requires UTC) -> UTC timestamps, NaT where unparseable."""
-    # pandas also accepts words such as "now" and "today": only values that start as a date do.
-    dated = values.where(values.str.match(r"\s*\d{4}-\d{2}-\d{2}").fillna(False).astype(bool))
-    return pd.to_datetime(dated, format="ISO8601", utc=True, errors="coerce")
 
 
 # --- FOCUS -----------------------------------------------------------------------------------
@@ -386,7 +183,7 @@ def _focus_columns(path: Path) -> Callable[[list[str]], dict[str, int]]:
             *RECOGNITION_COLUMNS,
         ]
 
-    return _column_picker(path, wanted)
+    return column_picker(path, wanted)
 
 
 def spread_evenly(micros: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -400,11 +197,6 @@ def spread_evenly(micros: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np
     base = micros // hours  # floor division keeps 0 <= remainder < hours for negatives too
     remainder = micros - base * hours
     return index, offset, base[index] + (offset < remainder[index])
-
-
-def _to_micros(raw: str) -> tuple[Decimal, int]:
-    exact = Decimal(raw.strip())
-    return exact, int(exact.quantize(MICROS, rounding=ROUND_HALF_EVEN) * 1_000_000)
 
 
 def _tag_lookup(tags: dict[str, Any], key: str) -> str | None:
@@ -442,19 +234,32 @@ class _FocusState:
 
 _KEY = ["resource_id", "usage_hour"]
 _FIRST = ["provider", "region", "gpu_type", "gpu_count", "model_name", "team"]
+# Carried per resource-hour for validation only: the first line charging it (and whether that
+# line's cost is its BilledCost), and the float sum of its charges' absolute micro-dollars.
+_CHECKED = ["_line", "_billed", "_gross"]
 
 
 def _empty_rows() -> pd.DataFrame:
-    empty = pd.DataFrame({c: [] for c in [*_KEY, *_FIRST, "cost_micros"]}, dtype=object)
-    return empty.astype({"usage_hour": HOUR_DTYPE, "gpu_count": np.int64, "cost_micros": np.int64})
+    empty = pd.DataFrame({c: [] for c in [*_KEY, *_FIRST, "cost_micros", *_CHECKED]}, dtype=object)
+    return empty.astype(
+        {
+            "usage_hour": HOUR_DTYPE,
+            "gpu_count": np.int64,
+            "cost_micros": np.int64,
+            "_line": np.int64,
+            "_billed": bool,
+            "_gross": float,
+        }
+    )
 
 
 def _aggregate(parts: pd.DataFrame) -> pd.DataFrame:
     """One row per resource-hour: costs summed, attributes from the first charge naming them."""
     if parts.empty:
-        return parts[[*_KEY, *_FIRST, "cost_micros"]]
-    spec: dict[str, Any] = {c: "first" for c in _FIRST}
-    spec["cost_micros"] = "sum"
+        return parts[[*_KEY, *_FIRST, "cost_micros", *_CHECKED]]
+    spec: dict[str, Any] = {c: "first" for c in [*_FIRST, "_line", "_billed"]}
+    spec["cost_micros"] = "sum"  # exact while _gross < 2**62 (check_hourly_totals refuses the rest)
+    spec["_gross"] = "sum"
     return parts.groupby(_KEY, sort=False, as_index=False).agg(spec)
 
 
@@ -471,17 +276,16 @@ class _Charges:
     provider: pd.Series  # normalized
 
 
-def _validate_charges(frame: pd.DataFrame, errors: _Errors) -> _Charges:
+def _validate_charges(frame: pd.DataFrame, errors: Errors) -> _Charges:
     """Check every value the import uses on every row; raise at the first bad one."""
 
     def value(column: str) -> Callable[[int], str]:
         return lambda i: f"{frame[column].iloc[i]!r}"
 
-    start = _parse_times(frame["ChargePeriodStart"])
-    end = _parse_times(frame["ChargePeriodEnd"])
+    start = parse_times(frame["ChargePeriodStart"])
+    end = parse_times(frame["ChargePeriodEnd"])
     for column, parsed in (("ChargePeriodStart", start), ("ChargePeriodEnd", end)):
-        errors.check(frame[column].isna(), column, lambda _i: "is empty")
-        errors.check(parsed.isna() & frame[column].notna(), column, _not_a_time(frame[column]))
+        check_times(errors, frame[column], parsed, column)
     errors.check(end < start, "ChargePeriodEnd", lambda _i: "is before ChargePeriodStart")
 
     category = frame["ChargeCategory"].str.strip().str.lower().map(CHARGE_CATEGORIES)
@@ -517,9 +321,7 @@ def _validate_charges(frame: pd.DataFrame, errors: _Errors) -> _Charges:
         lambda _i: "is empty" + both,
     )
     cost = pd.to_numeric(cost_text, errors="coerce").to_numpy(dtype=float)
-    not_a_number = cost_text.notna().to_numpy() & ~np.isfinite(cost)
-    for column, source in (("EffectiveCost", uses_effective), ("BilledCost", ~uses_effective)):
-        errors.check(not_a_number & source, column, lambda i: f"{cost_text.iloc[i]!r} is not a number")
+    check_costs(errors, cost_text, cost, {"EffectiveCost": uses_effective, "BilledCost": ~uses_effective})
 
     present = [c for c in PROVIDER_COLUMNS if c in frame]
     provider_text = frame[present[0]]
@@ -559,10 +361,10 @@ def _skip_reasons(charges: _Charges, is_gpu: np.ndarray, has_resource: np.ndarra
 
 
 def _process_focus_chunk(
-    frame: pd.DataFrame, path: Path, parquet: bool, tag_keys: TagKeys, state: _FocusState
+    frame: pd.DataFrame, path: Path, parquet: bool, tag_keys: TagKeys, now: dt.datetime, state: _FocusState
 ) -> None:
     lines = frame["_line"].to_numpy()
-    charges = _validate_charges(frame, _Errors(path, lines, parquet))
+    charges = _validate_charges(frame, Errors(path, lines, parquet))
     gpu_type, gpu_count = _recognize(frame, charges.provider)
     is_gpu = gpu_type.notna().to_numpy()
     reason = _skip_reasons(charges, is_gpu, frame["ResourceId"].notna().to_numpy())
@@ -577,28 +379,33 @@ def _process_focus_chunk(
     take = np.flatnonzero(reason == "")
     if len(take):
         sel = frame.iloc[take].assign(
-            _provider=charges.provider.iloc[take], _gpu_type=gpu_type.iloc[take], _gpus=gpu_count.iloc[take]
+            _provider=charges.provider.iloc[take],
+            _gpu_type=gpu_type.iloc[take],
+            _gpus=gpu_count.iloc[take],
+            _billed=charges.cost_column[take] == "BilledCost",
         )
         _add_gpu_usage(
             sel,
-            _Errors(path, lines[take], parquet),
+            Errors(path, lines[take], parquet),
             charges.start.iloc[take],
             charges.end.iloc[take],
             charges.cost_text.iloc[take],
             charges.correction[take],
             tag_keys,
+            now,
             state,
         )
 
 
 def _add_gpu_usage(
     sel: pd.DataFrame,
-    errors: _Errors,
+    errors: Errors,
     start: pd.Series,
     end: pd.Series,
     cost_text: pd.Series,
     correction: np.ndarray,
     tag_keys: TagKeys,
+    now: dt.datetime,
     state: _FocusState,
 ) -> None:
     """Validate what only imported rows need, spread each charge over its hours and add the
@@ -613,7 +420,11 @@ def _add_gpu_usage(
                 "export in USD or convert the file first"
             ),
         )
-    errors.check(sel["ResourceId"].str.len() > 255, "ResourceId", lambda _i: "is longer than 255 characters")
+    check_not_future(errors, sel["ChargePeriodStart"], start, "ChargePeriodStart", now, STARTS_IN_THE_FUTURE)
+    # Provider and GPU type need no check: an imported row's are the catalog's own short names.
+    check_text(errors, sel["ResourceId"], "ResourceId", 255)
+    region = sel["RegionId"].to_numpy(dtype=object) if "RegionId" in sel else np.full(len(sel), None)
+    check_text(errors, region, "RegionId", 64)
     start_hour = start.dt.floor("h")
     hours = ((end.dt.ceil("h") - start_hour) // HOUR).clip(lower=1).to_numpy(dtype=np.int64)
     errors.check(
@@ -622,7 +433,8 @@ def _add_gpu_usage(
     models, teams = _tag_columns(sel, tag_keys, errors)
     errors.raise_first()
 
-    exact, micros = zip(*(_to_micros(text) for text in cost_text.tolist()), strict=True)
+    # check_costs has refused non-finite and oversized costs: the micro-dollars fit int64.
+    exact, micros = zip(*(to_micros(text) for text in cost_text.tolist()), strict=True)
     index, offset, part = spread_evenly(np.array(micros, dtype=np.int64), hours)
     first_hour = start_hour.dt.tz_localize(None).to_numpy()
     parts = pd.DataFrame(
@@ -630,12 +442,15 @@ def _add_gpu_usage(
             "resource_id": sel["ResourceId"].to_numpy()[index],
             "usage_hour": first_hour[index] + offset * np.timedelta64(1, "h"),
             "provider": sel["_provider"].to_numpy()[index],
-            "region": sel["RegionId"].str.slice(0, 64).to_numpy()[index] if "RegionId" in sel else None,
+            "region": region[index],
             "gpu_type": sel["_gpu_type"].to_numpy()[index],
             "gpu_count": sel["_gpus"].to_numpy(dtype=np.int64)[index],
             "model_name": models[index],
             "team": teams[index],
             "cost_micros": part,
+            "_line": errors.lines[index].astype(np.int64),
+            "_billed": sel["_billed"].to_numpy(dtype=bool)[index],
+            "_gross": np.abs(part).astype(float),
         }
     )
     parts["usage_hour"] = parts["usage_hour"].dt.tz_localize("UTC").astype(HOUR_DTYPE)
@@ -646,15 +461,14 @@ def _add_gpu_usage(
     state.spread += int((hours[regular] > 1).sum())
     state.kept += int((hours[regular] == 1).sum())
     if correction.any():
-        lines = errors.lines
-        state.corrections.append(parts[correction[index]].assign(_line=lines[index][correction[index]]))
+        state.corrections.append(parts[correction[index]])
         for i in np.flatnonzero(correction):
-            state.correction_lines[int(lines[i])] = (exact[i], bool(hours[i] > 1))
+            state.correction_lines[int(errors.lines[i])] = (exact[i], bool(hours[i] > 1))
     if len(state.hourly) >= 20:  # bound memory by resource-hours, not by charges
         state.hourly = [_aggregate(pd.concat(state.hourly, ignore_index=True))]
 
 
-def _tag_columns(sel: pd.DataFrame, keys: TagKeys, errors: _Errors) -> tuple[np.ndarray, np.ndarray]:
+def _tag_columns(sel: pd.DataFrame, keys: TagKeys, errors: Errors) -> tuple[np.ndarray, np.ndarray]:
     """Model and team of each row from its Tags (parsed once per distinct value)."""
     raw: list[str | None] = (
         sel["Tags"].astype(object).where(sel["Tags"].notna(), None).tolist()
@@ -666,8 +480,12 @@ def _tag_columns(sel: pd.DataFrame, keys: TagKeys, errors: _Errors) -> tuple[np.
         parsed[text] = _parse_tags(str(text), keys)
     errors.check([isinstance(parsed[t], str) for t in raw], "Tags", lambda i: str(parsed[raw[i]]))
     pairs = [p if isinstance(p, tuple) else (None, None) for p in (parsed[t] for t in raw)]
+    # Tag values are free text (AWS allows 256 characters): a longer one is cut to the column
+    # rather than refusing the whole export for a label. What the database cannot store is refused.
     models = np.array([model[:255] if model else None for model, _ in pairs], dtype=object)
     teams = np.array([team[:128] if team else None for _, team in pairs], dtype=object)
+    check_text(errors, models, "Tags", 255, subject=f"the {keys.model!r} tag")
+    check_text(errors, teams, "Tags", 128, subject=f"the {keys.team!r} tag")
     return models, teams
 
 
@@ -717,19 +535,25 @@ def read_focus(
     tag_keys: TagKeys = TagKeys(),
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: ProgressFactory | None = None,
+    now: dt.datetime | None = None,
+    max_hourly_cost_usd: Decimal = DEFAULT_MAX_HOURLY_COST_USD,
 ) -> FocusData:
     """Read, validate and aggregate a FOCUS export, a chunk of rows at a time. Raises
     ImportInputError at the first unusable value; memory grows with the GPU resource-hours
-    found, not with the rows of the file."""
+    found, not with the rows of the file. ``now`` (default: the clock) decides which charges
+    start in the future."""
     path = Path(path)
+    now = now or clock.utc_now()
     state = _FocusState()
-    for frame, parquet in _chunks(path, _focus_columns(path), chunk_rows, progress):
-        _process_focus_chunk(frame, path, parquet, tag_keys, state)
+    parquet = False
+    for frame, parquet in chunks(path, _focus_columns(path), chunk_rows, progress):
+        _process_focus_chunk(frame, path, parquet, tag_keys, now, state)
 
     hourly = _aggregate(pd.concat(state.hourly, ignore_index=True)) if state.hourly else _empty_rows()
     if state.corrections:
         hourly = _net_corrections(hourly, pd.concat(state.corrections, ignore_index=True), state)
-    hourly = hourly.sort_values(_KEY, ignore_index=True)
+    check_hourly_totals(hourly, path, parquet, max_hourly_cost_usd, MAX_HOURLY_COST_SETTING)
+    hourly = hourly.drop(columns=_CHECKED).sort_values(_KEY, ignore_index=True)
     hourly["cost_micros"] = hourly["cost_micros"].astype(np.int64)
     hourly["gpu_count"] = hourly["gpu_count"].astype(np.int64)
     for column in ("resource_id", "provider", "region", "gpu_type", "model_name", "team"):
@@ -748,7 +572,7 @@ def read_focus(
             if state.gpu_skipped_rows[k]
         },
         file_gpu_cost_usd=state.file_gpu_cost,
-        imported_cost_usd=micros_to_dollars(int(hourly["cost_micros"].sum())),
+        imported_cost_usd=micros_to_dollars(exact_sum(hourly["cost_micros"].to_numpy())),
         resource_hours=len(hourly),
         resources=hourly["resource_id"].nunique(),
         first_hour=hours.min() if len(hourly) else None,
@@ -772,98 +596,8 @@ def _net_corrections(hourly: pd.DataFrame, corrections: pd.DataFrame, state: _Fo
         else:
             state.skipped["orphan_correction"] += 1
             state.skip_gpu("orphan_correction", 1, exact)
-    netted = corrections[corrections["_line"].map(complete)].drop(columns="_line")
+    netted = corrections[corrections["_line"].map(complete)]
     return _aggregate(pd.concat([hourly, netted], ignore_index=True)) if len(netted) else hourly
-
-
-# --- utilization -----------------------------------------------------------------------------
-
-
-def _utilization_columns(path: Path) -> Callable[[list[str]], dict[str, int]]:
-    def wanted(present: dict[str, str]) -> list[str]:
-        missing = [c for c in UTILIZATION_COLUMNS if c not in present]
-        if missing:
-            raise ImportInputError(
-                path,
-                f"is not a utilization samples file: missing column(s) {', '.join(missing)} "
-                f"(expected a header {', '.join(UTILIZATION_COLUMNS)})",
-                line=1,
-            )
-        return list(UTILIZATION_COLUMNS)
-
-    choose = _column_picker(path, wanted)
-    return lambda header: choose([_UTILIZATION_ALIASES.get(h.lower(), h) for h in header])
-
-
-def _hourly_utilization_sums(frame: pd.DataFrame, path: Path, parquet: bool) -> pd.DataFrame:
-    """Validate a chunk of samples; (resource_id, usage_hour) -> sum and count of samples."""
-    errors = _Errors(path, frame["_line"].to_numpy(), parquet)
-    raw_time = frame["timestamp"]
-    epoch = pd.to_numeric(raw_time, errors="coerce")
-    stamps = _parse_times(raw_time.where(epoch.isna()))
-    stamps = stamps.where(epoch.isna(), pd.to_datetime(epoch, unit="s", utc=True, errors="coerce"))
-    errors.check(raw_time.isna(), "timestamp", lambda _i: "is empty")
-    errors.check(
-        stamps.isna() & raw_time.notna(),
-        "timestamp",
-        lambda i: f"{raw_time.iloc[i]!r} is not an ISO 8601 date-time or Unix seconds",
-    )
-    errors.check(frame["resource_id"].isna(), "resource_id", lambda _i: "is empty")
-    raw_value = frame["gpu_utilization_pct"]
-    pct = pd.to_numeric(raw_value, errors="coerce")
-    errors.check(
-        ~pct.between(0, 100),
-        "gpu_utilization_pct",
-        lambda i: f"{raw_value.iloc[i]!r} is not a percentage between 0 and 100",
-    )
-    errors.raise_first()
-    hourly = pd.DataFrame(
-        {
-            "resource_id": frame["resource_id"],
-            "usage_hour": stamps.dt.floor("h").astype(HOUR_DTYPE),
-            "total": pct,
-        }
-    )
-    return hourly.groupby(_KEY, as_index=False).agg(total=("total", "sum"), n=("total", "size"))
-
-
-def read_utilization(
-    path: Path | str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: ProgressFactory | None = None
-) -> tuple[pd.DataFrame, int]:
-    """Hourly mean GPU utilization per resource from a samples CSV (``timestamp, resource_id,
-    gpu_utilization_pct``; timestamps ISO 8601 or Unix seconds, UTC). Returns the frame
-    (resource_id, usage_hour, gpu_utilization_pct) and the number of samples."""
-    path = Path(path)
-    sums: list[pd.DataFrame] = []
-    samples = 0
-    for frame, parquet in _chunks(path, _utilization_columns(path), chunk_rows, progress):
-        samples += len(frame)
-        sums.append(_hourly_utilization_sums(frame, path, parquet))
-        if len(sums) >= 20:
-            sums = [pd.concat(sums).groupby(_KEY, as_index=False).sum()]
-    if not sums:
-        empty = pd.DataFrame({"resource_id": [], "usage_hour": [], "gpu_utilization_pct": []})
-        return empty.astype({"resource_id": object, "usage_hour": HOUR_DTYPE}), 0
-    totals = pd.concat(sums).groupby(_KEY, as_index=False).sum()
-    totals["gpu_utilization_pct"] = (totals["total"] / totals["n"]).round(2)
-    return totals[[*_KEY, "gpu_utilization_pct"]], samples
-
-
-def apply_utilization(
-    rows: pd.DataFrame, utilization: pd.DataFrame, samples: int, path: Path
-) -> tuple[pd.DataFrame, UtilizationReport]:
-    """Rows with ``gpu_utilization_pct`` from the hourly means; hours without samples stay NULL
-    (unknown, which the idle rule never treats as idle)."""
-    merged = rows.drop(columns="gpu_utilization_pct", errors="ignore").merge(utilization, on=_KEY, how="left")
-    matched = int(merged["gpu_utilization_pct"].notna().sum())
-    report = UtilizationReport(
-        path=path,
-        samples=samples,
-        sampled_hours=len(utilization),
-        matched_hours=matched,
-        unmatched_hours=len(utilization) - matched,
-    )
-    return merged, report
 
 
 # --- the import --------------------------------------------------------------------------------
@@ -878,25 +612,50 @@ def import_focus(
     tag_keys: TagKeys = TagKeys(),
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: ProgressFactory | None = None,
+    now: dt.datetime | None = None,
+    max_hourly_cost_usd: Decimal = DEFAULT_MAX_HOURLY_COST_USD,
 ) -> ImportReport:
     """Read and validate both files completely, then (unless ``dry_run``) replace the
-    resource-hours they hold in one transaction. ``database`` may be a function that opens it:
-    it is called only once there is something valid to write, so a bad file or a dry run never
-    touches (or creates) the database."""
-    data = read_focus(path, tag_keys=tag_keys, chunk_rows=chunk_rows, progress=progress)
+    resource-hours they hold in one transaction: hours that have started (``usage_hour <=
+    now``) in ``gpu_usage_hourly``, the others in ``gpu_usage_pending`` until they start (and,
+    in the same transaction, move the held hours of earlier imports that have started).
+    ``database`` may be a function that opens it: it is called only once there is something
+    valid to write, so a bad file or a dry run never touches (or creates) the database."""
+    now = now or clock.utc_now()
+    if now.tzinfo is None:
+        raise ValueError("import_focus needs a timezone-aware now")
+    data = read_focus(
+        path,
+        tag_keys=tag_keys,
+        chunk_rows=chunk_rows,
+        progress=progress,
+        now=now,
+        max_hourly_cost_usd=max_hourly_cost_usd,
+    )
     rows = data.rows.assign(gpu_utilization_pct=np.nan)
     util_report = None
     if utilization is not None:
-        hourly_util, samples = read_utilization(utilization, chunk_rows=chunk_rows, progress=progress)
+        hourly_util, samples = read_utilization(
+            utilization, chunk_rows=chunk_rows, progress=progress, now=now
+        )
         rows, util_report = apply_utilization(rows, hourly_util, samples, Path(utilization))
-    replaced = 0
-    if not dry_run and len(rows):
-        if database is None:
-            raise ValueError("import_focus needs a database unless dry_run is set")
-        engine = database if isinstance(database, Engine) else database()
-        with engine.begin() as conn:
-            replaced = replace_usage_hours(conn, rows)
-    return replace(data.report, replaced_rows=replaced, dry_run=dry_run, utilization=util_report)
+    held = rows["usage_hour"] > pd.Timestamp(now)
+    report = replace(
+        data.report,
+        dry_run=dry_run,
+        utilization=util_report,
+        pending_hours=int(held.sum()),
+        pending_until=rows["usage_hour"][held].max() if held.any() else None,
+    )
+    if dry_run or not len(rows):
+        return report
+    if database is None:
+        raise ValueError("import_focus needs a database unless dry_run is set")
+    engine = database if isinstance(database, Engine) else database()
+    with engine.begin() as conn:
+        written = write_imported_hours(conn, rows, now)
+        released = release_due_usage(conn, now)
+    return replace(report, replaced_rows=written.replaced, released_rows=released)
 
 
 def _dollars(value: Decimal) -> str:
@@ -925,6 +684,12 @@ def format_report(report: ImportReport) -> list[str]:
         )
     else:
         lines.append("No GPU usage found: nothing to write.")
+    if report.pending_hours:
+        lines.append(
+            f"  held until their hours start: {report.pending_hours:,} resource-hours up to "
+            f"{report.pending_until:%Y-%m-%d %H:%M} UTC (in gpu_usage_pending; each reaches "
+            "gpu_usage_hourly, and the burn rate, when its hour starts)"
+        )
     if report.negative_hours:
         lines.append(
             f"  note: {report.negative_hours:,} resource-hours net below $0 (refunds or corrections)"
@@ -941,4 +706,9 @@ def format_report(report: ImportReport) -> list[str]:
         lines.append("Dry run: nothing was written.")
     elif report.replaced_rows:
         lines.append(f"Replaced {report.replaced_rows:,} stored rows of the same resource-hours.")
+    if report.released_rows:
+        lines.append(
+            f"Released {report.released_rows:,} resource-hours held by earlier imports: "
+            "their hours have started."
+        )
     return lines

@@ -169,6 +169,19 @@ Index(
     ],
 )
 
+# Hours of imported charges that have not started yet (a daily charge for today is spread over
+# its 24 hours). gpu_usage_hourly never holds an hour that has not happened: these rows move
+# there as their hours start (db/pending.py), so a day's charge reaches the burn rate hour by hour.
+gpu_usage_pending = Table(
+    "gpu_usage_pending",
+    metadata,
+    *(Column(c.name, c.type, nullable=c.nullable, comment=c.comment) for c in gpu_usage_hourly.columns),
+    PrimaryKeyConstraint("resource_id", "usage_hour", name="pk_gpu_usage_pending"),
+    CheckConstraint("gpu_count >= 1", name="ck_gpu_usage_pending_gpu_count"),
+    comment="Imported resource-hours that have not started yet; moved to gpu_usage_hourly as they start.",
+)
+Index("ix_gpu_usage_pending_usage_hour", gpu_usage_pending.c.usage_hour)
+
 # --- Cost assets (heliox_orchestration.assets): derived tables, rebuilt from gpu_usage_hourly. ---
 # "day" is a local calendar day in TIMEZONE: the 23, 24 or 25 UTC hours between local midnights.
 daily_gpu_costs = Table(
@@ -317,6 +330,12 @@ alert_ledger = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("sent_at", UTCDateTime(), nullable=True),
+    Column(
+        "refused_webhook",
+        String(16),
+        nullable=True,
+        comment="failed because this webhook (a fingerprint, never the URL) refused it: not retried with it",
+    ),
     CheckConstraint("status IN ('sending', 'sent', 'failed', 'previewed')", name="ck_alert_ledger_status"),
 )
 Index("ix_alert_ledger_created_at", alert_ledger.c.created_at)

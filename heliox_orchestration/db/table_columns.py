@@ -16,6 +16,11 @@ TABLE_COLUMNS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
         ("created_at", "datetime", None),
         ("updated_at", "datetime", None),
         ("sent_at", "datetime", None),
+        (
+            "refused_webhook",
+            "varchar(16)",
+            "failed because this webhook (a fingerprint, never the URL) refused it: not retried with it",
+        ),
     ),
     "daily_gpu_cost_days": (
         ("day", "date", "local calendar day in TIMEZONE"),
@@ -68,6 +73,18 @@ TABLE_COLUMNS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
         ("has_data", "boolean", None),
     ),
     "gpu_usage_hourly": (
+        ("usage_hour", "datetime", "UTC start of the hour"),
+        ("provider", "varchar(32)", None),
+        ("region", "varchar(64)", None),
+        ("resource_id", "varchar(255)", None),
+        ("gpu_type", "varchar(32)", None),
+        ("gpu_count", "integer", None),
+        ("model_name", "varchar(255)", "NULL = unattributed workload"),
+        ("team", "varchar(128)", None),
+        ("cost_usd", "numeric(18, 6)", "cost of the resource for this hour"),
+        ("gpu_utilization_pct", "numeric(5, 2)", None),
+    ),
+    "gpu_usage_pending": (
         ("usage_hour", "datetime", "UTC start of the hour"),
         ("provider", "varchar(32)", None),
         ("region", "varchar(64)", None),

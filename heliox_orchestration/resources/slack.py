@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -140,6 +140,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+SLACK_WEBHOOK_HOSTS = ("hooks.slack.com", "hooks.slack-gov.com")
+_SLACK_WEBHOOK_PATH = re.compile(r"/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9_-]+/?")
+
+
 def _url_problem(url: str) -> str | None:
     if not url.isascii() or any(ch.isspace() or not ch.isprintable() for ch in url):
         return "it contains spaces, control or non-ASCII characters"
@@ -158,6 +162,10 @@ def _url_problem(url: str) -> str | None:
         return "it must not contain a user name or password"
     if not parts.path.strip("/"):
         return "its path, the secret part of the webhook, is missing"
+    if parts.hostname.lower() in SLACK_WEBHOOK_HOSTS and not _SLACK_WEBHOOK_PATH.fullmatch(parts.path):
+        if parts.path.startswith(("/triggers/", "/workflows/")):
+            return "it is a Workflow Builder webhook, which cannot post Block Kit messages"
+        return "it is incomplete: a Slack webhook's path is /services/T…/B…/ followed by its secret"
     return None
 
 
@@ -178,6 +186,14 @@ def validate_webhook_url(url: str | None, *, variable: str = WEBHOOK_URL_VAR) ->
             "(Apps → Incoming Webhooks); it looks like https://hooks.slack.com/services/T…/B…/…"
         )
     return url
+
+
+def webhook_fingerprint(url: str | None) -> str | None:
+    """A short hash that tells two webhooks apart without revealing either (None: no webhook).
+    The webhook's secret part has far too much entropy to be guessed back from it."""
+    if not url:
+        return None
+    return hashlib.sha256(f"heliox-webhook:{url.strip()}".encode()).hexdigest()[:16]
 
 
 def webhook_url_from_env(env: Mapping[str, str] | None = None) -> str | None:
@@ -268,12 +284,17 @@ class SlackWebhook(ConfigurableResource):
     def masked_url(self) -> str:
         return mask_webhook_url(self.resolved_url())
 
+    def fingerprint(self) -> str | None:
+        """``webhook_fingerprint`` of the URL; None in preview mode."""
+        return webhook_fingerprint(self.resolved_url())
+
     def setup_for_execution(self, context: InitResourceContext) -> None:
         url = self.resolved_url()
         (context.log or get_dagster_logger()).info(enabled_line(url) if url else PREVIEW_LINE)
 
-    def send(self, message: SlackPostable) -> SlackSendResult:
-        """Post ``message`` (or preview it). Raises ``SlackDeliveryError`` when it is not delivered."""
+    def send(self, message: SlackPostable, on_retry: Callable[[int], None] | None = None) -> SlackSendResult:
+        """Post ``message`` (or preview it). Raises ``SlackDeliveryError`` when it is not delivered.
+        ``on_retry(n)`` is called before the n-th retry is made (it must not raise)."""
         payload = message.to_payload()
         digest = payload_sha256(payload)
         url = self.resolved_url()
@@ -293,4 +314,4 @@ class SlackWebhook(ConfigurableResource):
         # Imported here: slack-sdk loads when a message is sent, not with the definitions.
         from heliox_orchestration.resources.slack_transport import post
 
-        return post(self, url, payload, digest, log)
+        return post(self, url, payload, digest, log, on_retry)

@@ -13,7 +13,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.client import IncompleteRead, RemoteDisconnected
 from typing import Any
@@ -92,10 +92,11 @@ def _slack_error_code(body: str, url: str) -> str:
 class _Attempts:
     """Counts and logs the retries of one send (slack-sdk keeps its own count private)."""
 
-    def __init__(self, url: str, log: logging.Logger) -> None:
+    def __init__(self, url: str, log: logging.Logger, on_retry: Callable[[int], None] | None = None) -> None:
         self.url = url
         self.log = log
         self.retries = 0
+        self.on_retry = on_retry
 
     def retrying(self, delay: float, response: HttpResponse | None, error: BaseException | None) -> None:
         self.retries += 1
@@ -108,6 +109,8 @@ class _Attempts:
             f"Slack webhook {mask_webhook_url(self.url)}: attempt {self.retries} failed ({reason}); "
             f"retrying in {delay:.1f} s"
         )
+        if self.on_retry is not None:
+            self.on_retry(self.retries)
 
 
 class _ProportionalJitter(Jitter):
@@ -220,12 +223,17 @@ def _retry_handlers(slack: SlackWebhook, attempts: _Attempts) -> list[RetryHandl
 
 
 def post(
-    slack: SlackWebhook, url: str, payload: dict[str, Any], digest: str, log: logging.Logger
+    slack: SlackWebhook,
+    url: str,
+    payload: dict[str, Any],
+    digest: str,
+    log: logging.Logger,
+    on_retry: Callable[[int], None] | None = None,
 ) -> SlackSendResult:
     """POST ``payload`` to ``url`` with ``slack``'s timeout, retries and pacing. Raises
     ``SlackDeliveryError`` when Slack refuses it or cannot be reached."""
     masked = mask_webhook_url(url)
-    attempts = _Attempts(url, log)
+    attempts = _Attempts(url, log, on_retry)
     client = WebhookClient(
         url,
         timeout=slack.timeout_seconds,
@@ -274,7 +282,8 @@ def _times(attempts: int) -> str:
 def _refusal(
     masked: str, status: int, code: str, attempts: int, digest: str, wait_too_long: bool
 ) -> SlackDeliveryError:
-    retryable = status == 429 or status >= 500
+    # Slack's error strings for a refusal are permanent whatever the HTTP status they came with.
+    retryable = (status == 429 or status >= 500) and code not in SLACK_ERROR_HELP
     if wait_too_long:
         why = "rate limited: Slack's Retry-After is longer than Heliox waits (max_retry_after_seconds)"
     elif retryable:

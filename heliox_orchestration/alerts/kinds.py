@@ -1,0 +1,328 @@
+"""The alert kinds: one registry entry per kind of Slack alert, and the one place ledger keys are
+built and parsed.
+
+An entry names the kind's job and op, the fields of its ledger key, how long an alert stays
+relevant (a failed delivery is redelivered until then), whether failures are redelivered and the
+run config that (re)delivers it. The sensors, the alert ops, the redelivery sensor and the
+ledger read it: adding a kind is one entry here plus its message and its detection.
+
+A key is ``<kind>:<field>:<field>...`` and fits the ledger's 255-character column whatever the
+values: a free-text field (a resource id, a run id, a timestamp) is kept as it is when it is
+printable and shorter than ``FIELD_MAX`` characters; otherwise it becomes a readable prefix plus
+a hash of the whole value, exactly ``FIELD_MAX`` characters long, so it can never equal a kept
+value. The same value always gives the same key, so keys stay prefix-matchable per resource.
+At most one field of a kind is free text (it may contain ``:``); the others may not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from dagster import RunRequest
+
+from heliox_orchestration.partitions import local_day_bounds
+from heliox_orchestration.run_config import op_config
+
+MAX_KEY_CHARS = 255  # alert_ledger.alert_key is String(255); a test keeps the two in step
+MAX_KIND_CHARS = 32  # alert_ledger.alert_type is String(32)
+FIELD_MAX = 80  # two free-text fields (a resource and, later, a destination) still fit
+HASH_CHARS = 16
+SEP = ":"
+
+# The Failure metadata with which an alert op says "Slack did not take these keys"; the
+# run-failure sensor reads it (alerts/run_failure.py).
+SLACK_DELIVERY_METADATA = "slack_delivery"
+ALERT_KEYS_METADATA = "alert_keys"
+
+Fields = Mapping[str, str]
+
+
+class AlertKeyError(ValueError):
+    """A key that belongs to no registered kind, or does not fit its kind's fields."""
+
+
+def fit(value: str) -> str:
+    """``value`` itself when short and printable, else a readable prefix plus its hash."""
+    if len(value) < FIELD_MAX and value.isprintable() and value:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_CHARS]
+    readable = "".join(ch if ch.isprintable() else "?" for ch in value)
+    return f"{readable[: FIELD_MAX - HASH_CHARS - 1]}~{digest}"
+
+
+@dataclass(frozen=True)
+class KeyField:
+    name: str
+    max_chars: int | None = None  # None: free text, fitted to FIELD_MAX characters
+
+    @property
+    def free_text(self) -> bool:
+        return self.max_chars is None
+
+    @property
+    def width(self) -> int:
+        return FIELD_MAX if self.max_chars is None else self.max_chars
+
+    def check(self, text: str, kind: str) -> str:
+        fixed_problem = not self.free_text and SEP in text
+        if not text or len(text) > self.width or not text.isprintable() or fixed_problem:
+            raise AlertKeyError(
+                f"{kind} key field {self.name} must be 1-{self.width} printable characters"
+                f"{'' if self.free_text else ' without ' + repr(SEP)}; got {text[:40]!r}"
+            )
+        return text
+
+
+def _no_config(fields: Fields) -> Mapping[str, object] | None:
+    return None
+
+
+def _one_run(fields: Fields) -> str:
+    return ""
+
+
+@dataclass(frozen=True)
+class AlertKind:
+    """One kind of alert, everything the wiring needs to key, deliver and redeliver it."""
+
+    name: str
+    job_name: str
+    op_name: str
+    fields: tuple[KeyField, ...]
+    relevance: str  # how long an alert stays relevant, in words (docs, sensor descriptions)
+    relevant_until: Callable[[Fields, dt.datetime, str], dt.datetime]  # (fields, now, timezone)
+    redelivered: bool = True
+    # The op config that redelivers a failed key; None: the op finds its failed keys itself.
+    redelivery_config: Callable[[Fields], Mapping[str, object] | None] = _no_config
+    # Failed keys of one scope are redelivered by one run (the levels of a day, all idle findings).
+    redelivery_scope: Callable[[Fields], str] = _one_run
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def longest_key(self) -> int:
+        return len(self.name) + sum(f.width + len(SEP) for f in self.fields)
+
+    def key(self, *values: object) -> str:
+        """The ledger key of these field values (free-text values fitted)."""
+        if len(values) != len(self.fields):
+            raise TypeError(f"{self.name} keys take {', '.join(self.field_names)}")
+        texts = [fit(str(v)) if f.free_text else str(v) for f, v in zip(self.fields, values, strict=True)]
+        return self.join(dict(zip(self.field_names, texts, strict=True)))
+
+    def join(self, fields: Fields) -> str:
+        """The key of already-fitted fields, as ``parse`` returns them."""
+        texts = [f.check(fields[f.name], self.name) for f in self.fields]
+        return SEP.join((self.name, *texts))
+
+    def prefix(self, *leading: object) -> str:
+        """What every key whose first fields are ``leading`` starts with."""
+        texts = [
+            fit(str(v)) if f.free_text else f.check(str(v), self.name)
+            for f, v in zip(self.fields, leading, strict=False)
+        ]
+        return SEP.join((self.name, *texts)) + SEP
+
+    def prefix_of(self, key: str) -> str:
+        """``key`` without its last field: the prefix shared by the same alert's other keys."""
+        fields = self.parse(key)
+        return SEP.join((self.name, *(fields[n] for n in self.field_names[:-1]))) + SEP
+
+    def parse(self, key: str) -> dict[str, str]:
+        head, sep, rest = key.partition(SEP)
+        if head != self.name or not sep:
+            raise AlertKeyError(f"{key[:60]!r} is not a {self.name} key")
+        n = len(self.fields)
+        free = [i for i, f in enumerate(self.fields) if f.free_text]
+        if free:
+            i = free[0]
+            *before, middle = rest.split(SEP, i)
+            after = middle.rsplit(SEP, n - i - 1) if n - i - 1 else [middle]
+            values = [*before, *after] if len(before) == i else []
+        else:
+            values = rest.split(SEP)
+        if len(values) != n:
+            raise AlertKeyError(f"{key[:60]!r} does not have the fields {', '.join(self.field_names)}")
+        return {f.name: f.check(v, self.name) for f, v in zip(self.fields, values, strict=True)}
+
+    def run_config(self, **config: object) -> dict:
+        """Run config of this kind's job: its op's config."""
+        return op_config(self.op_name, **config)
+
+    def redelivery_request(self, key: str, failed_at: dt.datetime) -> RunRequest | None:
+        """The run that sends failed ``key`` again; one run per scope and failure."""
+        if not self.redelivered:
+            return None
+        fields = self.parse(key)
+        scope = self.redelivery_scope(fields)
+        config = self.redelivery_config(fields)
+        stamp = failed_at.isoformat()
+        return RunRequest(
+            job_name=self.job_name,
+            run_key=SEP.join(p for p in ("redeliver", self.name, scope, stamp) if p),
+            run_config=self.run_config(**config) if config is not None else {},
+        )
+
+
+REGISTRY: dict[str, AlertKind] = {}
+
+
+def register(kind: AlertKind) -> AlertKind:
+    """Add ``kind``; refuses one whose keys could overflow the ledger or not parse back."""
+    problems = []
+    if not kind.name or SEP in kind.name or len(kind.name) > MAX_KIND_CHARS:
+        problems.append(f"its name must be 1-{MAX_KIND_CHARS} characters without {SEP!r}")
+    if kind.name in REGISTRY:
+        problems.append("that name is registered already")
+    if not kind.fields or sum(f.free_text for f in kind.fields) > 1:
+        problems.append("it needs key fields, at most one of them free text")
+    if kind.longest_key > MAX_KEY_CHARS:
+        problems.append(f"its longest key has {kind.longest_key} characters (max {MAX_KEY_CHARS})")
+    if problems:
+        raise ValueError(f"alert kind {kind.name!r}: {'; '.join(problems)}")
+    REGISTRY[kind.name] = kind
+    return kind
+
+
+def kind_of(key: str) -> AlertKind:
+    name = key.partition(SEP)[0]
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise AlertKeyError(f"{key[:60]!r} belongs to no alert kind ({', '.join(REGISTRY)})") from None
+
+
+def check_key(key: str) -> AlertKind:
+    """The kind of ``key``; raises ``AlertKeyError`` unless it parses and fits the ledger."""
+    if len(key) > MAX_KEY_CHARS:
+        raise AlertKeyError(f"alert key of {len(key)} characters is longer than {MAX_KEY_CHARS}")
+    kind = kind_of(key)
+    kind.parse(key)
+    return kind
+
+
+def redelivery_request(key: str, failed_at: dt.datetime) -> RunRequest | None:
+    """The run that redelivers ``key``; None for a kind that is not redelivered or unknown."""
+    try:
+        kind = check_key(key)
+    except AlertKeyError:
+        return None
+    return kind.redelivery_request(key, failed_at)
+
+
+def redelivered_job_names() -> list[str]:
+    return sorted({k.job_name for k in REGISTRY.values() if k.redelivered})
+
+
+def iso_week(day: dt.date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _end_of_day(field: str, days_after: int = 0) -> Callable[[Fields, dt.datetime, str], dt.datetime]:
+    def until(fields: Fields, now: dt.datetime, timezone: str) -> dt.datetime:
+        day = dt.date.fromisoformat(fields[field]) + dt.timedelta(days=days_after)
+        return local_day_bounds(day, timezone)[1]
+
+    return until
+
+
+def _for(delta: dt.timedelta) -> Callable[[Fields, dt.datetime, str], dt.datetime]:
+    def until(fields: Fields, now: dt.datetime, timezone: str) -> dt.datetime:
+        return now + delta
+
+    return until
+
+
+DAY = dt.timedelta(hours=24)
+
+BURN_RATE = register(
+    AlertKind(
+        name="burn-rate",
+        job_name="burn_rate_alert_job",
+        op_name="send_burn_rate_alert",
+        fields=(KeyField("day", 10), KeyField("level", 5)),
+        relevance="its local day",
+        relevant_until=_end_of_day("day"),
+        redelivery_config=lambda f: {"day": f["day"]},
+        redelivery_scope=lambda f: f["day"],
+    )
+)
+IDLE_SPEND = register(
+    AlertKind(
+        name="idle-spend",
+        job_name="idle_spend_alert_job",
+        op_name="send_idle_spend_alert",
+        fields=(KeyField("resource"), KeyField("week", 8)),
+        relevance="24 hours after each attempt, while the finding stays open",
+        relevant_until=_for(DAY),
+    )
+)
+DAILY_SUMMARY = register(
+    AlertKind(
+        name="daily-summary",
+        job_name="daily_summary_job",
+        op_name="send_daily_summary",
+        fields=(KeyField("report_date", 10),),
+        relevance="the local day after its report date",
+        relevant_until=_end_of_day("report_date", days_after=1),
+        redelivery_config=lambda f: {"report_date": f["report_date"]},
+        redelivery_scope=lambda f: f["report_date"],
+    )
+)
+NO_DATA = "no-data"
+STALE_DATA = register(
+    AlertKind(
+        name="stale-data",
+        job_name="stale_data_alert_job",
+        op_name="send_stale_data_alert",
+        fields=(KeyField("newest_usage_hour"),),
+        relevance="24 hours after each attempt",
+        relevant_until=_for(DAY),
+        redelivery_config=lambda f: {
+            "newest_usage_hour": None if f["newest_usage_hour"] == NO_DATA else f["newest_usage_hour"]
+        },
+        redelivery_scope=lambda f: f["newest_usage_hour"],
+    )
+)
+RUN_FAILURE = register(
+    AlertKind(
+        name="run-failure",
+        job_name="run_failure_notice_job",
+        op_name="send_run_failure_notice",
+        fields=(KeyField("run_id"),),
+        relevance="24 hours after each attempt",
+        relevant_until=_for(DAY),
+        redelivery_config=lambda f: {"run_id": f["run_id"]},
+        redelivery_scope=lambda f: f["run_id"],
+    )
+)
+
+
+def burn_rate_key(day: dt.date, level: int) -> str:
+    return BURN_RATE.key(day.isoformat(), level)
+
+
+def idle_key(resource_id: str, local_day: dt.date) -> str:
+    return IDLE_SPEND.key(resource_id, iso_week(local_day))
+
+
+def idle_key_prefix(resource_id: str) -> str:
+    return IDLE_SPEND.prefix(resource_id)
+
+
+def summary_key(report_date: dt.date) -> str:
+    return DAILY_SUMMARY.key(report_date.isoformat())
+
+
+def stale_key(newest_usage_hour: dt.datetime | None) -> str:
+    return STALE_DATA.key(newest_usage_hour.isoformat() if newest_usage_hour else NO_DATA)
+
+
+def run_failure_key(run_id: str) -> str:
+    return RUN_FAILURE.key(run_id)

@@ -1,0 +1,232 @@
+"""What the FOCUS import refuses, and how it says so: one message naming the file, the line (or
+Parquet row) and the column, raised before anything is written.
+
+Besides values that are not what their column says (checked where they are read, in
+``focus_import``), the import refuses everything the database would refuse and everything that
+cannot be a real charge:
+
+* text the database cannot store: a NUL character (PostgreSQL text refuses it) or a lone UTF-16
+  surrogate (not encodable as UTF-8; JSON ``Tags`` can spell one as ``\\ud800``), and identifiers
+  longer than their column;
+* costs that are not finite numbers, single charges above ``MAX_CHARGE_USD`` (checked before any
+  integer arithmetic, so the micro-dollar arithmetic of a charge cannot overflow), and resource-
+  hours whose charges add up to more than ``HELIOX_MAX_HOURLY_COST_USD`` in absolute value;
+* date-times before ``EARLIEST`` (no cloud billed a GPU then) and charges or samples that start
+  more than ``FUTURE_TOLERANCE`` after now: usage cannot be billed or measured before it happens,
+  so such a value almost always means the export's time zone is wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from heliox_orchestration.money import MICROS
+
+MAX_CHARGE_USD = Decimal(1_000_000_000)
+EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
+FUTURE_TOLERANCE = pd.Timedelta(hours=1)
+# The sum of a resource-hour's charges is int64 micro-dollars. Refusing an hour whose charges add
+# up, in absolute value, to 2**62 micro-dollars (about $4.6 trillion) or more keeps every partial
+# sum, in whatever order the charges are added, far from the int64 limit of 2**63.
+MAX_GROSS_MICROS = float(2**62)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_DATE_SHAPE = r"\s*\d{4}-\d{2}-\d{2}"
+OUT_OF_RANGE = f"is out of range: expected a date-time from {EARLIEST:%Y-%m-%d} on"
+
+
+class ImportInputError(ValueError):
+    """An input file is unusable; the message names the file, line (or row) and column."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        message: str,
+        *,
+        line: int | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        where = [str(path)]
+        if line is not None:
+            where.append(f"line {line}")
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column}")
+        super().__init__(f"{', '.join(where)}: {message}")
+
+
+class Errors:
+    """The first bad value of a chunk, by line, across every check."""
+
+    def __init__(self, path: Path, lines: np.ndarray, parquet: bool) -> None:
+        self.path, self.lines, self.parquet = path, lines, parquet
+        self.found: list[tuple[int, str, str]] = []
+
+    def check(self, bad: Any, column: str, message: Callable[[int], str]) -> None:
+        bad = np.asarray(bad, dtype=bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            self.found.append((int(self.lines[i]), column, message(i)))
+
+    def raise_first(self) -> None:
+        if self.found:
+            line, column, message = min(self.found)
+            raise error_at(self.path, self.parquet, line, column, message)
+
+
+def error_at(path: Path, parquet: bool, line: int, column: str, message: str) -> ImportInputError:
+    place = {"row": line} if parquet else {"line": line}
+    return ImportInputError(path, message, column=column, **place)
+
+
+# --- date-times ----------------------------------------------------------------------------------
+
+
+def parse_times(values: pd.Series) -> pd.Series:
+    """ISO 8601 date-times (with 'T' or a space, 'Z' or an offset; naive means UTC, as FOCUS
+    requires UTC) -> UTC timestamps, NaT where unparseable."""
+    # pandas also accepts words such as "now" and "today": only values that start as a date do.
+    dated = values.where(values.str.match(_DATE_SHAPE).fillna(False).astype(bool))
+    return pd.to_datetime(dated, format="ISO8601", utc=True, errors="coerce")
+
+
+def check_times(errors: Errors, raw: pd.Series, parsed: pd.Series, column: str) -> None:
+    """Empty, unparseable and out-of-range (before EARLIEST) date-times of a column."""
+
+    def not_a_time(i: int) -> str:
+        return f"{raw.iloc[i]!r} is not an ISO 8601 date-time (e.g. 2024-09-01T00:00:00Z)"
+
+    errors.check(raw.isna(), column, lambda _i: "is empty")
+    errors.check(parsed.isna() & raw.notna(), column, not_a_time)
+    errors.check(parsed < EARLIEST, column, lambda i: f"{raw.iloc[i]!r} {OUT_OF_RANGE}")
+
+
+def check_not_future(
+    errors: Errors, raw: pd.Series, parsed: pd.Series, column: str, now: dt.datetime, message: str
+) -> None:
+    """Values later than now + FUTURE_TOLERANCE (the tolerance allows for clock skew)."""
+    latest = pd.Timestamp(now).tz_convert("UTC") + FUTURE_TOLERANCE
+    errors.check(parsed > latest, column, lambda i: f"{raw.iloc[i]!r} {message}")
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+
+def unstorable(text: str) -> str | None:
+    """Why a database text column cannot hold ``text``, or None."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "contains a NUL character (\\x00), which a database text column cannot hold"
+    return (
+        f"contains U+{ord(char):04X}, a lone UTF-16 surrogate that is not valid Unicode text, "
+        "which a database text column cannot hold"
+    )
+
+
+def check_text(errors: Errors, values: Any, column: str, max_length: int, *, subject: str = "") -> None:
+    """Text written to a column of ``max_length`` characters: refuses what does not fit and what
+    the database cannot store. Missing values pass. Each distinct value is looked at once;
+    ``subject`` names the value within its column (e.g. a tag of ``Tags``)."""
+    codes, uniques = pd.factorize(pd.Series(np.asarray(values, dtype=object), dtype=object))
+    problems = [_text_problem(str(text), max_length) for text in uniques]
+    bad = np.array([p is not None for p in problems] + [False])[codes]  # code -1: missing
+    prefix = f"{subject} " if subject else ""
+    errors.check(bad, column, lambda i: f"{prefix}{problems[codes[i]]}")
+
+
+def _text_problem(text: str, max_length: int) -> str | None:
+    if len(text) > max_length:
+        return f"is {len(text):,} characters long; the longest Heliox stores is {max_length}"
+    return unstorable(text)
+
+
+# --- money ---------------------------------------------------------------------------------------
+
+
+def check_costs(errors: Errors, text: pd.Series, cost: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    """Costs that are not finite numbers or larger than one charge can be: ``text`` as written,
+    ``cost`` as parsed to float, ``columns`` maps each cost column to the rows costed from it."""
+    with np.errstate(invalid="ignore"):
+        unusable = text.notna().to_numpy() & ~(np.abs(cost) <= float(MAX_CHARGE_USD))
+    for column, rows in columns.items():
+        errors.check(unusable & rows, column, lambda i: cost_problem(text.iloc[i]))
+
+
+def cost_problem(raw: str) -> str:
+    try:
+        value = Decimal(raw.strip())
+    except ArithmeticError:
+        return f"{raw!r} is not a number"
+    if not value.is_finite():
+        return f"{raw!r} is not a finite number: a cost is an amount of US dollars"
+    if abs(value) <= MAX_CHARGE_USD:
+        return f"{raw!r} is not a number"  # Decimal reads it (e.g. '1_000'), a cost export does not
+    return (
+        f"{raw!r} is more than ${MAX_CHARGE_USD:,} for one charge: not a real cost "
+        "(a wrong unit or a corrupt value?)"
+    )
+
+
+def exact_sum(micros: np.ndarray) -> int:
+    """The exact sum of int64 micro-dollars, whatever their number: the high and low 32 bits are
+    summed separately, neither of which can overflow int64 below 2**31 values."""
+    values = np.asarray(micros, dtype=np.int64)
+    return int((values >> 32).sum()) * 2**32 + int((values & 0xFFFFFFFF).sum())
+
+
+def to_micros(raw: str) -> tuple[Decimal, int]:
+    """The exact charge and its integer micro-dollars (rounded half to even, once). Callers have
+    refused non-finite and oversized values (``check_costs``), so the integer is far inside int64."""
+    exact = Decimal(raw.strip())
+    return exact, int(exact.quantize(MICROS, rounding=ROUND_HALF_EVEN) * 1_000_000)
+
+
+def check_hourly_totals(
+    hourly: pd.DataFrame, path: Path, parquet: bool, max_hourly_cost_usd: Decimal, setting: str
+) -> None:
+    """Refuse resource-hours whose charges add up to more than the plausible hourly cost (or
+    could overflow the sum), naming a line that charges the hour. ``hourly`` has
+    ``cost_micros``, ``_gross`` (float sum of the charges' absolute micro-dollars), ``_line``
+    (the first line charging the hour) and ``_billed`` (that line's cost is its BilledCost)."""
+    if hourly.empty:
+        return
+    bound = int(max_hourly_cost_usd.quantize(MICROS) * 1_000_000)
+    overflow = hourly["_gross"].to_numpy(dtype=float) >= MAX_GROSS_MICROS
+    # The int64 sum is exact wherever the gross is below 2**62: only those are compared.
+    micros = hourly["cost_micros"].to_numpy(dtype=np.int64)
+    implausible = overflow | (np.abs(np.where(overflow, 0, micros)) > bound)
+    if not implausible.any():
+        return
+    lines = hourly["_line"].to_numpy(dtype=np.int64)
+    candidates = np.flatnonzero(implausible)
+    hours = hourly["usage_hour"].to_numpy()[candidates]
+    i = int(candidates[np.lexsort((hours, lines[candidates]))[0]])  # the first line, its first hour
+    row = hourly.iloc[i]
+    hour = pd.Timestamp(row["usage_hour"])
+    where = f"resource {row['resource_id']!r} in the hour {hour:%Y-%m-%d %H:%M} UTC"
+    if overflow[i]:
+        total = "more than $4.6 trillion in absolute value"
+    else:
+        amount = Decimal(int(micros[i])) * MICROS
+        total = f"-${-amount:,.2f}" if amount < 0 else f"${amount:,.2f}"
+    raise error_at(
+        path,
+        parquet,
+        int(lines[i]),
+        "BilledCost" if row["_billed"] else "EffectiveCost",
+        f"the charges of {where} add up to {total}, more than {setting}=${max_hourly_cost_usd:,} "
+        "allows for one resource-hour: check the file (a wrong unit or a duplicated export?), "
+        f"or raise {setting} if the cost is real",
+    )

@@ -1,0 +1,193 @@
+"""The alert-kind registry: every key fits the ledger and parses back, and a new kind is keyed,
+delivered and redelivered through the registry alone."""
+
+# No `from __future__ import annotations`: Dagster inspects the dummy op's real types.
+
+import datetime as dt
+
+import pytest
+from dagster import Config, OpExecutionContext, job, op
+from sqlalchemy import Engine
+
+from heliox_orchestration import clock
+from heliox_orchestration.alerts import kinds
+from heliox_orchestration.alerts.delivery import deliver
+from heliox_orchestration.alerts.kinds import (
+    FIELD_MAX,
+    MAX_KEY_CHARS,
+    AlertKeyError,
+    AlertKind,
+    KeyField,
+    fit,
+)
+from heliox_orchestration.alerts.messages import connection_test_message
+from heliox_orchestration.db.schema import alert_ledger
+from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.resources.slack import SlackWebhook
+from heliox_orchestration_tests.automation_env import NOW, make_heliox, requests_of
+from heliox_orchestration_tests.slack_server import FakeSlackWebhook, Reply
+
+LONG_ID = "arn:aws:ec2:us-east-1:123456789012:instance/" + "i-" + "0123456789abcdef" * 14  # 270 chars
+SAMPLES: dict[str, list[tuple[object, ...]]] = {
+    "burn-rate": [("2026-01-09", 100), ("2026-01-09", 10000)],
+    "idle-spend": [
+        ("gpu-a", "2026-W02"),
+        ("arn:aws:ec2:us-east-1:1:instance/i-1", "2026-W53"),
+        ("x" * 255, "2026-W02"),
+        (LONG_ID, "2026-W02"),
+    ],
+    "daily-summary": [("2026-01-08",)],
+    "stale-data": [("2026-01-09T07:00:00+00:00",), (kinds.NO_DATA,)],
+    "run-failure": [("35872227-0442-41bc-8165-5f08f3e36c8e",)],
+}
+
+
+def test_the_key_limits_are_the_ledger_columns() -> None:
+    assert alert_ledger.c.alert_key.type.length == MAX_KEY_CHARS
+    assert alert_ledger.c.alert_type.type.length == kinds.MAX_KIND_CHARS
+    assert set(SAMPLES) == set(kinds.REGISTRY)
+    for kind in kinds.REGISTRY.values():
+        # Room is left for one more free-text field (a destination or team) in every key.
+        assert kind.longest_key + FIELD_MAX + 1 <= MAX_KEY_CHARS, kind.name
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_kind_key_round_trips_through_build_and_parse(name: str) -> None:
+    kind = kinds.REGISTRY[name]
+    for values in SAMPLES[name]:
+        key = kind.key(*values)
+        assert len(key) <= MAX_KEY_CHARS
+        assert kinds.check_key(key) is kind
+        fields = kind.parse(key)
+        assert kind.join(fields) == key
+        for field, value in zip(kind.fields, values, strict=True):
+            expected = fit(str(value)) if field.free_text else str(value)
+            assert fields[field.name] == expected
+            if len(str(value)) < FIELD_MAX:
+                assert fields[field.name] == str(value)  # short values stay readable
+
+
+def test_long_and_unprintable_values_become_a_readable_prefix_plus_a_hash() -> None:
+    fitted = fit(LONG_ID)
+    assert len(fitted) == FIELD_MAX and fitted.startswith("arn:aws:ec2:us-east-1:123456789012:instance/i-")
+    # Two long ids sharing their first 200 characters still get different keys.
+    assert fit(LONG_ID + "a") != fit(LONG_ID + "b")
+    # A value crafted to look like a fitted one is not kept as it is: no collision.
+    assert fit(fitted) != fitted
+    assert fit("y" * (FIELD_MAX - 1)) == "y" * (FIELD_MAX - 1)
+    assert fit("gpu\x00a").isprintable() and fit("gpu\x00a") != fit("gpu?a")
+    assert kinds.idle_key(LONG_ID, dt.date(2026, 1, 9)).startswith(kinds.idle_key_prefix(LONG_ID))
+
+
+def test_malformed_keys_and_kinds_are_refused() -> None:
+    bad_keys = ("nothing:1", "burn-rate:2026-01-09", "burn-rate:2026-01-09:100:7", "x" * 256, "stale-data:")
+    for bad in bad_keys:
+        with pytest.raises(AlertKeyError):
+            kinds.check_key(bad)
+    with pytest.raises(AlertKeyError):
+        kinds.BURN_RATE.key("2026-01-09:00", 100)  # a fixed field never holds the separator
+    too_long = AlertKind(
+        name="too-long",
+        job_name="j",
+        op_name="o",
+        fields=(KeyField("a"), KeyField("b", 200)),
+        relevance="-",
+        relevant_until=lambda f, now, tz: now,
+    )
+    with pytest.raises(ValueError, match="longest key"):
+        kinds.register(too_long)
+    assert "too-long" not in kinds.REGISTRY
+
+
+def test_redelivery_requests_come_from_the_registry() -> None:
+    failed_at = NOW
+    burn = kinds.redelivery_request(kinds.burn_rate_key(dt.date(2026, 1, 9), 150), failed_at)
+    assert burn is not None and burn.job_name == "burn_rate_alert_job"
+    assert burn.run_config == {"ops": {"send_burn_rate_alert": {"config": {"day": "2026-01-09"}}}}
+    stale = kinds.redelivery_request(kinds.stale_key(None), failed_at)
+    assert stale is not None and stale.run_config == {
+        "ops": {"send_stale_data_alert": {"config": {"newest_usage_hour": None}}}
+    }
+    notice = kinds.redelivery_request(kinds.run_failure_key("run-1"), failed_at)
+    assert notice is not None and notice.job_name == "run_failure_notice_job"
+    idle = kinds.redelivery_request(kinds.idle_key("gpu-a", dt.date(2026, 1, 9)), failed_at)
+    assert idle is not None and idle.job_name == "idle_spend_alert_job" and idle.run_config == {}
+    assert kinds.redelivery_request("unknown-kind:1", failed_at) is None
+
+
+# --- a new kind, from the registry alone ------------------------------------------------------
+
+
+class QuotaConfig(Config):
+    team: str
+
+
+def _quota_kind() -> AlertKind:
+    return AlertKind(
+        name="quota",
+        job_name="quota_alert_job",
+        op_name="send_quota_alert",
+        fields=(KeyField("team"), KeyField("day", 10)),
+        relevance="2 hours",
+        relevant_until=lambda fields, now, tz: now + dt.timedelta(hours=2),
+        redelivery_config=lambda fields: {"team": fields["team"]},
+        redelivery_scope=lambda fields: fields["team"],
+    )
+
+
+@op(name="send_quota_alert")
+def send_quota_alert(
+    context: OpExecutionContext, config: QuotaConfig, heliox_db: HelioxDatabase, slack: SlackWebhook
+) -> None:
+    kind = kinds.REGISTRY["quota"]
+    now = clock.utc_now()
+    key = kind.key(config.team, now.date().isoformat())
+    deliver(
+        heliox_db.get_engine(),
+        slack,
+        [key],
+        connection_test_message(),
+        alert_type=kind.name,
+        relevant_until=kind.relevant_until(kind.parse(key), now, "UTC"),
+        now=now,
+        timezone="UTC",
+        run_id=context.run_id,
+    )
+
+
+@job(name="quota_alert_job")
+def quota_alert_job() -> None:
+    send_quota_alert()
+
+
+def test_a_new_kind_is_keyed_delivered_and_redelivered_through_the_registry(
+    sqlite_engine: Engine, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kinds, "REGISTRY", dict(kinds.REGISTRY))
+    quota = kinds.register(_quota_kind())
+    assert quota.job_name in kinds.redelivered_job_names()
+    heliox = make_heliox(sqlite_engine, slack_server, monkeypatch)
+
+    slack_server.script(*[Reply.error(503, "service_unavailable")] * 4)
+    first = quota_alert_job.execute_in_process(
+        run_config=quota.run_config(team="ml-research"),
+        resources=heliox.resources(),
+        instance=heliox.instance,
+        raise_on_error=False,
+    )
+    assert not first.success
+    key = "quota:ml-research:2026-01-09"
+    assert heliox.ledger()[key]["status"] == "failed" and heliox.ledger()[key]["attempts"] == 4
+
+    heliox.at(NOW + dt.timedelta(minutes=12))
+    (request,) = requests_of(heliox.tick("alert_redelivery_sensor"))
+    assert request.job_name == "quota_alert_job"
+    assert request.run_key is not None and request.run_key.startswith("redeliver:quota:ml-research:")
+    again = quota_alert_job.execute_in_process(
+        run_config=request.run_config, resources=heliox.resources(), instance=heliox.instance
+    )
+    assert again.success
+    assert [r.status for r in slack_server.requests] == [503] * 4 + [200]
+    assert "Late delivery" in heliox.texts()[-1]
+    assert heliox.ledger()[key]["status"] == "sent" and heliox.ledger()[key]["attempts"] == 5
+    assert requests_of(heliox.tick("alert_redelivery_sensor")) == []
