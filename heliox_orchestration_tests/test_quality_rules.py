@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from heliox_orchestration.alerts.preview import preview_message
 from heliox_orchestration.analytics.idle import load_idle_evaluation
+from heliox_orchestration.analytics.quality import usage_rule_report
 from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY
 from heliox_orchestration.cli import cli
 from heliox_orchestration.partitions import local_day_bounds
@@ -231,3 +233,11 @@ def test_preview_says_where_the_job_would_be_blocked(sqlite_engine: Engine) -> N
     assert cli_result.exit_code == 0
     assert cli_result.stdout.startswith("Preview: the job would be blocked: gpu_cost_summary of 2026-01-08")
     assert "Heliox Daily Summary" not in cli_result.stdout
+
+
+def test_the_hourly_cost_limit_is_the_setting(sqlite_engine: Engine) -> None:
+    insert(sqlite_engine, [row("big", START, "12000")])
+    default = usage_rule_report(sqlite_engine, START, END, max_hourly_cost=Settings().max_hourly_cost_usd)
+    assert default.summary() == "1 row with cost_usd above $10,000.00 an hour"
+    raised = usage_rule_report(sqlite_engine, START, END, max_hourly_cost=Decimal(20000))
+    assert raised.passed and raised.rows_checked == 1
