@@ -1,7 +1,8 @@
-"""Showing secrets safely: only the last characters of a webhook URL ever appear."""
+"""Showing secrets safely: only the last characters of a webhook URL or a token ever appear."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 VISIBLE_CHARS = 4
@@ -42,4 +43,22 @@ def redact_webhook_url(text: str, url: str | None) -> str:
     for piece in sorted(pieces, key=len, reverse=True):
         if len(piece) >= 6:
             text = text.replace(piece, "****")
+    return text
+
+
+def mask_secret(value: str | None) -> str:
+    """A token or password as ``****...wxyz``: the last 4 characters only while at least 12 stay
+    hidden, else ``****``; ``(not set)`` when empty."""
+    value = (value or "").strip()
+    if not value:
+        return "(not set)"
+    return f"****...{value[-VISIBLE_CHARS:]}" if len(value) >= 4 * VISIBLE_CHARS else "****"
+
+
+def redact_secrets(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every occurrence of each secret (longest first) replaced by ``****``.
+    Secrets shorter than 4 characters are replaced too: an error line may lose a few
+    characters, a password never shows."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "****")
     return text
