@@ -46,13 +46,13 @@ def redact_webhook_url(text: str, url: str | None) -> str:
     return text
 
 
-def mask_secret(value: str | None) -> str:
-    """A token or password as ``****...wxyz``: the last 4 characters only while at least 12 stay
-    hidden, else ``****``; ``(not set)`` when empty."""
+def mask_secret(value: str | None, *, tail: bool = True) -> str:
+    """A token as ``****...wxyz``: the last 4 characters only while at least 12 stay hidden
+    (never with ``tail=False``, for passwords), else ``****``; ``(not set)`` when empty."""
     value = (value or "").strip()
     if not value:
         return "(not set)"
-    return f"****...{value[-VISIBLE_CHARS:]}" if len(value) >= 4 * VISIBLE_CHARS else "****"
+    return f"****...{value[-VISIBLE_CHARS:]}" if tail and len(value) >= 4 * VISIBLE_CHARS else "****"
 
 
 def redact_secrets(text: str, secrets: Iterable[str | None]) -> str:

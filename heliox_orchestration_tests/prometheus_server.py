@@ -130,6 +130,8 @@ def run_prometheus(prometheus: str, blocks: Path, workdir: Path) -> Iterator[Pro
                     "--storage.tsdb.retention.time=100y",
                     f"--web.listen-address=127.0.0.1:{port}",
                     "--log.level=warn",
+                    # Small enough that a test can exceed it cheaply, far above what Heliox asks.
+                    "--query.max-samples=1000000",
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

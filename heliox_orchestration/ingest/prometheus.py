@@ -138,7 +138,8 @@ class PrometheusClient:
         if self._bearer_token:
             return f"{self.url} (bearer token {mask_secret(self._bearer_token)})"
         if self._username:
-            return f"{self.url} (basic auth as {self._username}, password {mask_secret(self._password)})"
+            password = mask_secret(self._password, tail=False)
+            return f"{self.url} (basic auth as {self._username}, password {password})"
         return f"{self.url} (no authentication)"
 
     def close(self) -> None:

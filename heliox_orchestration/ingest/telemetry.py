@@ -158,11 +158,11 @@ def plan_batches(
 
 @dataclass
 class FetchStats:
-    """Counts of one fetch (added up over its chunks)."""
+    """Counts of one fetch (added up over its chunks; series counted once however many chunks
+    they appear in)."""
 
     requests: int = 0
-    series: int = 0
-    series_without_resource: int = 0
+    series: set[int] = field(default_factory=set)  # hashes of label sets
     gpu_hours: int = 0  # GPU (or MIG instance) hours counted
     gpu_hours_low_coverage: int = 0
     gpu_hours_invalid: int = 0
@@ -170,13 +170,16 @@ class FetchStats:
     resource_hours: int = 0
 
     def add(self, other: FetchStats) -> None:
-        for name in vars(self):
-            if name == "max_samples_per_gpu_hour":
-                self.max_samples_per_gpu_hour = max(
-                    self.max_samples_per_gpu_hour, other.max_samples_per_gpu_hour
-                )
-            else:
-                setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.series |= other.series
+        self.max_samples_per_gpu_hour = max(self.max_samples_per_gpu_hour, other.max_samples_per_gpu_hour)
+        for name in (
+            "requests",
+            "gpu_hours",
+            "gpu_hours_low_coverage",
+            "gpu_hours_invalid",
+            "resource_hours",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -257,10 +260,10 @@ def aggregate_hours(
     parts: list[tuple[int, Any, Any, Any]] = []
     infos: list[dict[str, Any]] = []
     for metric, labels, hours, sums, counts in _series_points(results):
-        stats.series += 1
+        key = hash((metric, *sorted(labels.items())))
+        stats.series.add(key)
         info = describe_series(labels, mapping)
-        if info is None:
-            stats.series_without_resource += 1
+        if info is None:  # cannot happen: every batch selects a non-empty resource label
             continue
         parts.append((len(infos), hours, sums, counts))
         infos.append({**vars(info), "metric": metric, "scale": METRIC_SCALE[metric]})

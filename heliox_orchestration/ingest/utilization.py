@@ -62,12 +62,10 @@ class IngestReport:
         observed, expected = self.stats.max_samples_per_gpu_hour, self.expected_samples_per_hour
         if observed > expected * 1.1:
             out.append(
-                f"GPUs are scraped more often than scrape_interval_seconds says ({observed} samples "
-                f"in an hour, {expected:g} expected): set it to {3600 / observed:g} so that partly "
-                "scraped hours are recognized."
+                f"up to {observed} samples of one GPU in an hour, {expected:g} expected: if GPUs are "
+                "scraped more often than scrape_interval_seconds says, set it to the real interval, "
+                "or partly scraped hours count as fully scraped."
             )
-        if self.stats.series_without_resource:
-            out.append(f"{self.stats.series_without_resource} series have none of the resource labels.")
         return out
 
     def lines(self) -> list[str]:
@@ -78,7 +76,7 @@ class IngestReport:
             else "no hours with data"
         )
         return [
-            f"Read {s.series:,} GPU series in {s.requests:,} queries, "
+            f"Read {len(s.series):,} GPU series in {s.requests:,} queries, "
             f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC",
             f"  counted: {s.gpu_hours:,} GPU-hours; not counted: {s.gpu_hours_low_coverage:,} scraped "
             f"less than the minimum coverage, {s.gpu_hours_invalid:,} with values outside 0-100",
