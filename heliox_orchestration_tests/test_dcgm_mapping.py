@@ -30,6 +30,7 @@ from heliox_orchestration.ingest.telemetry import (
     promql_string,
     regex_escape,
 )
+from heliox_orchestration.ingest.utilization import IngestReport
 from heliox_orchestration.secrets import mask_secret, redact_secrets
 from heliox_orchestration.settings import SettingsError, load_settings
 from heliox_orchestration_tests.crafted import utc
@@ -262,3 +263,11 @@ def test_secrets_are_masked_and_redacted() -> None:
     assert redact_secrets("user pw hunter2 and aHVudGVyMg==", ["hunter2", "aHVudGVyMg==", None]) == (
         "user pw **** and ****"
     )
+
+
+def test_more_samples_than_the_scrape_interval_allows_is_a_warning() -> None:
+    report = IngestReport(utc(2026, 1, 1), utc(2026, 1, 2), expected_samples_per_hour=60)
+    assert report.warnings() == []
+    report.stats.max_samples_per_gpu_hour = 240  # scraped every 15 s, configured 60 s
+    [warning] = report.warnings()
+    assert "up to 240 samples of one GPU in an hour, 60 expected" in warning

@@ -142,6 +142,8 @@ def test_telemetry_lands_joins_cost_and_reports_both_gaps(
     )
     assert join.telemetry_hours_not_yet_billed == 6 * 24
     assert any("hostname=gpu-grow-01 -> " in line for line in join.lines())
+    assert join.metadata()["unknown_utilization_cost_usd"] == "918.480000"
+    assert report.metadata()["resource_hours_written"] == report.rows_written
 
     findings = compute_idle_evaluation(any_engine, settings, BILLED_END).findings
     assert set(findings["resource_id"]) == {IDLE_HOST, SWAP}  # UNWATCHED: unknown, not idle

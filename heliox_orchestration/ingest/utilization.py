@@ -68,6 +68,21 @@ class IngestReport:
             )
         return out
 
+    def metadata(self) -> dict[str, Any]:
+        """Plain values for Dagster output metadata."""
+        s = self.stats
+        return {
+            "queries": s.requests,
+            "gpu_series": len(s.series),
+            "gpu_hours_counted": s.gpu_hours,
+            "gpu_hours_low_coverage": s.gpu_hours_low_coverage,
+            "gpu_hours_invalid": s.gpu_hours_invalid,
+            "resource_hours_written": self.rows_written,
+            "resource_hours_replaced": self.rows_replaced,
+            "resources": len(self.resources),
+            "warnings": "; ".join(self.warnings()) or "none",
+        }
+
     def lines(self) -> list[str]:
         s = self.stats
         span = (
@@ -230,6 +245,19 @@ class JoinReport:
     telemetry_hours_not_yet_billed: int  # telemetry after billed_through: not judged
     unknown: list[UnknownUtilization]
     unbilled: list[UnbilledGpu]
+
+    def metadata(self) -> dict[str, Any]:
+        """Plain values for Dagster output metadata (the lists as text, at most 20 lines each)."""
+        lines = self.lines()
+        return {
+            "billed_resource_hours": self.billed_hours,
+            "billed_with_telemetry": self.billed_with_telemetry,
+            "unknown_utilization_resource_hours": sum(r.hours for r in self.unknown),
+            "unknown_utilization_cost_usd": str(sum((r.cost_usd for r in self.unknown), Decimal(0))),
+            "gpus_billing_does_not_know": len(self.unbilled),
+            "billed_through": self.billed_through.isoformat() if self.billed_through else "none",
+            "report": "\n".join(lines),
+        }
 
     def lines(self) -> list[str]:
         unknown_hours = sum(r.hours for r in self.unknown)
