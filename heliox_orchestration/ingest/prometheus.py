@@ -318,5 +318,5 @@ def _seconds(ms: int) -> str:
 def _cause(exc: Exception) -> str:
     """The innermost reason of a requests error, e.g. 'Connection refused', on one line."""
     text = str(exc)
-    reasons = re.findall(r"\] ([^'\]]+?)['\)]", text)
+    reasons = re.findall(r"\] ([^'\"\]]+?)['\")]", text)
     return _one_line(reasons[-1] if reasons else text)
