@@ -46,10 +46,11 @@ from heliox_orchestration.db.focus_import import (
 from heliox_orchestration.db.schema import metadata
 from heliox_orchestration.environment import check_environment, database_url_problem
 from heliox_orchestration.resources.slack import PREVIEW_LINE, WEBHOOK_URL_VAR, enabled_line
-from heliox_orchestration.secrets import mask_webhook_url
+from heliox_orchestration.secrets import mask_secret, mask_webhook_url
 from heliox_orchestration.settings import (
     DATABASE_URL_VAR,
     ENVIRONMENT_VARIABLES,
+    MASKED_VARIABLES,
     Settings,
     SettingsError,
     load_settings,
@@ -216,6 +217,8 @@ def doctor() -> None:
         if name in (WEBHOOK_URL_VAR, DATABASE_URL_VAR):
             continue
         value = os.environ.get(name)
+        if value and name in MASKED_VARIABLES:
+            value = mask_secret(value, tail=name != "PROMETHEUS_PASSWORD")
         click.echo(f"  {name:<26} {value if value else default + ' (default)'}")
     problems = list(check.problems)
     if check.settings is not None and check.database_problem is None:
@@ -294,6 +297,93 @@ def import_focus_command(
         click.echo(line)
     if report.resource_hours and not dry_run:
         click.echo(f"Database: {mask_url(resolve_database_url(database_url, settings)[0])}")
+
+
+_HOUR_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
+
+
+def _utc_hour_option(
+    ctx: click.Context, param: click.Parameter, value: dt.datetime | None
+) -> dt.datetime | None:
+    if value is None:
+        return None
+    if value.minute or value.second:
+        raise click.BadParameter(f"{value:%Y-%m-%d %H:%M} is not a whole hour.")
+    return value.replace(tzinfo=dt.UTC)
+
+
+@cli.command("import-prometheus")
+@click.option(
+    "--start",
+    type=click.DateTime(formats=_HOUR_FORMATS),
+    callback=_utc_hour_option,
+    help="First UTC hour (YYYY-MM-DD or YYYY-MM-DDTHH:00; default: 24 hours before --end).",
+)
+@click.option(
+    "--end",
+    type=click.DateTime(formats=_HOUR_FORMATS),
+    callback=_utc_hour_option,
+    help="UTC hour to stop before (default: the start of the current hour).",
+)
+@click.option(
+    "--database-url", help=f"Database to write (default: ${DATABASE_URL_VAR} or the embedded SQLite file)."
+)
+@click.option(
+    "--attribute-workloads",
+    is_flag=True,
+    help="Also give cost rows without a model name or team the workload seen on their GPUs.",
+)
+def import_prometheus_command(
+    start: dt.datetime | None, end: dt.datetime | None, database_url: str | None, attribute_workloads: bool
+) -> None:
+    """Import hourly GPU utilization from Prometheus (NVIDIA DCGM exporter metrics).
+
+    Reads PROMETHEUS_URL (and PROMETHEUS_BEARER_TOKEN or PROMETHEUS_USERNAME/PASSWORD) and the
+    label mapping in HELIOX_DCGM_MAPPING; stores gpu_utilization_hourly, copies it into the cost
+    rows of the same hours, and reports cost without telemetry and telemetry without cost.
+    Re-running replaces the same hours. See docs/importing.md.
+    """
+    from heliox_orchestration.clock import utc_now
+    from heliox_orchestration.ingest.dcgm_mapping import MappingError, load_mapping
+    from heliox_orchestration.ingest.prometheus import (
+        PrometheusClient,
+        PrometheusConfigError,
+        PrometheusError,
+    )
+    from heliox_orchestration.ingest.utilization import (
+        fill_usage_utilization,
+        ingest_utilization,
+        utilization_join_report,
+    )
+
+    try:
+        settings = load_settings()
+        end = end or utc_now().replace(minute=0, second=0, microsecond=0)
+        start = start or end - dt.timedelta(days=1)
+        if end <= start:
+            raise click.BadParameter(f"{end:%Y-%m-%d %H:%M} is not after --start.", param_hint="--end")
+        mapping = load_mapping(settings.dcgm_mapping_path)
+        client = PrometheusClient.from_env(os.environ)
+        engine = open_database(database_url, settings)
+        click.echo(f"Prometheus: {client.describe()}")
+        with click.progressbar(length=1, label="queries", file=sys.stderr) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done - bar.pos)
+
+            report = ingest_utilization(engine, client, mapping, start, end, progress=progress)
+        filled = fill_usage_utilization(engine, start, end, attribute_workloads=attribute_workloads)
+        join = utilization_join_report(engine, start, end)
+    except (SettingsError, DatabaseConfigError, MappingError, PrometheusConfigError, PrometheusError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    for line in report.lines():
+        click.echo(line)
+    attributed = f"; {filled.attributed_rows:,} given a workload or team" if attribute_workloads else ""
+    click.echo(f"Cost rows given telemetry utilization: {filled.utilization_rows:,}{attributed}")
+    for line in join.lines():
+        click.echo(line)
 
 
 @cli.command("send-test")

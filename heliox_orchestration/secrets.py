@@ -1,9 +1,10 @@
-"""Showing secrets safely: only the last characters of a webhook URL ever appear, and no
-database password in any form SQLAlchemy or libpq accept."""
+"""Showing secrets safely: only the last characters of a webhook URL or a token ever appear,
+and no database password in any form SQLAlchemy or libpq accept."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 VISIBLE_CHARS = 4
@@ -140,4 +141,22 @@ def redact_database_url(text: str, url: str | None) -> str:
     for secret in database_url_secrets(url):
         if len(secret) >= 3:  # a 1-2 character password would mask unrelated text; it is shown nowhere else
             text = text.replace(secret, MASK)
+    return text
+
+
+def mask_secret(value: str | None, *, tail: bool = True) -> str:
+    """A token as ``****...wxyz``: the last 4 characters only while at least 12 stay hidden
+    (never with ``tail=False``, for passwords), else ``****``; ``(not set)`` when empty."""
+    value = (value or "").strip()
+    if not value:
+        return "(not set)"
+    return f"****...{value[-VISIBLE_CHARS:]}" if tail and len(value) >= 4 * VISIBLE_CHARS else "****"
+
+
+def redact_secrets(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every occurrence of each secret (longest first) replaced by ``****``.
+    Secrets shorter than 4 characters are replaced too: an error line may lose a few
+    characters, a password never shows."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "****")
     return text

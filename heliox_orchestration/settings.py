@@ -1,6 +1,7 @@
 """Heliox settings: the non-secret configuration, read from the environment and validated once.
 
-Secrets (``SLACK_WEBHOOK_URL``, ``HELIOX_DATABASE_URL``) are *not* read here: they reach the
+Secrets (``SLACK_WEBHOOK_URL``, ``HELIOX_DATABASE_URL``, ``PROMETHEUS_BEARER_TOKEN``,
+``PROMETHEUS_USERNAME``, ``PROMETHEUS_PASSWORD``) are *not* read here: they reach the
 resources through ``dagster.EnvVar`` so their values never land in run config or Dagster's
 storage. Everything here is validated when definitions load, so a bad value fails
 ``dagster dev`` with one clear message instead of failing a schedule at 9 AM.
@@ -20,6 +21,8 @@ from heliox_orchestration.cron import CronError, parse_cron
 
 # The secret variables' names (their values are read by the resources, never here).
 DATABASE_URL_VAR = "HELIOX_DATABASE_URL"
+# Shown masked wherever configuration is printed (``heliox doctor``).
+MASKED_VARIABLES = frozenset({"PROMETHEUS_BEARER_TOKEN", "PROMETHEUS_PASSWORD"})
 
 
 class SettingsError(ValueError):
@@ -46,6 +49,8 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path("data"))
     dashboard_url: str | None = None
     webserver_url: str | None = None
+    prometheus_url: str | None = None
+    dcgm_mapping_path: Path | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -90,6 +95,11 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("HELIOX_DATA_DIR", "data", "Folder of the embedded SQLite database."),
     ("HELIOX_DASHBOARD_URL", "(unset)", "Link target of 'Review them in your Heliox dashboard'."),
     ("DAGSTER_WEBSERVER_URL", "(unset)", "Base URL of the Dagster UI, for links to failed runs."),
+    ("PROMETHEUS_URL", "(unset)", "Prometheus holding DCGM exporter metrics (docs/importing.md)."),
+    ("PROMETHEUS_BEARER_TOKEN", "(unset)", "Bearer token for Prometheus. Secret."),
+    ("PROMETHEUS_USERNAME", "(unset)", "Basic-auth user for Prometheus (with the password)."),
+    ("PROMETHEUS_PASSWORD", "(unset)", "Basic-auth password for Prometheus. Secret."),
+    ("HELIOX_DCGM_MAPPING", "(unset: defaults)", "YAML file mapping DCGM labels to resources, teams."),
 )
 
 
@@ -162,6 +172,16 @@ def _start_date(env: Mapping[str, str], timezone: str) -> dt.date:
     return day
 
 
+def _prometheus_url(env: Mapping[str, str]) -> str | None:
+    url = _url(env, "PROMETHEUS_URL")
+    if url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        raise SettingsError(
+            "PROMETHEUS_URL must not contain credentials; put them in PROMETHEUS_USERNAME and "
+            "PROMETHEUS_PASSWORD (or PROMETHEUS_BEARER_TOKEN)."
+        )
+    return url
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every non-secret setting; raise SettingsError naming the variable."""
     env = os.environ if env is None else env
@@ -231,4 +251,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=Path(env.get("HELIOX_DATA_DIR", "").strip() or "data"),
         dashboard_url=_url(env, "HELIOX_DASHBOARD_URL"),
         webserver_url=_url(env, "DAGSTER_WEBSERVER_URL"),
+        prometheus_url=_prometheus_url(env),
+        dcgm_mapping_path=Path(mapping) if (mapping := env.get("HELIOX_DCGM_MAPPING", "").strip()) else None,
     )

@@ -12,8 +12,21 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from heliox_orchestration.db.engine import ensure_schema, make_engine
+from heliox_orchestration_tests.prometheus_server import (
+    PrometheusServer,
+    build_blocks,
+    prometheus_binaries,
+    run_prometheus,
+)
 from heliox_orchestration_tests.slack_server import FakeSlackWebhook
 
+PROMETHEUS_VARIABLES = (
+    "PROMETHEUS_URL",
+    "PROMETHEUS_BEARER_TOKEN",
+    "PROMETHEUS_USERNAME",
+    "PROMETHEUS_PASSWORD",
+    "HELIOX_DCGM_MAPPING",
+)
 POSTGRES_ADMIN_URL = os.environ.get(
     "HELIOX_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
@@ -22,7 +35,13 @@ POSTGRES_ADMIN_URL = os.environ.get(
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the developer's own settings, secrets or embedded database."""
-    for name in ("SLACK_WEBHOOK_URL", "HELIOX_DATABASE_URL", "TIMEZONE", "DAILY_SUMMARY_HOUR"):
+    for name in (
+        "SLACK_WEBHOOK_URL",
+        "HELIOX_DATABASE_URL",
+        "TIMEZONE",
+        "DAILY_SUMMARY_HOUR",
+        *PROMETHEUS_VARIABLES,
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HELIOX_DATA_DIR", str(tmp_path / "heliox-data"))
 
@@ -101,4 +120,17 @@ def any_engine(request: pytest.FixtureRequest) -> Engine:
 def slack_server() -> Iterator[FakeSlackWebhook]:
     """A loopback Slack Incoming Webhook endpoint (see slack_server.py), one per test."""
     with FakeSlackWebhook() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """A real Prometheus holding the DCGM history of dcgm_history.py, basic auth required
+    (prometheus_server.py). Skips without the binaries; fails under CI=true."""
+    prometheus, promtool = prometheus_binaries()
+    base = tmp_path_factory.getbasetemp()
+    # xdist workers share the parent of their own base folder: the blocks are built once.
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "prometheus-history"
+    blocks = build_blocks(shared, promtool)
+    with run_prometheus(prometheus, blocks, tmp_path_factory.mktemp("prometheus")) as server:
         yield server

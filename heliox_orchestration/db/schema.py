@@ -182,6 +182,39 @@ gpu_usage_pending = Table(
 )
 Index("ix_gpu_usage_pending_usage_hour", gpu_usage_pending.c.usage_hour)
 
+# --- GPU telemetry (heliox_orchestration.ingest): utilization from Prometheus, kept apart from
+# cost because billing exports arrive a day or more after the telemetry. See ingest/telemetry.py.
+gpu_utilization_hourly = Table(
+    "gpu_utilization_hourly",
+    metadata,
+    Column("resource_id", String(255), nullable=False, comment="billing ResourceId (label mapped)"),
+    Column("usage_hour", UTCDateTime(), nullable=False, comment="UTC start of the hour"),
+    Column(
+        "utilization_pct",
+        Numeric(5, 2, asdecimal=False),
+        nullable=False,
+        comment="coverage-weighted mean over the GPUs scraped that hour",
+    ),
+    Column("gpus", Integer, nullable=False, comment="physical GPUs counted that hour"),
+    Column(
+        "coverage", Numeric(5, 4, asdecimal=False), nullable=False, comment="share of the hour scraped, 0-1"
+    ),
+    Column("metric", String(64), nullable=False, comment="DCGM metric the value comes from"),
+    Column("resource_label", String(255), nullable=False, comment="e.g. Hostname=gpu-node-1"),
+    Column("gpu_type", String(32), nullable=True),
+    Column("model_name", String(255), nullable=True, comment="workload on the GPUs; NULL = none"),
+    Column("team", String(128), nullable=True),
+    Column("fetched_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("resource_id", "usage_hour", name="pk_gpu_utilization_hourly"),
+    CheckConstraint("gpus >= 1", name="ck_gpu_utilization_hourly_gpus"),
+    CheckConstraint(
+        "utilization_pct >= 0 AND utilization_pct <= 100", name="ck_gpu_utilization_hourly_utilization"
+    ),
+    CheckConstraint("coverage > 0 AND coverage <= 1", name="ck_gpu_utilization_hourly_coverage"),
+    comment="GPU utilization per resource and hour, from DCGM exporter series in Prometheus.",
+)
+Index("ix_gpu_utilization_hourly_usage_hour", gpu_utilization_hourly.c.usage_hour)
+
 # --- Cost assets (heliox_orchestration.assets): derived tables, rebuilt from gpu_usage_hourly. ---
 # "day" is a local calendar day in TIMEZONE: the 23, 24 or 25 UTC hours between local midnights.
 daily_gpu_costs = Table(
