@@ -430,7 +430,10 @@ def send_test_command() -> None:
 )
 @friendly_errors
 def preview(kind: str, run_date: dt.datetime | None, as_json: bool, database_url: str | None) -> None:
-    """Compute a Slack message from the Heliox database as its job would, and print it; sends nothing."""
+    """Compute a Slack message from the Heliox database as its job would, and print it; sends nothing.
+
+    Where the job's data-quality checks would block it, prints why instead (the rule, example
+    rows and what to fix) and no message."""
     import json
 
     from heliox_orchestration.alerts.preview import preview_message
@@ -440,12 +443,15 @@ def preview(kind: str, run_date: dt.datetime | None, as_json: bool, database_url
     if day > settings.today():
         raise click.BadParameter(f"{day} is after today in {settings.timezone}.", param_hint="--date")
     result = preview_message(kind, open_database(database_url, settings, read_only=True), settings, day)
+    # A blocked job has no message: only the note says why (the exit code stays 0).
     if as_json:
-        click.echo(json.dumps(result.message.to_payload(), indent=2, ensure_ascii=False))
+        if result.message is not None:
+            click.echo(json.dumps(result.message.to_payload(), indent=2, ensure_ascii=False))
         click.echo(f"Preview: {result.note}", err=True)
     else:
-        click.echo(result.message.to_plain_text())
-        click.echo(f"\nPreview: {result.note}")
+        if result.message is not None:
+            click.echo(result.message.to_plain_text() + "\n")
+        click.echo(f"Preview: {result.note}")
 
 
 @contextmanager

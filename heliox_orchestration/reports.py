@@ -68,9 +68,20 @@ class IdleFinding:
 
 
 @dataclass(frozen=True)
+class WithheldResource:
+    """A GPU resource left out of the idle rule: some of its usage rows in the window fail the
+    data-quality rules, so any verdict on it would rest on numbers Heliox cannot trust."""
+
+    resource_id: str
+    usage_rows: int  # its rows in the window that fail a rule
+    problems: tuple[str, ...]  # the rules they fail: "negative cost_usd", ...
+
+
+@dataclass(frozen=True)
 class IdleSpendReport:
     as_of: dt.datetime  # evaluation instant (UTC)
     findings: tuple[IdleFinding, ...]  # the findings to alert on, highest savings first
+    withheld: tuple[WithheldResource, ...] = ()  # resources not judged: their rows fail checks
 
     @property
     def total_monthly_savings_usd(self) -> Decimal:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dagster import AssetChecksDefinition, BackfillPolicy, DailyPartitionsDefinition, Definitions
+from dagster import AssetsDefinition, BackfillPolicy, DailyPartitionsDefinition, Definitions
 
 from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY, USAGE_KEY, build_asset_defs
 from heliox_orchestration.definitions import build_defs
@@ -49,19 +49,24 @@ def test_daily_partitions_follow_the_settings() -> None:
 
 
 def test_checks_and_which_ones_block() -> None:
-    checks = build_asset_defs(SETTINGS).asset_checks
+    # The input checks are each asset's own (check_specs, evaluated by its op); the output checks
+    # are separate. The gpu_usage_hourly checks of earlier versions became the assets' own.
+    defs = build_asset_defs(SETTINGS)
     specs = {
         (spec.asset_key.to_user_string(), spec.name): spec
-        for check in checks
-        if isinstance(check, AssetChecksDefinition)
-        for spec in check.check_specs
+        for definition in [*(defs.assets or []), *(defs.asset_checks or [])]
+        if isinstance(definition, AssetsDefinition)
+        for spec in definition.check_specs
     }
     assert {name: spec.blocking for name, spec in specs.items()} == {
-        ("gpu_usage_hourly", "valid_rows"): True,
-        ("gpu_usage_hourly", "no_future_hours"): True,
+        ("daily_gpu_costs", "valid_usage_rows"): True,
+        ("daily_gpu_costs", "no_future_usage"): False,
         ("daily_gpu_costs", "valid_rows"): True,
         ("daily_gpu_costs", "no_gap_days"): False,
+        ("idle_gpu_recommendations", "valid_usage_rows"): False,
         ("idle_gpu_recommendations", "valid_findings"): True,
+        ("gpu_cost_summary", "valid_usage_rows"): True,
+        ("gpu_cost_summary", "valid_findings"): True,
     }
     for spec in specs.values():
         assert spec.description and ("Blocking." if spec.blocking else "Warning.") in spec.description

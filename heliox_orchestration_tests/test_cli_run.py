@@ -140,8 +140,12 @@ def test_failed_blocking_check_is_named_with_its_reason(dagster_home: Path) -> N
     result = runner.invoke(cli, ["run", "burn-rate"])
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "gpu_costs_refresh_job: FAILED: 1 blocking asset check failed with ERROR severity"
-    assert lines[1].startswith("  check gpu_usage_hourly:valid_rows failed: 1 row with negative cost_usd")
+    # The asset refuses the rows itself (issue 12): its one-line refusal, then the check it failed.
+    assert lines[0].startswith("gpu_costs_refresh_job: FAILED: daily_gpu_costs ")
+    assert " was not written: 1 row with negative cost_usd in the local days " in lines[0]
+    assert lines[1].startswith(
+        "  check daily_gpu_costs:valid_usage_rows failed: 1 row with negative cost_usd"
+    )
     assert len(lines) == 2, result.output  # no alert job after a failed refresh
 
 

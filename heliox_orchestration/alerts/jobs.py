@@ -280,7 +280,7 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         def message(won: Sequence[str]) -> SlackMessage:
             claimed = {keys[k] for k in won}
             findings = tuple(f for f in fresh if f in claimed)
-            idle = IdleSpendReport(report.as_of, findings)
+            idle = IdleSpendReport(report.as_of, findings, report.withheld)
             return idle_spend_message(idle, dashboard_url=settings.dashboard_url)
 
         names = {k: f"resource {f.resource_id}" for k, f in keys.items()}

@@ -38,7 +38,14 @@ from heliox_orchestration.alerts.formatting import (
     truncate_mrkdwn,
     unescape,
 )
-from heliox_orchestration.reports import BurnRateStatus, CostDriver, CostSummary, IdleFinding, IdleSpendReport
+from heliox_orchestration.reports import (
+    BurnRateStatus,
+    CostDriver,
+    CostSummary,
+    IdleFinding,
+    IdleSpendReport,
+    WithheldResource,
+)
 
 # Slack's documented Block Kit limits.
 MAX_BLOCKS = 50
@@ -243,10 +250,11 @@ def idle_spend_message(report: IdleSpendReport, *, dashboard_url: str | None = N
     """The ⚠️ Idle GPU Spend alert: totals, then the top 3 findings in the report's ranking."""
     findings = report.findings
     total = f"{money(report.total_monthly_savings_usd)}/month"
+    not_judged: list[Block] = [context(_withheld(report.withheld))] if report.withheld else []
     if not findings:
         title = "✅ No Idle GPU Spend"
         blocks: list[Block] = [header(title), section("No idle spend recommendations to report.")]
-        return SlackMessage.build(f"{title}: no idle spend recommendations", blocks)
+        return SlackMessage.build(f"{title}: no idle spend recommendations", blocks + not_judged)
 
     title = "⚠️ Idle GPU Spend Detected"
     high_only = {f.severity for f in findings} == {"high"}
@@ -259,6 +267,7 @@ def idle_spend_message(report: IdleSpendReport, *, dashboard_url: str | None = N
     blocks += [section(_finding(rank, f)) for rank, f in enumerate(findings[:TOP_N], start=1)]
     if len(findings) > TOP_N:
         blocks.append(section(f"...and {len(findings) - TOP_N:,} more"))
+    blocks += not_judged
     if dashboard_url:
         review = "Review all recommendations in your Heliox dashboard"
         blocks.append(context(_dashboard(dashboard_url, review)))
@@ -303,6 +312,15 @@ def daily_summary_message(summary: CostSummary, *, dashboard_url: str | None = N
         f"last 30 days {money(summary.last_30_days_cost_usd)}, potential savings {savings}"
     )
     return SlackMessage.build(fallback, blocks)
+
+
+def _withheld(withheld: Sequence[WithheldResource]) -> str:
+    """Which GPUs the idle rule could not judge, and why: a silent omission would read as
+    "not idle"."""
+    problems = ", ".join(dict.fromkeys(p for w in withheld for p in w.problems))
+    rows = "its usage rows fail" if len(withheld) == 1 else "their usage rows fail"
+    gpus = plural(len(withheld), "GPU")
+    return f"⚠️ {gpus} not judged: {rows} checks ({problems}); fix them in gpu_usage_hourly"
 
 
 def _gap_days(days: Sequence[dt.date]) -> str:

@@ -18,6 +18,10 @@ window of ``IDLE_LOOKBACK_DAYS`` x 24 completed hours before ``as_of``:
   7 days or more, ``medium`` for 3 or more, else ``low``.
 
 Per-resource counts, the last active hour and the streak cost are one aggregate query.
+
+A resource with a usage row in the window that fails the data-quality rules
+(``analytics.quality``) is not judged: it is withheld from the query, reported with the
+evaluation, and every other resource is judged as usual.
 """
 
 from __future__ import annotations
@@ -53,14 +57,24 @@ from heliox_orchestration.analytics.common import (
     records_of,
     utc_hour,
 )
+from heliox_orchestration.analytics.quality import (
+    Rule,
+    RuleReport,
+    bad_resources_query,
+    blank,
+    evaluate_rules,
+    usage_rule_report,
+    withheld_resources,
+)
 from heliox_orchestration.db.gpu_prices import PROVIDER_LABELS
 from heliox_orchestration.db.schema import (
     gpu_usage_hourly,
     idle_gpu_evaluations,
     idle_gpu_recommendations,
+    idle_gpu_withheld_resources,
     money_sum_micros,
 )
-from heliox_orchestration.reports import IdleFinding, IdleSpendReport
+from heliox_orchestration.reports import IdleFinding, IdleSpendReport, WithheldResource
 from heliox_orchestration.settings import Settings
 
 if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load
@@ -87,9 +101,12 @@ def idle_window(settings: Settings, as_of: dt.datetime | None = None) -> IdleWin
     return IdleWindow(as_of, end - dt.timedelta(days=settings.idle_lookback_days), end)
 
 
-def idle_candidates_query(window: IdleWindow, settings: Settings) -> Select:
+def idle_candidates_query(
+    window: IdleWindow, settings: Settings, withheld: Select[tuple[str]] | None = None
+) -> Select:
     """Per resource in the window: observed/idle rows, last active hour, streak rows and cost,
-    and the attributes of its last observed row; only resources meeting the finding rule.
+    and the attributes of its last observed row; only resources meeting the finding rule, and
+    none of the resource_ids selected by ``withheld``.
 
     The window's rows are aggregated in one pass (no intermediate table of every window row);
     the streaks of the few resulting candidates are then read through the primary key
@@ -111,7 +128,11 @@ def idle_candidates_query(window: IdleWindow, settings: Settings) -> Select:
             last_observed.label("last_observed_hour"),
             last_active.label("last_active_hour"),
         )
-        .where(u.c.usage_hour >= window.start, u.c.usage_hour < window.end)
+        .where(
+            u.c.usage_hour >= window.start,
+            u.c.usage_hour < window.end,
+            *([u.c.resource_id.not_in(withheld)] if withheld is not None else []),
+        )
         .group_by(u.c.resource_id)
         .having(
             observed >= settings.idle_min_observed_hours,
@@ -226,6 +247,8 @@ class IdleEvaluation:
     window: IdleWindow
     findings: pd.DataFrame  # FINDING_COLUMNS
     has_usage: bool = True  # False: no usage rows at all in the window
+    withheld: tuple[WithheldResource, ...] = ()  # not judged: their usage rows fail checks
+    usage_report: RuleReport | None = None  # the rules on the window's rows (None: loaded)
 
     @property
     def as_of(self) -> dt.datetime:
@@ -241,22 +264,30 @@ class IdleEvaluation:
         )
 
     def report(self, severities: Collection[str] = ("high",)) -> IdleSpendReport:
-        return IdleSpendReport(as_of=self.as_of, findings=self.to_findings(severities))
+        return IdleSpendReport(self.as_of, self.to_findings(severities), self.withheld)
 
 
 def compute_idle_evaluation(
     engine: Engine, settings: Settings, as_of: dt.datetime | None = None
 ) -> IdleEvaluation:
-    """Evaluate the idle rule on ``gpu_usage_hourly`` at ``as_of`` (default: now)."""
+    """Evaluate the idle rule on ``gpu_usage_hourly`` at ``as_of`` (default: now). The rules
+    on the window's rows run first; resources with a failing row are withheld, not judged."""
     window = idle_window(settings, as_of)
+    limit = settings.max_hourly_cost_usd
+    checked = usage_rule_report(engine, window.start, window.end, max_hourly_cost=limit)
+    withheld: tuple[WithheldResource, ...] = ()
+    leave_out = None
+    if not checked.passed:
+        withheld = withheld_resources(engine, window.start, window.end, max_hourly_cost=limit)
+        leave_out = bad_resources_query(window.start, window.end, engine.dialect.name, max_hourly_cost=limit)
     u = gpu_usage_hourly.c
     with engine.connect() as conn:
-        raw = fetch_frame(conn, idle_candidates_query(window, settings))
+        raw = fetch_frame(conn, idle_candidates_query(window, settings, leave_out))
         any_row = (
             select(u.resource_id).where(u.usage_hour >= window.start, u.usage_hour < window.end).limit(1)
         )
         has_usage = not raw.empty or conn.execute(any_row).first() is not None
-    return IdleEvaluation(window, _findings_frame(raw), has_usage)
+    return IdleEvaluation(window, _findings_frame(raw), has_usage, withheld, checked)
 
 
 def idle_spend_report(
@@ -277,8 +308,17 @@ def write_idle_evaluation(engine: Engine, evaluation: IdleEvaluation) -> int:
     as_of = evaluation.as_of
     findings = [{**r, "evaluated_at": as_of} for r in records_of(evaluation.findings)]
     savings = sum((r["monthly_savings_usd"] for r in findings), Decimal(0))
+    withheld = [
+        {
+            "evaluated_at": as_of,
+            "resource_id": w.resource_id,
+            "usage_rows": w.usage_rows,
+            "problems": "; ".join(w.problems),
+        }
+        for w in evaluation.withheld
+    ]
     with engine.begin() as conn:
-        for table in (idle_gpu_recommendations, idle_gpu_evaluations):
+        for table in (idle_gpu_recommendations, idle_gpu_withheld_resources, idle_gpu_evaluations):
             conn.execute(delete(table).where(table.c.evaluated_at == as_of))
         conn.execute(
             idle_gpu_evaluations.insert().values(
@@ -292,6 +332,8 @@ def write_idle_evaluation(engine: Engine, evaluation: IdleEvaluation) -> int:
         )
         if findings:
             conn.execute(idle_gpu_recommendations.insert(), findings)
+        if withheld:
+            conn.execute(idle_gpu_withheld_resources.insert(), withheld)
     return len(findings)
 
 
@@ -314,11 +356,47 @@ def load_idle_evaluation(engine: Engine) -> IdleEvaluation:
             conn,
             select(*(r.c[name] for name in FINDING_COLUMNS)).where(r.c.evaluated_at == latest.evaluated_at),
         )
+        w = idle_gpu_withheld_resources
+        withheld = tuple(
+            WithheldResource(row.resource_id, row.usage_rows, tuple(row.problems.split("; ")))
+            for row in conn.execute(
+                select(w).where(w.c.evaluated_at == latest.evaluated_at).order_by(w.c.resource_id)
+            )
+        )
     window = IdleWindow(latest.evaluated_at, latest.window_start, latest.window_end)
-    return IdleEvaluation(window, _by_savings(records_of(raw)))
+    return IdleEvaluation(window, _by_savings(records_of(raw)), withheld=withheld)
 
 
 def load_idle_spend_report(engine: Engine, severities: Sequence[str] = ("high",)) -> IdleSpendReport:
     """The open recommendations of the given severities, as materialized by the
     ``idle_gpu_recommendations`` asset; raises ``NotMaterializedError`` if it never ran."""
     return load_idle_evaluation(engine).report(severities)
+
+
+# --- the rules on stored findings (the output check, and the summary that counts them) ------
+
+
+def idle_finding_rules() -> list[Rule]:
+    c = idle_gpu_recommendations.c
+    return [
+        Rule("negative monthly_savings_usd", c.monthly_savings_usd < 0),
+        Rule("idle_pct outside 0-100", or_(c.idle_pct < 0, c.idle_pct > 100)),
+        Rule("severity does not match idle_days", c.severity != severity_sql(c.idle_days)),
+        Rule("streak longer than the observed hours", c.streak_hours > c.observed_hours),
+        Rule(
+            "NULL or blank key (resource_id, provider, gpu_type)",
+            blank(c.resource_id, c.provider, c.gpu_type),
+        ),
+    ]
+
+
+def idle_finding_rule_report(engine: Engine, evaluated_at: dt.datetime) -> RuleReport:
+    c = idle_gpu_recommendations.c
+    return evaluate_rules(
+        engine,
+        idle_gpu_recommendations,
+        idle_finding_rules(),
+        c.evaluated_at == evaluated_at,
+        ["resource_id", "severity", "idle_days", "idle_pct", "streak_hours", "monthly_savings_usd"],
+        ["resource_id"],
+    )

@@ -1,9 +1,12 @@
 """The cost assets: daily GPU costs, idle-GPU recommendations and the daily summary, with their
-asset checks. Built per ``Settings`` (partitions follow ``TIMEZONE``)."""
+asset checks. Built per ``Settings`` (partitions follow ``TIMEZONE``).
+
+Each asset checks its own input rows (its ``valid_usage_rows`` check, evaluated by its op), so
+selecting an asset selects its gate: no job or launch needs to add input checks."""
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions
+from dagster import Definitions
 
 from heliox_orchestration.assets.checks import build_asset_checks
 from heliox_orchestration.assets.costs import build_daily_gpu_costs, usage_spec
@@ -18,7 +21,6 @@ __all__ = [
     "SUMMARY_KEY",
     "USAGE_KEY",
     "build_asset_defs",
-    "cost_input_checks",
 ]
 
 
@@ -32,10 +34,3 @@ def build_asset_defs(settings: Settings) -> Definitions:
         ],
         asset_checks=build_asset_checks(settings),
     )
-
-
-def cost_input_checks() -> AssetSelection:
-    """The blocking checks of ``gpu_usage_hourly``. Add them to a job's selection so that bad
-    usage rows stop the cost assets (and the alerts after them) in the same run; Dagster does
-    not include an external asset's checks on its own."""
-    return AssetSelection.checks_for_assets(USAGE_KEY)

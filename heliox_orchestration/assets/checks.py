@@ -1,9 +1,14 @@
-"""Asset checks on the input (``gpu_usage_hourly``) and the outputs of the cost assets.
+"""The asset checks of the cost assets, and the helpers the assets use for their own checks.
 
-Blocking checks fail with ERROR severity: in a run that includes them, nothing downstream of
-the checked asset executes (no cost aggregate from bad rows, no alert from a bad aggregate). The
-usage checks are not part of an asset's own checks (Dagster does not materialize
-``gpu_usage_hourly``): jobs select them with ``cost_input_checks()``.
+Each cost asset validates its input itself, however it is launched (a schedule, a sensor,
+`dagster asset materialize`, the UI's Materialize button): its op evaluates the data-quality
+rules of ``analytics.quality`` over the very ``gpu_usage_hourly`` rows it is about to read,
+reports them as the asset's own check (``check_specs``), and refuses to write when they fail
+(``refusal``: a non-retryable ``Failure`` naming the rule, the counts and example rows).
+
+The checks defined here judge what the assets wrote (``daily_gpu_costs:valid_rows``,
+``no_gap_days``, ``idle_gpu_recommendations:valid_findings``). Blocking checks fail with ERROR
+severity: in a run that includes them, nothing downstream of the checked asset executes.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real context, config and
@@ -18,20 +23,14 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetKey,
+    Failure,
     MetadataValue,
     asset_check,
 )
 
 from heliox_orchestration.analytics.common import markdown_table
-from heliox_orchestration.assets.recommendations import IdleRecommendationsConfig
-from heliox_orchestration.assets.shared import (
-    DAILY_COSTS_KEY,
-    IDLE_KEY,
-    USAGE_KEY,
-    partition_days,
-    utc_now,
-)
-from heliox_orchestration.partitions import local_range_bounds
+from heliox_orchestration.assets.shared import DAILY_COSTS_KEY, IDLE_KEY, partition_days, utc_now
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
 
@@ -40,7 +39,8 @@ from heliox_orchestration.settings import Settings
 if TYPE_CHECKING:
     from heliox_orchestration.analytics.quality import RuleReport
 
-UNPARTITIONED_DAYS = 30  # days judged by an output check run without a partition
+# The check every cost asset runs on its own input rows.
+INPUT_CHECK = "valid_usage_rows"
 
 
 def rule_result(
@@ -49,56 +49,50 @@ def rule_result(
     consequence: str,
     severity: AssetCheckSeverity,
     passed_text: str | None = None,
+    *,
+    check_name: str | None = None,
+    asset_key: AssetKey | None = None,
+    extra_metadata: Mapping[str, Any] | None = None,
 ) -> AssetCheckResult:
+    """The result of a rule report; ``check_name`` and ``asset_key`` for an asset's own check."""
     metadata: dict[str, Any] = {"scope": scope, "rows_checked": report.rows_checked}
     metadata |= {rule: n for rule, n in report.violations.items()}
+    metadata |= extra_metadata or {}
     if report.passed:
         text = passed_text or f"{report.rows_checked:,} rows in {scope}: all valid."
-        return AssetCheckResult(passed=True, metadata=metadata, description=text)
-    metadata["examples"] = MetadataValue.md(_samples_table(report.samples))
+        return AssetCheckResult(
+            passed=True, metadata=metadata, description=text, check_name=check_name, asset_key=asset_key
+        )
+    metadata["examples"] = MetadataValue.md(samples_table(report.samples))
     return AssetCheckResult(
         passed=False,
         severity=severity,
         metadata=metadata,
         description=f"{report.summary()} in {scope}. {consequence}",
+        check_name=check_name,
+        asset_key=asset_key,
     )
 
 
-def _samples_table(samples: Sequence[Mapping[str, Any]]) -> str:
+def refusal(report: "RuleReport", what: str, scope: str, remedy: str) -> Failure:
+    """The asset's refusal to write from rows that fail the rules: one line for the run's error,
+    the Run Failed notice and `heliox run`; not retried, because only fixing the rows helps."""
+    return Failure(
+        description=report.refusal(what, scope, remedy),
+        allow_retries=False,
+        metadata={"examples": MetadataValue.md(samples_table(report.samples))},
+    )
+
+
+def samples_table(samples: Sequence[Mapping[str, Any]]) -> str:
+    from heliox_orchestration.analytics.quality import cell_text
+
     if not samples:
         return "_none_"
-    return markdown_table(samples, {name: _cell for name in samples[0]})
+    return markdown_table(samples, {name: cell_text for name in samples[0]})
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, dt.datetime):
-        return f"{value.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
-    return repr(value) if isinstance(value, str) and not value.strip() else str(value)
-
-
-def _usage_scope(
-    context: AssetCheckExecutionContext, settings: Settings, now: dt.datetime
-) -> tuple[dt.datetime, dt.datetime, str]:
-    days = partition_days(context.op_execution_context)
-    if days is not None:
-        start, end = local_range_bounds(*days, settings.timezone)
-        span = days[0].isoformat() if days[0] == days[1] else f"{days[0]} to {days[1]}"
-        return start, end, f"the local days {span} ({settings.timezone})"
-    from heliox_orchestration.analytics.idle import idle_window
-
-    window = idle_window(settings, _idle_as_of(context) or now)
-    return window.start, window.end, f"the idle window ending {window.end:%Y-%m-%d %H:%M} UTC"
-
-
-def _idle_as_of(context: AssetCheckExecutionContext) -> dt.datetime | None:
-    """The ``as_of`` the run configured for idle_gpu_recommendations, so that the check judges
-    the very window the asset evaluates."""
-    run_config: Mapping[str, Any] = context.op_execution_context.run.run_config
-    ops: Mapping[str, Any] = run_config.get("ops", {})
-    config: Mapping[str, Any] = ops.get(IDLE_KEY.path[-1], {}).get("config", {})
-    return IdleRecommendationsConfig(**config).as_of_instant() if config.get("as_of") else None
+UNPARTITIONED_DAYS = 30  # days judged by an output check run without a partition
 
 
 def _output_days(
@@ -113,55 +107,13 @@ def _output_days(
 
 def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
     @asset_check(
-        asset=USAGE_KEY,
-        name="valid_rows",
-        blocking=True,
-        description="Blocking. Rows of gpu_usage_hourly in the run's local days (or the idle window) "
-        "with a negative cost_usd, a gpu_utilization_pct outside 0-100, or a NULL or blank "
-        "resource_id/provider/gpu_type. Costs and idle findings built on them would be wrong, so "
-        "the aggregates and alerts downstream do not run.",
-    )
-    def usage_valid_rows(context: AssetCheckExecutionContext, heliox_db: HelioxDatabase) -> AssetCheckResult:
-        from heliox_orchestration.analytics.quality import usage_rule_report
-
-        start, end, scope = _usage_scope(context, settings, utc_now())
-        report = usage_rule_report(heliox_db.get_engine(), start, end)
-        return rule_result(
-            report,
-            scope,
-            "Fix or delete these rows in gpu_usage_hourly, then re-run.",
-            AssetCheckSeverity.ERROR,
-        )
-
-    @asset_check(
-        asset=USAGE_KEY,
-        name="no_future_hours",
-        blocking=True,
-        description="Blocking. Rows of gpu_usage_hourly whose usage_hour is later than now: usually "
-        "local time stored as UTC by an importer, which shifts every day's total by hours.",
-    )
-    def usage_no_future_hours(
-        context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
-    ) -> AssetCheckResult:
-        from heliox_orchestration.analytics.quality import future_usage_report
-
-        now = utc_now()
-        report = future_usage_report(heliox_db.get_engine(), now)
-        return rule_result(
-            report,
-            f"gpu_usage_hourly (now: {now:%Y-%m-%d %H:%M} UTC)",
-            "usage_hour must be the UTC start of a past hour; fix the importer's time zone and re-import.",
-            AssetCheckSeverity.ERROR,
-            passed_text=f"No usage_hour after {now:%Y-%m-%d %H:%M} UTC.",
-        )
-
-    @asset_check(
         asset=DAILY_COSTS_KEY,
         name="valid_rows",
         blocking=True,
         description="Blocking. Rows of daily_gpu_costs in the run's days with a negative cost_usd, an "
         "avg_utilization_pct outside 0-100 or a NULL or blank provider/gpu_type; the burn-rate "
-        "and summary alerts must not report them.",
+        "and summary alerts must not report them. The asset's input check (valid_usage_rows) keeps "
+        "such rows out; this one judges what was actually written.",
     )
     def daily_costs_valid_rows(
         context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
@@ -173,7 +125,7 @@ def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
         return rule_result(
             report,
             f"daily_gpu_costs {first}..{last}",
-            "Check the usage rows of those days (gpu_usage_hourly checks) and re-materialize them.",
+            "Check the usage rows of those days (daily_gpu_costs:valid_usage_rows) and re-materialize them.",
             AssetCheckSeverity.ERROR,
         )
 
@@ -218,8 +170,7 @@ def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
     def idle_valid_findings(
         context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
     ) -> AssetCheckResult:
-        from heliox_orchestration.analytics.idle import latest_evaluation
-        from heliox_orchestration.analytics.quality import idle_finding_rule_report
+        from heliox_orchestration.analytics.idle import idle_finding_rule_report, latest_evaluation
 
         engine = heliox_db.get_engine()
         with engine.connect() as conn:
@@ -230,13 +181,12 @@ def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
         return rule_result(
             report,
             f"the evaluation of {latest.evaluated_at:%Y-%m-%d %H:%M} UTC",
-            "Usually negative usage costs in the window; fix them and re-materialize.",
+            "Re-materialize idle_gpu_recommendations; findings computed from checked rows pass, so "
+            "a failure here means the stored findings were edited.",
             AssetCheckSeverity.ERROR,
         )
 
     return [
-        usage_valid_rows,
-        usage_no_future_hours,
         daily_costs_valid_rows,
         daily_costs_no_gap_days,
         idle_valid_findings,

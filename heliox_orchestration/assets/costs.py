@@ -3,9 +3,14 @@
 # No `from __future__ import annotations`: Dagster inspects the real context, config and
 # resource annotation types of the decorated functions.
 
+import datetime as dt
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
     AssetSpec,
@@ -16,6 +21,7 @@ from dagster import (
 )
 
 from heliox_orchestration.analytics.common import markdown_table, model_label, records_of, usd
+from heliox_orchestration.assets.checks import INPUT_CHECK, refusal, rule_result
 from heliox_orchestration.assets.shared import (
     DAILY_COSTS_KEY,
     GROUP,
@@ -26,7 +32,7 @@ from heliox_orchestration.assets.shared import (
     utc_now,
 )
 from heliox_orchestration.money import micros_to_dollars
-from heliox_orchestration.partitions import daily_partitions
+from heliox_orchestration.partitions import daily_partitions, local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
 
@@ -35,14 +41,17 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from heliox_orchestration.analytics.daily_costs import DailyCosts
+    from heliox_orchestration.analytics.quality import RuleReport
 
 PREVIEW_ROWS = 10
+FUTURE_CHECK = "no_future_usage"
 
 USAGE_DESCRIPTION = """Hourly GPU usage and cost, one row per GPU resource per hour (UTC).
 
 Written outside Dagster (the FOCUS importer, `heliox seed-demo`); Dagster never materializes it.
-Its asset checks validate the rows a run is about to aggregate: the run's local days for
-`daily_gpu_costs`, the trailing idle window otherwise."""
+Each cost asset validates the rows it reads itself (its `valid_usage_rows` check): the run's
+local days for `daily_gpu_costs`, the idle window for `idle_gpu_recommendations`, the 30 days of
+`gpu_cost_summary`."""
 
 DAILY_COSTS_DESCRIPTION = """Daily GPU cost: one row per local day, provider, GPU type and model.
 
@@ -52,7 +61,13 @@ too, so the burn-rate alert sees today's spend so far. The database aggregates
 utilization); only the aggregates reach pandas. Materializing a day, or a backfill range in a
 single run, replaces those days' rows in one transaction, in the tables `daily_gpu_costs` and
 `daily_gpu_cost_days` (one row per day, `has_data = false` for a day without any usage: a gap,
-not a $0 day)."""
+not a $0 day).
+
+Before it computes, the asset checks the usage rows of its days (`valid_usage_rows`, however it
+is launched): a negative, non-numeric, infinite or implausible cost, a utilization outside 0-100,
+an hour not stored as a UTC hour, a blank key, or an hour after now. If any row fails, nothing is
+written and the run fails with the rule, the counts and example rows. Usage rows after now
+outside the run's days change no number of this run: `no_future_usage` names them (a warning)."""
 
 
 def usage_spec() -> AssetSpec:
@@ -138,21 +153,78 @@ def build_daily_gpu_costs(settings: Settings) -> AssetsDefinition:
                 metadata=table_metadata("daily_gpu_costs", "daily_gpu_cost_days"),
             )
         ],
+        check_specs=[
+            AssetCheckSpec(
+                INPUT_CHECK,
+                asset=DAILY_COSTS_KEY,
+                blocking=True,
+                description="Blocking. Run by the asset itself, however it is launched: the rows of "
+                "gpu_usage_hourly in the run's local days: cost_usd not a number (text, NaN), negative "
+                "or above the hourly maximum (Infinity included), gpu_utilization_pct not a number or "
+                "outside 0-100, gpu_count below 1, usage_hour not a UTC hour start (or not in the "
+                "canonical text form on SQLite), a NULL or blank key, or usage_hour after now. If any "
+                "row fails, the asset writes nothing and its run fails naming the rows.",
+            ),
+            AssetCheckSpec(
+                FUTURE_CHECK,
+                asset=DAILY_COSTS_KEY,
+                description="Warning. Rows of gpu_usage_hourly anywhere whose hour has not started "
+                "yet (usually local time stored as UTC, or a mistyped date). One inside the run's "
+                "days also fails valid_usage_rows; one after today is in no alert's numbers and "
+                "blocks nothing.",
+            ),
+        ],
         partitions_def=partitions,
         # One run for a whole backfill range: the SQL aggregates all its days in one query.
         backfill_policy=BackfillPolicy.single_run(),
     )
-    def daily_gpu_costs_asset(context: AssetExecutionContext, heliox_db: HelioxDatabase) -> MaterializeResult:
+    def daily_gpu_costs_asset(
+        context: AssetExecutionContext, heliox_db: HelioxDatabase
+    ) -> Iterator[MaterializeResult | AssetCheckResult]:
         from heliox_orchestration.analytics.daily_costs import compute_daily_costs, write_daily_costs
+        from heliox_orchestration.analytics.quality import days_text, future_usage_report, usage_rule_report
         from heliox_orchestration.db.pending import release_due_usage
 
         release_due_usage(heliox_db.get_engine(), utc_now())  # imported hours that have started since
         days = partition_days(context.op_execution_context)
         assert days is not None, "daily_gpu_costs is partitioned"
         engine = heliox_db.get_engine()
+        now = utc_now()
+        span = days[0].isoformat() if days[0] == days[1] else f"{days[0]} to {days[1]}"
+        scope = days_text(*days, settings.timezone)
+        bounds = local_range_bounds(*days, settings.timezone)
+        checked = usage_rule_report(engine, *bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=now)
+        checks = [
+            rule_result(
+                checked,
+                scope,
+                "Nothing was written; fix or delete these rows in gpu_usage_hourly, then re-run.",
+                AssetCheckSeverity.ERROR,
+                check_name=INPUT_CHECK,
+                asset_key=DAILY_COSTS_KEY,
+            ),
+            future_rows_result(future_usage_report(engine, now), now),
+        ]
+        if not checked.passed:
+            yield from checks
+            what = f"daily_gpu_costs {span} was not written"
+            raise refusal(checked, what, scope, checked.fix_in("gpu_usage_hourly", f"re-materialize {span}"))
         costs = compute_daily_costs(engine, *days, settings.timezone)
-        written = write_daily_costs(engine, costs, computed_at=utc_now())
+        written = write_daily_costs(engine, costs, computed_at=now)
         context.log.info(f"daily_gpu_costs: {written} rows for {days[0]}..{days[1]} ({settings.timezone})")
-        return MaterializeResult(metadata=daily_costs_metadata(costs, written))
+        yield MaterializeResult(metadata=daily_costs_metadata(costs, written), check_results=checks)
 
     return daily_gpu_costs_asset
+
+
+def future_rows_result(report: "RuleReport", now: dt.datetime) -> AssetCheckResult:
+    return rule_result(
+        report,
+        f"gpu_usage_hourly (now: {now:%Y-%m-%d %H:%M} UTC)",
+        "They block only a day they lie in (today's, for an hour later today); fix the importer's "
+        "time zone or the dates, or delete them.",
+        AssetCheckSeverity.WARN,
+        passed_text=f"No usage_hour after {now:%Y-%m-%d %H:%M} UTC.",
+        check_name=FUTURE_CHECK,
+        asset_key=DAILY_COSTS_KEY,
+    )

@@ -7,6 +7,9 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
     Config,
@@ -18,6 +21,7 @@ from dagster import (
 from pydantic import Field
 
 from heliox_orchestration.analytics.common import markdown_table, records_of, usd
+from heliox_orchestration.assets.checks import INPUT_CHECK, rule_result
 from heliox_orchestration.assets.shared import GROUP, IDLE_KEY, KINDS, USAGE_KEY, table_metadata, utc_now
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
@@ -75,7 +79,59 @@ def idle_metadata(evaluation: "IdleEvaluation") -> dict[str, Any]:
     }
     if not evaluation.has_usage:
         metadata["status"] = "No usage data: gpu_usage_hourly has no rows in the window."
+    metadata["withheld_resources"] = len(evaluation.withheld)
+    if evaluation.withheld:
+        metadata["withheld"] = MetadataValue.md(_withheld_table(evaluation))
     return metadata
+
+
+def _withheld_table(evaluation: "IdleEvaluation") -> str:
+    return markdown_table(
+        [
+            {"resource_id": w.resource_id, "failing rows": w.usage_rows, "problems": ", ".join(w.problems)}
+            for w in evaluation.withheld
+        ],
+        {"resource_id": repr, "failing rows": "{:,}".format, "problems": str},
+    )
+
+
+WITHHELD_NAMED = 10  # resources named in the check's description; the metadata lists them all
+
+
+def withheld_result(evaluation: "IdleEvaluation") -> AssetCheckResult:
+    """Warning: the resources left out of the evaluation because their rows fail the rules."""
+    window = evaluation.window
+    scope = f"the idle window {window.start:%Y-%m-%d %H:%M} to {window.end:%Y-%m-%d %H:%M} UTC"
+    report = evaluation.usage_report
+    if report is None or report.passed:
+        rows = report.rows_checked if report else 0
+        return AssetCheckResult(
+            check_name=INPUT_CHECK,
+            asset_key=IDLE_KEY,
+            passed=True,
+            metadata={"scope": scope, "rows_checked": rows, "withheld_resources": 0},
+            description=f"{rows:,} rows in {scope}: all valid; every GPU was judged.",
+        )
+    withheld = evaluation.withheld
+    named = "; ".join(
+        f"{w.resource_id!r} ({w.usage_rows:,} rows: {', '.join(w.problems)})"
+        for w in withheld[:WITHHELD_NAMED]
+    )
+    more = f" and {len(withheld) - WITHHELD_NAMED:,} more" if len(withheld) > WITHHELD_NAMED else ""
+    return rule_result(
+        report,
+        scope,
+        f"{len(withheld):,} GPU{'s' if len(withheld) != 1 else ''} not judged, so no finding for "
+        f"them: {named}{more}. Every other GPU was judged. Fix or delete these rows in "
+        "gpu_usage_hourly.",
+        AssetCheckSeverity.WARN,
+        check_name=INPUT_CHECK,
+        asset_key=IDLE_KEY,
+        extra_metadata={
+            "withheld_resources": len(withheld),
+            "withheld": MetadataValue.md(_withheld_table(evaluation)),
+        },
+    )
 
 
 IDLE_DESCRIPTION = """Idle-GPU recommendations: one row per GPU resource that costs money while idle.
@@ -86,7 +142,12 @@ with at least `IDLE_MIN_OBSERVED_HOURS` (24) observed hours, at least `IDLE_MIN_
 (95%) of them idle and idle now is a finding. "Idle for N days" is its trailing idle streak in
 hours // 24; savings are the streak's mean hourly cost x 730; severity high from 7 days, medium
 from 3. Each evaluation is kept (`idle_gpu_evaluations`); the latest one's findings are the open
-recommendations."""
+recommendations.
+
+Before judging, the asset checks the usage rows of the window (`valid_usage_rows`, the same rules
+as `daily_gpu_costs`). A GPU with a failing row is not judged: it is withheld from the evaluation
+(`idle_gpu_withheld_resources`, a warning naming it and its rows, and a line in the idle alert),
+and every other GPU is judged as usual."""
 
 
 def build_idle_gpu_recommendations(settings: Settings) -> AssetsDefinition:
@@ -96,7 +157,19 @@ def build_idle_gpu_recommendations(settings: Settings) -> AssetsDefinition:
         deps=[USAGE_KEY],
         group_name=GROUP,
         kinds=KINDS,
-        metadata=table_metadata("idle_gpu_recommendations", "idle_gpu_evaluations"),
+        metadata=table_metadata(
+            "idle_gpu_recommendations", "idle_gpu_evaluations", "idle_gpu_withheld_resources"
+        ),
+        check_specs=[
+            AssetCheckSpec(
+                INPUT_CHECK,
+                asset=IDLE_KEY,
+                description="Warning. Run by the asset itself, however it is launched: the rows of "
+                "gpu_usage_hourly in the idle window, by the rules of daily_gpu_costs:valid_usage_rows. "
+                "A GPU with a failing row is withheld (not judged) and named here with its rows; "
+                "every other GPU is judged and alerted on as usual.",
+            )
+        ],
     )
     def idle_gpu_recommendations_asset(
         context: AssetExecutionContext, config: IdleRecommendationsConfig, heliox_db: HelioxDatabase
@@ -111,6 +184,10 @@ def build_idle_gpu_recommendations(settings: Settings) -> AssetsDefinition:
         context.log.info(
             f"idle_gpu_recommendations: {written} findings as of {evaluation.as_of:%Y-%m-%d %H:%M} UTC"
         )
-        return MaterializeResult(metadata=idle_metadata(evaluation))
+        if evaluation.withheld:
+            context.log.warning(f"{len(evaluation.withheld)} GPUs not judged: their usage rows fail checks")
+        return MaterializeResult(
+            metadata=idle_metadata(evaluation), check_results=[withheld_result(evaluation)]
+        )
 
     return idle_gpu_recommendations_asset

@@ -4,9 +4,13 @@
 # resource annotation types of the decorated functions.
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
     Config,
@@ -17,6 +21,7 @@ from dagster import (
 from pydantic import Field
 
 from heliox_orchestration.analytics.common import NotMaterializedError, markdown_table, usd
+from heliox_orchestration.assets.checks import INPUT_CHECK, refusal, rule_result
 from heliox_orchestration.assets.shared import (
     DAILY_COSTS_KEY,
     GROUP,
@@ -26,7 +31,7 @@ from heliox_orchestration.assets.shared import (
     table_metadata,
     utc_now,
 )
-from heliox_orchestration.partitions import parse_day
+from heliox_orchestration.partitions import local_range_bounds, parse_day
 from heliox_orchestration.reports import CostSummary
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
@@ -53,7 +58,16 @@ top 3 models of the report date ("Unattributed" for usage without a model name),
 high-severity idle-GPU recommendations and the monthly savings of all open ones, and the daily
 series (days without usage data are flagged as gaps, not shown as $0). Reads the materialized
 `daily_gpu_costs` days (days never materialized are computed from `gpu_usage_hourly` and listed
-in the metadata) and the latest `idle_gpu_recommendations` evaluation."""
+in the metadata) and the latest `idle_gpu_recommendations` evaluation.
+
+Every number is checked before it is computed, however the asset is launched: `valid_usage_rows`
+validates the raw `gpu_usage_hourly` rows of all 30 days (one scan of the range, whether a day's
+aggregate is read or computed: a row fixed or broken after its day was materialized counts too),
+and `valid_findings` the stored idle findings it counts (findings computed now come from checked
+rows). A failing row anywhere blocks the summary alone: nothing is written and the run fails
+naming the rows; the burn-rate and idle alerts are not affected."""
+
+FINDINGS_CHECK = "valid_findings"
 
 
 def summary_metadata(
@@ -115,12 +129,35 @@ def build_gpu_cost_summary(settings: Settings) -> AssetsDefinition:
         group_name=GROUP,
         kinds=KINDS,
         metadata=table_metadata("gpu_cost_summary", "gpu_cost_summary_items"),
+        check_specs=[
+            AssetCheckSpec(
+                INPUT_CHECK,
+                asset=SUMMARY_KEY,
+                blocking=True,
+                description="Blocking. Run by the asset itself, however it is launched: every row of "
+                "gpu_usage_hourly in the 30 local days ending with the report date, by the rules of "
+                "daily_gpu_costs:valid_usage_rows. One failing row blocks the summary (nothing "
+                "written, the run fails naming the rows) and nothing else.",
+            ),
+            AssetCheckSpec(
+                FINDINGS_CHECK,
+                asset=SUMMARY_KEY,
+                blocking=True,
+                description="Blocking. Run by the asset itself: the stored idle findings the summary "
+                "counts, by the rules of idle_gpu_recommendations:valid_findings.",
+            ),
+        ],
     )
     def gpu_cost_summary_asset(
         context: AssetExecutionContext, config: GpuCostSummaryConfig, heliox_db: HelioxDatabase
-    ) -> MaterializeResult:
+    ) -> Iterator[MaterializeResult | AssetCheckResult]:
         from heliox_orchestration.analytics.daily_costs import materialized_or_computed
-        from heliox_orchestration.analytics.idle import compute_idle_evaluation, load_idle_evaluation
+        from heliox_orchestration.analytics.idle import (
+            compute_idle_evaluation,
+            idle_finding_rule_report,
+            load_idle_evaluation,
+        )
+        from heliox_orchestration.analytics.quality import days_text, usage_rule_report
         from heliox_orchestration.analytics.summary import (
             StoredSummary,
             build_cost_summary,
@@ -131,19 +168,72 @@ def build_gpu_cost_summary(settings: Settings) -> AssetsDefinition:
         now = utc_now()
         report_date = config.report_day(settings, now)
         engine = heliox_db.get_engine()
-        costs, computed_days = materialized_or_computed(
-            engine, *summary_range(report_date), settings.timezone
-        )
+        first, last = summary_range(report_date)
+        scope = days_text(first, last, settings.timezone)
+        bounds = local_range_bounds(first, last, settings.timezone)
+        usage = usage_rule_report(engine, *bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=now)
+        checks = [
+            rule_result(
+                usage,
+                scope,
+                "The summary was not written; fix or delete these rows in gpu_usage_hourly.",
+                AssetCheckSeverity.ERROR,
+                check_name=INPUT_CHECK,
+                asset_key=SUMMARY_KEY,
+            )
+        ]
         try:
             evaluation, evaluated_now = load_idle_evaluation(engine), False
         except NotMaterializedError:
-            evaluation, evaluated_now = compute_idle_evaluation(engine, settings, now), True
+            evaluation, evaluated_now = None, True
+        findings, findings_scope = None, "the idle findings evaluated now, from checked rows"
+        if evaluation is None:
+            checks.append(
+                AssetCheckResult(
+                    check_name=FINDINGS_CHECK,
+                    asset_key=SUMMARY_KEY,
+                    passed=True,
+                    description="idle_gpu_recommendations was never materialized: the findings are "
+                    "evaluated now, from checked rows.",
+                )
+            )
+        else:
+            findings_scope = f"the idle findings of {evaluation.as_of:%Y-%m-%d %H:%M} UTC"
+            findings = idle_finding_rule_report(engine, evaluation.as_of)
+            checks.append(
+                rule_result(
+                    findings,
+                    findings_scope,
+                    "The summary was not written; re-materialize idle_gpu_recommendations.",
+                    AssetCheckSeverity.ERROR,
+                    check_name=FINDINGS_CHECK,
+                    asset_key=SUMMARY_KEY,
+                )
+            )
+        what = f"gpu_cost_summary of {report_date} was not written"
+        if not usage.passed:
+            yield from checks
+            raise refusal(usage, what, scope, usage.fix_in("gpu_usage_hourly", "re-run the daily summary"))
+        if findings is not None and not findings.passed:
+            yield from checks
+            raise refusal(
+                findings,
+                what,
+                findings_scope,
+                "Re-materialize idle_gpu_recommendations (it recomputes them from checked usage rows), "
+                "then re-run the daily summary.",
+            )
+        costs, computed_days = materialized_or_computed(engine, first, last, settings.timezone)
+        if evaluation is None:
+            evaluation = compute_idle_evaluation(engine, settings, now)
         summary = build_cost_summary(report_date, costs, evaluation.to_findings())
         write_cost_summary(engine, StoredSummary(summary, settings.timezone, evaluation.as_of, now), costs)
         if computed_days:
             context.log.info(
                 f"{len(computed_days)} days were not materialized; computed them from gpu_usage_hourly"
             )
-        return MaterializeResult(metadata=summary_metadata(summary, computed_days, evaluation, evaluated_now))
+        yield MaterializeResult(
+            metadata=summary_metadata(summary, computed_days, evaluation, evaluated_now), check_results=checks
+        )
 
     return gpu_cost_summary_asset

@@ -11,15 +11,18 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 
-def newest_usage_hour(engine: Engine) -> dt.datetime | None:
-    """The newest ``usage_hour`` (an index lookup, whatever the table's size)."""
+def newest_usage_hour(engine: Engine, now: dt.datetime) -> dt.datetime | None:
+    """The newest ``usage_hour`` that has begun (an index lookup, whatever the table's size).
+    A row dated after now is no sign of data arriving: one row of 2099 would otherwise make the
+    data look fresh forever (``daily_gpu_costs:no_future_usage`` names such rows)."""
     # Imported here: the sensors load with the definitions, SQLAlchemy when they query.
     from sqlalchemy import func, select
 
     from heliox_orchestration.db.schema import gpu_usage_hourly
 
+    u = gpu_usage_hourly.c
     with engine.connect() as conn:
-        return conn.execute(select(func.max(gpu_usage_hourly.c.usage_hour))).scalar_one()
+        return conn.execute(select(func.max(u.usage_hour)).where(u.usage_hour <= now)).scalar_one()
 
 
 def data_age(newest: dt.datetime | None, now: dt.datetime) -> dt.timedelta | None:

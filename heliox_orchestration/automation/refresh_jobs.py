@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from dagster import AssetSelection, define_asset_job
 
-from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY, cost_input_checks
+from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY
 
 if TYPE_CHECKING:  # define_asset_job's return type is not exported by dagster
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
@@ -23,24 +23,24 @@ SUMMARY_REFRESH_JOB = "daily_summary_refresh_job"
 
 
 def build_refresh_jobs() -> list[UnresolvedAssetJobDefinition]:
-    # The input checks of gpu_usage_hourly are selected explicitly: Dagster runs an external
-    # asset's checks only when asked, and they must block the aggregates on bad rows.
+    # Each asset's input check is part of the asset (its op refuses bad rows), so selecting the
+    # assets is enough; their output checks come with them.
     return [
         define_asset_job(
             COSTS_REFRESH_JOB,
-            selection=AssetSelection.assets(DAILY_COSTS_KEY) | cost_input_checks(),
+            selection=AssetSelection.assets(DAILY_COSTS_KEY),
             description="Refresh one local day of daily_gpu_costs (hourly: today's spend so far).",
             tags=REFRESH_TAGS,
         ),
         define_asset_job(
             IDLE_REFRESH_JOB,
-            selection=AssetSelection.assets(IDLE_KEY) | cost_input_checks(),
+            selection=AssetSelection.assets(IDLE_KEY),
             description="Re-evaluate idle-GPU recommendations over the trailing window.",
             tags=REFRESH_TAGS,
         ),
         define_asset_job(
             SUMMARY_REFRESH_JOB,
-            selection=AssetSelection.assets(DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY) | cost_input_checks(),
+            selection=AssetSelection.assets(DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY),
             description="Yesterday's daily_gpu_costs, fresh idle findings and the daily summary numbers.",
             tags=REFRESH_TAGS,
         ),

@@ -8,7 +8,10 @@ import json
 from dataclasses import dataclass, field
 
 from dagster import (
+    AssetCheckKey,
     AssetRecordsFilter,
+    DagsterEventType,
+    DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -38,6 +41,7 @@ from heliox_orchestration.alerts.kinds import (
 )
 from heliox_orchestration.analytics.common import NotMaterializedError
 from heliox_orchestration.assets import DAILY_COSTS_KEY
+from heliox_orchestration.assets.checks import INPUT_CHECK
 from heliox_orchestration.automation.freshness import cron_hours, is_stale, newest_usage_hour
 from heliox_orchestration.automation.refresh_jobs import IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
 from heliox_orchestration.automation.run_config import STARTED_BY_HELIOX_RUN, STARTED_BY_TAG
@@ -61,6 +65,24 @@ HELIOX_RUN_SKIP = "The refresh was started by `heliox run`, which runs the alert
 REDELIVERY_WAIT = dt.timedelta(minutes=5)
 REDELIVERY_INTERVAL_SECONDS = 60
 MAX_REDELIVERY_ATTEMPTS = 24  # HTTP attempts, about six runs
+
+
+DAILY_COSTS_INPUT_CHECK = AssetCheckKey(DAILY_COSTS_KEY, INPUT_CHECK)
+
+
+def input_check_passed(instance: DagsterInstance, run_id: str) -> bool:
+    """Did the run evaluate daily_gpu_costs' input check, and pass it? The asset refuses to
+    materialize from failing rows, so this only matters for a materialization that did not come
+    from the asset's op (defense in depth): no passing evaluation, no alert."""
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        evaluation = event.asset_check_evaluation_data
+        if evaluation.asset_check_key == DAILY_COSTS_INPUT_CHECK:
+            return evaluation.passed
+    return False
 
 
 @dataclass
@@ -114,6 +136,7 @@ def build_sensors(
         ).records
         today_refreshed = False
         runs: dict[str, DagsterRun | None] = {}  # a single-run backfill emits one event per day
+        checked: dict[str, bool] = {}
         for record in records:
             if record.run_id not in runs:
                 runs[record.run_id] = context.instance.get_run_by_id(record.run_id)
@@ -121,16 +144,21 @@ def build_sensors(
             if run is not None and not run.is_finished:
                 break  # its blocking checks have not spoken yet: look again next tick
             cursor.after_storage_id = record.storage_id
-            # A failed run (e.g. a blocking check) must not alert on its numbers.
-            if record.partition_key == today.isoformat() and run and run.status == DagsterRunStatus.SUCCESS:
-                today_refreshed = True
+            if record.partition_key != today.isoformat():
+                continue
+            # The latest write of today decides: only the numbers of a run that succeeded and
+            # whose input check passed may alert (a failed run's numbers never do).
+            succeeded = run is not None and run.status == DagsterRunStatus.SUCCESS
+            if succeeded and record.run_id not in checked:
+                checked[record.run_id] = input_check_passed(context.instance, record.run_id)
+            today_refreshed = succeeded and checked[record.run_id]
 
         from heliox_orchestration.analytics.summary import load_burn_rate_status
 
         day = today.isoformat()
         if not today_refreshed:
             return SensorResult(
-                skip_reason=f"No new successful refresh of today's daily_gpu_costs ({day}).",
+                skip_reason=f"No new successful, checked refresh of today's daily_gpu_costs ({day}).",
                 cursor=cursor.dump(today),
             )
         try:
@@ -199,7 +227,7 @@ def build_sensors(
         now = clock.utc_now()
         if now.astimezone(settings.tz).hour not in checking_hours:
             return SensorResult(skip_reason="Outside the checking hours.", cursor=context.cursor)
-        newest = newest_usage_hour(heliox_db.get_engine())
+        newest = newest_usage_hour(heliox_db.get_engine(), now)
         if not is_stale(newest, now, settings.stale_data_hours):
             return SensorResult(
                 skip_reason=f"Fresh: newest usage hour {newest:%Y-%m-%d %H:%M} UTC.", cursor=None

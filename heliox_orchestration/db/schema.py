@@ -69,6 +69,15 @@ def sqlite_datetime_text(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+# The one text form of an hour on SQLite: SQLite compares the text, so an hour written in another
+# form ('2026-11-20T05:00:00+00:00') escapes the primary key and lands in the wrong day.
+SQLITE_HOUR_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:00:00.000000"
+# The largest magnitudes PostgreSQL's NUMERIC(18, 6) and NUMERIC(5, 2) hold: SQLite's REAL would
+# also hold Infinity, which sums to $9.2 trillion through the integer micro-dollar cast.
+MONEY_LIMIT = 10**12
+PERCENT_LIMIT = 1000
+
+
 class Money(TypeDecorator[Decimal]):
     """US dollars with six decimals, returned as ``Decimal``."""
 
@@ -115,6 +124,30 @@ gpu_usage_hourly = Table(
     Column("gpu_utilization_pct", Numeric(5, 2, asdecimal=False), nullable=True),
     PrimaryKeyConstraint("resource_id", "usage_hour", name="pk_gpu_usage_hourly"),
     CheckConstraint("gpu_count >= 1", name="ck_gpu_usage_hourly_gpu_count"),
+    # New databases refuse what no query can sum (see analytics/quality.py, whose rules still
+    # catch these rows in tables created before the constraints: tables are never altered).
+    CheckConstraint(
+        f"typeof(cost_usd) IN ('integer', 'real') AND abs(cost_usd) < {MONEY_LIMIT}",
+        name="ck_gpu_usage_hourly_cost_usd_number",
+    ).ddl_if(dialect="sqlite"),
+    CheckConstraint(
+        "typeof(gpu_utilization_pct) IN ('integer', 'real', 'null') "
+        f"AND abs(gpu_utilization_pct) < {PERCENT_LIMIT}",
+        name="ck_gpu_usage_hourly_utilization_number",
+    ).ddl_if(dialect="sqlite"),
+    CheckConstraint("typeof(gpu_count) = 'integer'", name="ck_gpu_usage_hourly_gpu_count_integer").ddl_if(
+        dialect="sqlite"
+    ),
+    CheckConstraint(
+        f"usage_hour GLOB '{SQLITE_HOUR_GLOB}'", name="ck_gpu_usage_hourly_usage_hour_text"
+    ).ddl_if(dialect="sqlite"),
+    # NUMERIC accepts 'NaN' (and NaN sorts above every number, so a range rule misses it).
+    CheckConstraint("cost_usd <> 'NaN'", name="ck_gpu_usage_hourly_cost_usd_not_nan").ddl_if(
+        dialect="postgresql"
+    ),
+    CheckConstraint("gpu_utilization_pct <> 'NaN'", name="ck_gpu_usage_hourly_utilization_not_nan").ddl_if(
+        dialect="postgresql"
+    ),
     comment="One row per GPU resource per hour.",
 )
 # The primary key index serves per-resource scans; day-range scans use this one. On PostgreSQL it
@@ -270,6 +303,17 @@ idle_gpu_recommendations = Table(
     PrimaryKeyConstraint("evaluated_at", "resource_id", name="pk_idle_gpu_recommendations"),
     CheckConstraint("severity IN ('high', 'medium', 'low')", name="ck_idle_gpu_recommendations_severity"),
     comment="Asset idle_gpu_recommendations: findings of each evaluation.",
+)
+
+idle_gpu_withheld_resources = Table(
+    "idle_gpu_withheld_resources",
+    metadata,
+    Column("evaluated_at", UTCDateTime(), nullable=False),
+    Column("resource_id", String(255), nullable=False),
+    Column("usage_rows", Integer, nullable=False, comment="its usage rows in the window failing a rule"),
+    Column("problems", String(1000), nullable=False, comment="the rules they fail, separated by '; '"),
+    PrimaryKeyConstraint("evaluated_at", "resource_id", name="pk_idle_gpu_withheld_resources"),
+    comment="Asset idle_gpu_recommendations: GPUs not judged by an evaluation (usage rows fail checks).",
 )
 
 gpu_cost_summary = Table(

@@ -140,4 +140,10 @@ TABLE_COLUMNS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
         ("title", "varchar(255)", None),
         ("detail", "varchar(255)", None),
     ),
+    "idle_gpu_withheld_resources": (
+        ("evaluated_at", "datetime", None),
+        ("resource_id", "varchar(255)", None),
+        ("usage_rows", "integer", "its usage rows in the window failing a rule"),
+        ("problems", "varchar(1000)", "the rules they fail, separated by '; '"),
+    ),
 }
