@@ -30,9 +30,9 @@ from dagster import (
 from sqlalchemy import Executable, text
 
 from benchmarks.common import median, worker_args, write_result
-from heliox_orchestration.analytics.daily_costs import daily_costs_query, local_days
-from heliox_orchestration.analytics.idle import idle_candidates_query, idle_window
-from heliox_orchestration.analytics.quality import usage_rule_query
+from heliox_orchestration.costs.daily_costs import daily_costs_query, local_days
+from heliox_orchestration.detections.idle import idle_candidates_query, idle_window
+from heliox_orchestration.costs.quality import usage_rule_query
 from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, build_asset_defs
 from heliox_orchestration.assets.checks import INPUT_CHECK
 from heliox_orchestration.assets.costs import FUTURE_CHECK

@@ -24,7 +24,7 @@ from dagster import (
 )
 from sqlalchemy import Engine, delete
 
-from heliox_orchestration.analytics.daily_costs import compute_daily_costs, write_daily_costs
+from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
 from heliox_orchestration.assets import DAILY_COSTS_KEY, build_asset_defs
 from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration_tests.automation_env import NOW, TODAY, Heliox, make_heliox, requests_of

@@ -12,7 +12,7 @@ from dagster import AssetCheckKey, AssetCheckSeverity, AssetSelection, DagsterIn
 from sqlalchemy import Engine
 
 from heliox_orchestration import clock
-from heliox_orchestration.analytics.idle import load_idle_evaluation
+from heliox_orchestration.detections.idle import load_idle_evaluation
 from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY
 from heliox_orchestration.db.schema import daily_gpu_costs, idle_gpu_recommendations
 from heliox_orchestration.partitions import local_day_bounds

@@ -19,12 +19,12 @@ from dagster import (
 )
 from sqlalchemy import Engine, select
 
-from heliox_orchestration.analytics.idle import (
+from heliox_orchestration.detections.idle import (
     compute_idle_evaluation,
     idle_spend_report,
     load_idle_spend_report,
 )
-from heliox_orchestration.analytics.summary import cost_summary, load_cost_summary
+from heliox_orchestration.costs.summary import cost_summary, load_cost_summary
 from heliox_orchestration.assets import (
     DAILY_COSTS_KEY,
     IDLE_KEY,

@@ -18,8 +18,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from heliox_orchestration.alerts.preview import preview_message
-from heliox_orchestration.analytics.idle import load_idle_evaluation
-from heliox_orchestration.analytics.quality import usage_rule_report
+from heliox_orchestration.detections.idle import load_idle_evaluation
+from heliox_orchestration.costs.quality import usage_rule_report
 from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY
 from heliox_orchestration.cli import cli
 from heliox_orchestration.partitions import local_day_bounds

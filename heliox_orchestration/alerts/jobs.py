@@ -42,7 +42,7 @@ from heliox_orchestration.alerts.kinds import (
     stale_key,
     summary_key,
 )
-from heliox_orchestration.analytics.common import NotMaterializedError
+from heliox_orchestration.costs.common import NotMaterializedError
 from heliox_orchestration.partitions import parse_day
 from heliox_orchestration.reports import IdleSpendReport
 from heliox_orchestration.resources.database import HelioxDatabase
@@ -218,7 +218,7 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         """Alert when the day's materialized GPU spend is over the threshold (or a further level)."""
         from heliox_orchestration.alerts import ledger
         from heliox_orchestration.alerts.messages import burn_rate_message, with_note
-        from heliox_orchestration.analytics.summary import load_burn_rate_status
+        from heliox_orchestration.costs.summary import load_burn_rate_status
 
         now = clock.utc_now()
         day = parse_day(config.day, "day") or settings.today(now)
@@ -250,7 +250,7 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
         """Alert on high-severity idle GPUs not alerted in the last IDLE_REALERT_DAYS days."""
         from heliox_orchestration.alerts import ledger
         from heliox_orchestration.alerts.messages import SlackMessage, idle_spend_message
-        from heliox_orchestration.analytics.idle import load_idle_spend_report
+        from heliox_orchestration.detections.idle import load_idle_spend_report
 
         now = clock.utc_now()
         engine = heliox_db.get_engine()
@@ -298,7 +298,7 @@ def build_alert_jobs(settings: Settings) -> list[JobDefinition]:
     ) -> None:
         """Send the 📊 daily summary of the materialized gpu_cost_summary of a report date."""
         from heliox_orchestration.alerts.messages import daily_summary_message
-        from heliox_orchestration.analytics.summary import load_cost_summary
+        from heliox_orchestration.costs.summary import load_cost_summary
 
         now = clock.utc_now()
         report_date = parse_day(config.report_date, "report_date") or settings.today(now) - dt.timedelta(

@@ -23,9 +23,9 @@ from heliox_orchestration.alerts.messages import (
     daily_summary_message,
     idle_spend_message,
 )
-from heliox_orchestration.analytics.idle import idle_spend_report
-from heliox_orchestration.analytics.quality import RuleReport, days_text, usage_rule_report
-from heliox_orchestration.analytics.summary import burn_rate_status, cost_summary, summary_range
+from heliox_orchestration.detections.idle import idle_spend_report
+from heliox_orchestration.costs.quality import RuleReport, days_text, usage_rule_report
+from heliox_orchestration.costs.summary import burn_rate_status, cost_summary, summary_range
 from heliox_orchestration.partitions import local_day_bounds, local_range_bounds
 from heliox_orchestration.settings import Settings
 

@@ -29,15 +29,15 @@ from dagster import (
     asset_check,
 )
 
-from heliox_orchestration.analytics.common import markdown_table
+from heliox_orchestration.costs.common import markdown_table
 from heliox_orchestration.assets.shared import DAILY_COSTS_KEY, IDLE_KEY, partition_days, utc_now
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
 
-# The SQL modules (analytics.quality, analytics.idle: SQLAlchemy) load when a check runs, not
+# The SQL modules (analytics.quality, detections.idle: SQLAlchemy) load when a check runs, not
 # with the definitions.
 if TYPE_CHECKING:
-    from heliox_orchestration.analytics.quality import RuleReport
+    from heliox_orchestration.costs.quality import RuleReport
 
 # The check every cost asset runs on its own input rows.
 INPUT_CHECK = "valid_usage_rows"
@@ -85,7 +85,7 @@ def refusal(report: "RuleReport", what: str, scope: str, remedy: str) -> Failure
 
 
 def samples_table(samples: Sequence[Mapping[str, Any]]) -> str:
-    from heliox_orchestration.analytics.quality import cell_text
+    from heliox_orchestration.costs.quality import cell_text
 
     if not samples:
         return "_none_"
@@ -118,7 +118,7 @@ def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
     def daily_costs_valid_rows(
         context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
     ) -> AssetCheckResult:
-        from heliox_orchestration.analytics.quality import daily_cost_rule_report
+        from heliox_orchestration.costs.quality import daily_cost_rule_report
 
         first, last = _output_days(context, settings, utc_now())
         report = daily_cost_rule_report(heliox_db.get_engine(), first, last)
@@ -138,7 +138,7 @@ def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
     def daily_costs_no_gap_days(
         context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
     ) -> AssetCheckResult:
-        from heliox_orchestration.analytics.quality import gap_days
+        from heliox_orchestration.costs.quality import gap_days
 
         now = utc_now()
         first, last = _output_days(context, settings, now)
@@ -170,7 +170,7 @@ def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
     def idle_valid_findings(
         context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
     ) -> AssetCheckResult:
-        from heliox_orchestration.analytics.idle import idle_finding_rule_report, latest_evaluation
+        from heliox_orchestration.detections.idle import idle_finding_rule_report, latest_evaluation
 
         engine = heliox_db.get_engine()
         with engine.connect() as conn:

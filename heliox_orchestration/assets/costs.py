@@ -20,7 +20,7 @@ from dagster import (
     multi_asset,
 )
 
-from heliox_orchestration.analytics.common import markdown_table, model_label, records_of, usd
+from heliox_orchestration.costs.common import markdown_table, model_label, records_of, usd
 from heliox_orchestration.assets.checks import INPUT_CHECK, refusal, rule_result
 from heliox_orchestration.assets.shared import (
     DAILY_COSTS_KEY,
@@ -40,8 +40,8 @@ from heliox_orchestration.settings import Settings
 if TYPE_CHECKING:
     import pandas as pd
 
-    from heliox_orchestration.analytics.daily_costs import DailyCosts
-    from heliox_orchestration.analytics.quality import RuleReport
+    from heliox_orchestration.costs.daily_costs import DailyCosts
+    from heliox_orchestration.costs.quality import RuleReport
 
 PREVIEW_ROWS = 10
 FUTURE_CHECK = "no_future_usage"
@@ -81,7 +81,7 @@ def usage_spec() -> AssetSpec:
 
 
 def daily_costs_metadata(costs: "DailyCosts", rows_written: int) -> dict[str, Any]:
-    from heliox_orchestration.analytics.summary import top_drivers
+    from heliox_orchestration.costs.summary import top_drivers
 
     totals = costs.day_totals()
     total = micros_to_dollars(sum(totals["cost_micros"]))
@@ -181,8 +181,8 @@ def build_daily_gpu_costs(settings: Settings) -> AssetsDefinition:
     def daily_gpu_costs_asset(
         context: AssetExecutionContext, heliox_db: HelioxDatabase
     ) -> Iterator[MaterializeResult | AssetCheckResult]:
-        from heliox_orchestration.analytics.daily_costs import compute_daily_costs, write_daily_costs
-        from heliox_orchestration.analytics.quality import days_text, future_usage_report, usage_rule_report
+        from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
+        from heliox_orchestration.costs.quality import days_text, future_usage_report, usage_rule_report
         from heliox_orchestration.db.pending import release_due_usage
 
         release_due_usage(heliox_db.get_engine(), utc_now())  # imported hours that have started since

@@ -20,7 +20,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from heliox_orchestration.analytics.common import markdown_table, records_of, usd
+from heliox_orchestration.costs.common import markdown_table, records_of, usd
 from heliox_orchestration.assets.checks import INPUT_CHECK, rule_result
 from heliox_orchestration.assets.shared import GROUP, IDLE_KEY, KINDS, USAGE_KEY, table_metadata, utc_now
 from heliox_orchestration.resources.database import HelioxDatabase
@@ -28,7 +28,7 @@ from heliox_orchestration.settings import Settings
 
 # The SQL modules (SQLAlchemy) load when a run needs them, not with the definitions.
 if TYPE_CHECKING:
-    from heliox_orchestration.analytics.idle import IdleEvaluation
+    from heliox_orchestration.detections.idle import IdleEvaluation
 
 
 class IdleRecommendationsConfig(Config):
@@ -51,7 +51,7 @@ class IdleRecommendationsConfig(Config):
 
 
 def idle_metadata(evaluation: "IdleEvaluation") -> dict[str, Any]:
-    from heliox_orchestration.analytics.idle import SEVERITIES
+    from heliox_orchestration.detections.idle import SEVERITIES
 
     findings = evaluation.findings
     by_severity = {s: int((findings["severity"] == s).sum()) if len(findings) else 0 for s in SEVERITIES}
@@ -174,7 +174,7 @@ def build_idle_gpu_recommendations(settings: Settings) -> AssetsDefinition:
     def idle_gpu_recommendations_asset(
         context: AssetExecutionContext, config: IdleRecommendationsConfig, heliox_db: HelioxDatabase
     ) -> MaterializeResult:
-        from heliox_orchestration.analytics.idle import compute_idle_evaluation, write_idle_evaluation
+        from heliox_orchestration.detections.idle import compute_idle_evaluation, write_idle_evaluation
         from heliox_orchestration.db.pending import release_due_usage
 
         release_due_usage(heliox_db.get_engine(), utc_now())  # imported hours that have started since

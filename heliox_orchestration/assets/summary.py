@@ -20,7 +20,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from heliox_orchestration.analytics.common import NotMaterializedError, markdown_table, usd
+from heliox_orchestration.costs.common import NotMaterializedError, markdown_table, usd
 from heliox_orchestration.assets.checks import INPUT_CHECK, refusal, rule_result
 from heliox_orchestration.assets.shared import (
     DAILY_COSTS_KEY,
@@ -38,7 +38,7 @@ from heliox_orchestration.settings import Settings
 
 # The SQL modules (SQLAlchemy) load when a run needs them, not with the definitions.
 if TYPE_CHECKING:
-    from heliox_orchestration.analytics.idle import IdleEvaluation
+    from heliox_orchestration.detections.idle import IdleEvaluation
 
 
 class GpuCostSummaryConfig(Config):
@@ -76,7 +76,7 @@ def summary_metadata(
     evaluation: "IdleEvaluation",
     evaluated_now: bool,
 ) -> dict[str, Any]:
-    from heliox_orchestration.analytics.summary import SUMMARY_DAYS
+    from heliox_orchestration.costs.summary import SUMMARY_DAYS
 
     top = summary.top_models[0] if summary.top_models else None
     metadata: dict[str, Any] = {
@@ -151,14 +151,14 @@ def build_gpu_cost_summary(settings: Settings) -> AssetsDefinition:
     def gpu_cost_summary_asset(
         context: AssetExecutionContext, config: GpuCostSummaryConfig, heliox_db: HelioxDatabase
     ) -> Iterator[MaterializeResult | AssetCheckResult]:
-        from heliox_orchestration.analytics.daily_costs import materialized_or_computed
-        from heliox_orchestration.analytics.idle import (
+        from heliox_orchestration.costs.daily_costs import materialized_or_computed
+        from heliox_orchestration.detections.idle import (
             compute_idle_evaluation,
             idle_finding_rule_report,
             load_idle_evaluation,
         )
-        from heliox_orchestration.analytics.quality import days_text, usage_rule_report
-        from heliox_orchestration.analytics.summary import (
+        from heliox_orchestration.costs.quality import days_text, usage_rule_report
+        from heliox_orchestration.costs.summary import (
             StoredSummary,
             build_cost_summary,
             summary_range,

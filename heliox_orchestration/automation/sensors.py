@@ -39,10 +39,10 @@ from heliox_orchestration.alerts.kinds import (
     burn_rate_key,
     stale_key,
 )
-from heliox_orchestration.analytics.common import NotMaterializedError
+from heliox_orchestration.costs.common import NotMaterializedError
 from heliox_orchestration.assets import DAILY_COSTS_KEY
 from heliox_orchestration.assets.checks import INPUT_CHECK
-from heliox_orchestration.automation.freshness import cron_hours, is_stale, newest_usage_hour
+from heliox_orchestration.detections.freshness import cron_hours, is_stale, newest_usage_hour
 from heliox_orchestration.automation.refresh_jobs import IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
 from heliox_orchestration.automation.run_config import STARTED_BY_HELIOX_RUN, STARTED_BY_TAG
 from heliox_orchestration.resources.database import HelioxDatabase
@@ -153,7 +153,7 @@ def build_sensors(
                 checked[record.run_id] = input_check_passed(context.instance, record.run_id)
             today_refreshed = succeeded and checked[record.run_id]
 
-        from heliox_orchestration.analytics.summary import load_burn_rate_status
+        from heliox_orchestration.costs.summary import load_burn_rate_status
 
         day = today.isoformat()
         if not today_refreshed:

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, delete, select
 
-from heliox_orchestration.analytics.common import NotMaterializedError, model_label, records_of
-from heliox_orchestration.analytics.daily_costs import (
+from heliox_orchestration.costs.common import NotMaterializedError, model_label, records_of
+from heliox_orchestration.costs.daily_costs import (
     DailyCosts,
     LocalDay,
     compute_daily_costs,
     require_materialized,
 )
-from heliox_orchestration.analytics.idle import compute_idle_evaluation
+from heliox_orchestration.detections.idle import compute_idle_evaluation
 from heliox_orchestration.db.schema import gpu_cost_summary, gpu_cost_summary_items
 from heliox_orchestration.money import MICROS, micros_to_dollars
 from heliox_orchestration.reports import (

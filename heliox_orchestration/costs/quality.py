@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import NullType
 
-from heliox_orchestration.analytics.common import as_int, usd
+from heliox_orchestration.costs.common import as_int, usd
 from heliox_orchestration.db.schema import (
     SQLITE_HOUR_GLOB,
     daily_gpu_cost_days,

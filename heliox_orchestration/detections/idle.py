@@ -48,7 +48,7 @@ from sqlalchemy import (
     select,
 )
 
-from heliox_orchestration.analytics.common import (
+from heliox_orchestration.costs.common import (
     HOURS_PER_MONTH,
     NotMaterializedError,
     as_int,
@@ -57,7 +57,7 @@ from heliox_orchestration.analytics.common import (
     records_of,
     utc_hour,
 )
-from heliox_orchestration.analytics.quality import (
+from heliox_orchestration.costs.quality import (
     Rule,
     RuleReport,
     bad_resources_query,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Date, Engine, Select, and_, case, column, delete, func, select, values
 
-from heliox_orchestration.analytics.common import (
+from heliox_orchestration.costs.common import (
     NotMaterializedError,
     as_int,
     dollars_to_micros,
