@@ -45,6 +45,7 @@ from heliox_orchestration.db.focus_import import (
 )
 from heliox_orchestration.db.schema import metadata
 from heliox_orchestration.environment import check_environment, database_url_problem
+from heliox_orchestration.money import format_usd
 from heliox_orchestration.resources.slack import PREVIEW_LINE, WEBHOOK_URL_VAR, enabled_line
 from heliox_orchestration.secrets import mask_secret, mask_webhook_url
 from heliox_orchestration.settings import (
@@ -196,7 +197,7 @@ def seed_demo_command(
         click.echo(f"Replaced {report.replaced_rows:,} existing demo rows in the same range.")
     click.echo(
         f"Wrote {report.rows:,} rows from {report.start:%Y-%m-%d %H:%M} to "
-        f"{report.end:%Y-%m-%d %H:%M} UTC; total cost ${report.total_cost_usd:,.2f}"
+        f"{report.end:%Y-%m-%d %H:%M} UTC; total cost {format_usd(report.total_cost_usd)}"
     )
 
 
