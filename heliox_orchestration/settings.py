@@ -240,7 +240,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         idle_realert_days=_int(env, "IDLE_REALERT_DAYS", Settings.idle_realert_days, 0, 365),
         stale_data_hours=_int(env, "STALE_DATA_HOURS", Settings.stale_data_hours, 1, 24 * 30),
-        # At most one charge's limit (db/focus_validation.MAX_CHARGE_USD).
+        # At most one charge's limit (ingest/focus/validation.MAX_CHARGE_USD).
         max_hourly_cost_usd=_decimal(
             env,
             "HELIOX_MAX_HOURLY_COST_USD",

@@ -1,0 +1,97 @@
+"""Imported hours that have not started yet: held in ``gpu_usage_pending`` until they do.
+
+A FOCUS charge longer than an hour is spread over its hours, and a daily (Azure, Google Cloud) or
+monthly charge for the current period covers hours that have not happened yet. The hourly table
+never holds such an hour: the import writes the hours that have started (``usage_hour <= now``)
+to ``gpu_usage_hourly`` and the others to ``gpu_usage_pending``, and ``release_due_usage`` moves
+each held hour to ``gpu_usage_hourly`` once it has started. So a day's charge reaches the burn
+rate hour by hour, as its hours elapse. The cost assets release before they compute, and every
+import releases after writing.
+
+A resource-hour lives in one of the two tables at a time: writing it replaces the stored row of
+the same (resource_id, usage_hour) in both. On PostgreSQL the import and the release take one
+transaction-scoped advisory lock, so that two releases (or a release and an import) running at
+once cannot both move, or both write, the same resource-hour; the second waits for the first
+to commit and then finds nothing left to do. SQLite runs one writing transaction at a time anyway.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, delete, exists, select, text, tuple_
+
+from heliox_orchestration.db.bulk import COLUMNS, delete_staged_hours, drop_stage, stage_usage_rows
+from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_pending
+
+# Any fixed 64-bit number works; this one spells "HELIOX" in ASCII.
+USAGE_WRITE_LOCK = 0x48454C494F58
+
+
+@dataclass(frozen=True)
+class ImportWrite:
+    replaced: int  # stored rows of the same resource-hours, in either table
+    written: int  # rows written to gpu_usage_hourly
+    held: int  # rows written to gpu_usage_pending
+
+
+def _serialize_usage_writes(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": USAGE_WRITE_LOCK})
+
+
+def write_imported_hours(conn: Connection, frame: pd.DataFrame, now: dt.datetime) -> ImportWrite:
+    """Write the frame's resource-hours: started ones to ``gpu_usage_hourly``, the others to
+    ``gpu_usage_pending``, replacing the stored rows of the same resource-hours in both tables.
+    Runs in the caller's transaction."""
+    _serialize_usage_writes(conn)
+    stage = stage_usage_rows(conn, frame)
+    replaced = delete_staged_hours(conn, gpu_usage_hourly) + delete_staged_hours(conn, gpu_usage_pending)
+    started = stage.c.usage_hour <= now
+    written = conn.execute(
+        gpu_usage_hourly.insert().from_select(COLUMNS, select(*(stage.c[c] for c in COLUMNS)).where(started))
+    ).rowcount
+    held = conn.execute(
+        gpu_usage_pending.insert().from_select(
+            COLUMNS, select(*(stage.c[c] for c in COLUMNS)).where(~started)
+        )
+    ).rowcount
+    drop_stage(conn)
+    return ImportWrite(replaced=replaced, written=written or 0, held=held or 0)
+
+
+def release_due_usage(database: Connection | Engine, now: dt.datetime) -> int:
+    """Move every held resource-hour that has started (``usage_hour <= now``) into
+    ``gpu_usage_hourly``, replacing a stored row of the same resource-hour; returns how many
+    moved. Atomic (one transaction: the caller's, when given a Connection in one), idempotent,
+    and safe when several callers run it at once."""
+    if isinstance(database, Engine):
+        with database.begin() as conn:
+            return _release(conn, now)
+    if database.in_transaction():
+        return _release(database, now)
+    with database.begin():
+        return _release(database, now)
+
+
+def _release(conn: Connection, now: dt.datetime) -> int:
+    due = gpu_usage_pending.c.usage_hour <= now
+    # Nothing due is the common case: answer it without waiting for an import's lock. (On
+    # SQLite this read opens no transaction, so the write below does not upgrade one.)
+    if not conn.execute(select(exists().where(due))).scalar():
+        return 0
+    _serialize_usage_writes(conn)
+    pending = gpu_usage_pending.c
+    conn.execute(
+        delete(gpu_usage_hourly).where(
+            tuple_(gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.usage_hour).in_(
+                select(pending.resource_id, pending.usage_hour).where(due)
+            )
+        )
+    )
+    conn.execute(
+        gpu_usage_hourly.insert().from_select(COLUMNS, select(*(pending[c] for c in COLUMNS)).where(due))
+    )
+    return conn.execute(delete(gpu_usage_pending).where(due)).rowcount or 0
