@@ -26,7 +26,7 @@ from heliox_orchestration.db.engine import (
     table_row_counts,
 )
 from heliox_orchestration.db.schema import metadata
-from heliox_orchestration.environment import check_environment, database_url_problem
+from heliox_orchestration.environment import check_environment, database_url_problem, load_environment
 from heliox_orchestration.ingest.demo_fleet import (
     DEFAULT_DAYS,
     DEFAULT_GPUS,
@@ -221,7 +221,7 @@ def doctor() -> None:
     check = check_environment()
     if check.webhook_url:
         click.echo(enabled_line(check.webhook_url))
-    elif WEBHOOK_URL_VAR not in os.environ or not os.environ[WEBHOOK_URL_VAR].strip():
+    elif not check.production and not os.environ.get(WEBHOOK_URL_VAR, "").strip():
         click.echo(PREVIEW_LINE)
     click.echo("\nConfiguration:")
     for name, default, _ in ENVIRONMENT_VARIABLES:
@@ -489,7 +489,8 @@ def run_command(kind: str) -> None:
 
     from heliox_orchestration.automation.manual import heliox_location, run_check
 
-    settings = load_settings()
+    # The runs load the code location: what would stop it is one line here, not its traceback.
+    settings = load_environment()
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     with instance, heliox_location(instance) as location, slack_retries_shown():
         outcomes = run_check(kind, location, settings, dt.datetime.now(dt.UTC))

@@ -74,6 +74,11 @@ class Settings:
 ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("SLACK_WEBHOOK_URL", "(unset: preview mode)", "Slack Incoming Webhook URL. Secret."),
     (DATABASE_URL_VAR, "sqlite:///data/heliox.db", "SQLAlchemy URL of the Heliox database."),
+    (
+        "HELIOX_ENV",
+        "development",
+        "development or production: production requires SLACK_WEBHOOK_URL and HELIOX_DATABASE_URL.",
+    ),
     ("TIMEZONE", "UTC", "IANA time zone of local days and schedules."),
     ("DAILY_SUMMARY_HOUR", "9", "Local hour (0-23) of the daily summary."),
     ("BURN_RATE_THRESHOLD_USD", "10000", "Daily GPU spend that triggers a burn-rate alert."),
