@@ -31,7 +31,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
-    HELIOX_DATA_DIR=/opt/dagster/data
+    HELIOX_DATA_DIR=/opt/dagster/data \
+    HELIOX_ENV=production
 # A fixed numeric UID/GID so Kubernetes `runAsNonRoot` can verify the user.
 RUN groupadd --system --gid 10001 dagster \
  && useradd --system --uid 10001 --gid dagster --home-dir /opt/dagster --shell /usr/sbin/nologin dagster \

@@ -45,8 +45,8 @@ from benchmarks.common import median
 from benchmarks.seeding import Prepared, create_database_if_missing, drop_database, prepare_database
 from heliox_orchestration.costs.daily_costs import daily_costs_query, local_days
 from heliox_orchestration.detections.idle import idle_candidates_query, idle_window
-from heliox_orchestration.db.demo_fleet import FleetSpec
 from heliox_orchestration.db.engine import make_engine, mask_url
+from heliox_orchestration.ingest.demo_fleet import FleetSpec
 from heliox_orchestration.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

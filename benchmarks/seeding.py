@@ -33,9 +33,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
-from heliox_orchestration.db.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.db.engine import ensure_schema, make_engine, mask_url
 from heliox_orchestration.db.schema import gpu_usage_hourly, metadata
+from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 
 MARKER_TABLE = "heliox_benchmark_fleet"
 _marker_metadata = MetaData()

@@ -9,12 +9,25 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from sqlalchemy import Engine
 
-from heliox_orchestration.db.demo_fleet import (
+from heliox_orchestration.db.engine import (
+    DatabaseConfigError,
+    embedded_database_url,
+    ensure_schema,
+    make_engine,
+    mask_url,
+    missing_tables,
+    sqlite_path,
+    table_row_counts,
+)
+from heliox_orchestration.db.schema import metadata
+from heliox_orchestration.environment import check_environment, database_url_problem, load_environment
+from heliox_orchestration.ingest.demo_fleet import (
     DEFAULT_DAYS,
     DEFAULT_GPUS,
     EARLIEST_DEMO_DATE,
@@ -26,25 +39,11 @@ from heliox_orchestration.db.demo_fleet import (
     expected_rows,
     seed_demo,
 )
-from heliox_orchestration.db.engine import (
-    DatabaseConfigError,
-    embedded_database_url,
-    ensure_schema,
-    make_engine,
-    mask_url,
-    missing_tables,
-    sqlite_path,
-    table_row_counts,
-)
-from heliox_orchestration.db.focus_import import (
-    ImportInputError,
-    TagKeys,
-    format_report,
-    import_focus,
-    progress_bar,
-)
-from heliox_orchestration.db.schema import metadata
-from heliox_orchestration.environment import check_environment, database_url_problem
+from heliox_orchestration.ingest.focus.charges import TagKeys
+from heliox_orchestration.ingest.focus.importer import import_focus
+from heliox_orchestration.ingest.focus.report import format_report
+from heliox_orchestration.ingest.focus.validation import ImportInputError
+from heliox_orchestration.money import format_usd
 from heliox_orchestration.resources.slack import PREVIEW_LINE, WEBHOOK_URL_VAR, enabled_line
 from heliox_orchestration.secrets import mask_secret, mask_webhook_url
 from heliox_orchestration.settings import (
@@ -58,6 +57,7 @@ from heliox_orchestration.settings import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 SLACK_LOGGER = "dagster.builtin.slack"  # get_dagster_logger("slack") of the Slack resource
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 
 def friendly_errors(func: F) -> F:
@@ -103,6 +103,17 @@ def open_database(explicit: str | None, settings: Settings, *, read_only: bool =
             "`heliox seed-demo` or `heliox import-focus`."
         )
     return engine
+
+
+@contextmanager
+def progress_bar(path: Path, size: int) -> Iterator[Callable[[int], None]]:
+    """The import's progress (a ``ProgressFactory``): a bar on stderr for files big enough to
+    wait for."""
+    if size < PROGRESS_MIN_BYTES:
+        yield lambda _n: None
+        return
+    with click.progressbar(length=size, label=f"Reading {path.name}", file=sys.stderr) as bar:
+        yield bar.update
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -196,7 +207,7 @@ def seed_demo_command(
         click.echo(f"Replaced {report.replaced_rows:,} existing demo rows in the same range.")
     click.echo(
         f"Wrote {report.rows:,} rows from {report.start:%Y-%m-%d %H:%M} to "
-        f"{report.end:%Y-%m-%d %H:%M} UTC; total cost ${report.total_cost_usd:,.2f}"
+        f"{report.end:%Y-%m-%d %H:%M} UTC; total cost {format_usd(report.total_cost_usd)}"
     )
 
 
@@ -210,7 +221,7 @@ def doctor() -> None:
     check = check_environment()
     if check.webhook_url:
         click.echo(enabled_line(check.webhook_url))
-    elif WEBHOOK_URL_VAR not in os.environ or not os.environ[WEBHOOK_URL_VAR].strip():
+    elif not check.production and not os.environ.get(WEBHOOK_URL_VAR, "").strip():
         click.echo(PREVIEW_LINE)
     click.echo("\nConfiguration:")
     for name, default, _ in ENVIRONMENT_VARIABLES:
@@ -484,7 +495,8 @@ def run_command(kind: str) -> None:
 
     from heliox_orchestration.automation.manual import heliox_location, run_check
 
-    settings = load_settings()
+    # The runs load the code location: what would stop it is one line here, not its traceback.
+    settings = load_environment()
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     with instance, heliox_location(instance) as location, slack_retries_shown():
         outcomes = run_check(kind, location, settings, dt.datetime.now(dt.UTC))

@@ -1,6 +1,7 @@
 """Everything the code location validates when it loads, in one place: the settings, the
-Slack webhook URL and the Heliox database URL. ``heliox doctor`` runs exactly this, so it can
-never call a configuration healthy that stops the definitions from loading."""
+Slack webhook URL, the Heliox database URL and, with ``HELIOX_ENV=production``, that both URLs
+are set. ``heliox doctor`` runs exactly this, so it can never call a configuration healthy that
+stops the definitions from loading."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from dataclasses import dataclass, field
 from heliox_orchestration.resources.slack import WEBHOOK_URL_VAR, validate_webhook_url
 from heliox_orchestration.settings import DATABASE_URL_VAR, Settings, SettingsError, load_settings
 
+ENVIRONMENT_VAR = "HELIOX_ENV"
+DEVELOPMENT = "development"
+PRODUCTION = "production"
+
 
 @dataclass(frozen=True)
 class EnvironmentCheck:
@@ -20,10 +25,40 @@ class EnvironmentCheck:
     database_url: str | None  # None: the embedded default
     problems: tuple[str, ...] = field(default=())
     database_problem: str | None = None  # also in problems
+    production: bool = False  # HELIOX_ENV=production: no preview mode, no embedded database
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def deployment_environment(env: Mapping[str, str]) -> str:
+    """``HELIOX_ENV``: development (the default) or production."""
+    raw = env.get(ENVIRONMENT_VAR, "").strip()
+    value = raw.lower() or DEVELOPMENT
+    if value not in (DEVELOPMENT, PRODUCTION):
+        raise SettingsError(
+            f"{ENVIRONMENT_VAR}={raw!r} is not an environment; allowed: development, production."
+        )
+    return value
+
+
+def _production_problems(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """What ``HELIOX_ENV=production`` requires and the environment lacks: (webhook, database)."""
+    webhook = database = None
+    if not env.get(WEBHOOK_URL_VAR, "").strip():
+        webhook = (
+            f"{WEBHOOK_URL_VAR} is not set, and {ENVIRONMENT_VAR}=production sends every alert to "
+            "Slack (no preview mode): set it to the URL of a Slack Incoming Webhook, or set "
+            f"{ENVIRONMENT_VAR}=development to only preview messages."
+        )
+    if not env.get(DATABASE_URL_VAR, "").strip():
+        database = (
+            f"{DATABASE_URL_VAR} is not set, and {ENVIRONMENT_VAR}=production does not use the "
+            "embedded SQLite file: set it to the Heliox database, e.g. "
+            "'postgresql+psycopg2://heliox:password@host:5432/heliox'."
+        )
+    return webhook, database
 
 
 _URL_SCHEME = re.compile(r"(?P<backend>[A-Za-z][\w]*)(?:\+\w+)?://")
@@ -57,19 +92,27 @@ def check_environment(env: Mapping[str, str] | None = None) -> EnvironmentCheck:
     env = os.environ if env is None else env
     problems: list[str] = []
     settings = webhook = None
+    production = False
+    try:
+        production = deployment_environment(env) == PRODUCTION
+    except SettingsError as exc:
+        problems.append(str(exc))
     try:
         settings = load_settings(env)
     except SettingsError as exc:
         problems.append(str(exc))
+    missing_webhook, missing_database = _production_problems(env) if production else (None, None)
     try:
         webhook = validate_webhook_url(env.get(WEBHOOK_URL_VAR))
     except SettingsError as exc:
         problems.append(str(exc))
+    if missing_webhook:
+        problems.append(missing_webhook)
     database_url = env.get(DATABASE_URL_VAR, "").strip() or None
-    database_problem = database_url_problem(database_url) if database_url else None
+    database_problem = missing_database or (database_url_problem(database_url) if database_url else None)
     if database_problem:
         problems.append(database_problem)
-    return EnvironmentCheck(settings, webhook, database_url, tuple(problems), database_problem)
+    return EnvironmentCheck(settings, webhook, database_url, tuple(problems), database_problem, production)
 
 
 def load_environment(env: Mapping[str, str] | None = None) -> Settings:

@@ -117,6 +117,11 @@ SETTING_VARIABLES: dict[str, str] = {
 ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("SLACK_WEBHOOK_URL", "(unset: preview mode)", "Slack Incoming Webhook URL. Secret."),
     (DATABASE_URL_VAR, "sqlite:///data/heliox.db", "SQLAlchemy URL of the Heliox database."),
+    (
+        "HELIOX_ENV",
+        "development",
+        "development or production: production requires SLACK_WEBHOOK_URL and HELIOX_DATABASE_URL.",
+    ),
     ("TIMEZONE", "UTC", "IANA time zone of local days and schedules."),
     ("DAILY_SUMMARY_HOUR", "9", "Local hour (0-23) of the daily summary."),
     ("BURN_RATE_THRESHOLD_USD", "10000", "Daily GPU spend that triggers a burn-rate alert."),
@@ -283,7 +288,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         idle_realert_days=_int(env, "IDLE_REALERT_DAYS", Settings.idle_realert_days, 0, 365),
         stale_data_hours=_int(env, "STALE_DATA_HOURS", Settings.stale_data_hours, 1, 24 * 30),
-        # At most one charge's limit (db/focus_validation.MAX_CHARGE_USD).
+        # At most one charge's limit (ingest/focus/validation.MAX_CHARGE_USD).
         max_hourly_cost_usd=_decimal(
             env,
             "HELIOX_MAX_HOURLY_COST_USD",

@@ -38,6 +38,7 @@ def _isolated_environment(tmp_path: os.PathLike[str], monkeypatch: pytest.Monkey
     for name in (
         "SLACK_WEBHOOK_URL",
         "HELIOX_DATABASE_URL",
+        "HELIOX_ENV",
         "TIMEZONE",
         "DAILY_SUMMARY_HOUR",
         *PROMETHEUS_VARIABLES,

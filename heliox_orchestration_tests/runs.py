@@ -10,7 +10,7 @@ from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, mat
 from sqlalchemy import Engine
 
 from heliox_orchestration.assets import DAILY_COSTS_KEY, build_asset_defs
-from heliox_orchestration.db.demo_fleet import FleetSpec
+from heliox_orchestration.ingest.demo_fleet import FleetSpec
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.crafted import engine_url, utc

@@ -30,8 +30,8 @@ from heliox_orchestration.assets import (
     IDLE_KEY,
     SUMMARY_KEY,
 )
-from heliox_orchestration.db.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.db.schema import daily_gpu_cost_days, daily_gpu_costs
+from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.partitions import local_day_bounds, local_range_bounds
 from heliox_orchestration_tests.crafted import (
     db_sum_by_model_cents,

@@ -162,6 +162,18 @@ def test_run_daily_summary_sends_once_with_a_webhook(
     assert slack_server.url().split("/services/")[1] not in result.output
 
 
+def test_run_refuses_a_production_environment_without_a_webhook_in_one_line(
+    dagster_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HELIOX_ENV", "production")
+    monkeypatch.setenv("HELIOX_DATABASE_URL", f"sqlite:///{tmp_path}/heliox.db")
+    result = CliRunner().invoke(cli, ["run", "daily-summary"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: SLACK_WEBHOOK_URL is not set, and HELIOX_ENV=production")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not list(dagster_home.glob("storage/*")), "no run was started"
+
+
 def test_alerts_on_an_empty_ledger_and_bad_arguments(dagster_home: Path) -> None:
     runner = CliRunner()
     assert "No alerts in the ledger" in runner.invoke(cli, ["alerts", "--since", "2026-01-01"]).output

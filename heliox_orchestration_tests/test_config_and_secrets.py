@@ -128,6 +128,8 @@ BAD_ENVIRONMENTS = [
     {"HELIOX_START_DATE": "2999-01-01"},
     {"HELIOX_DATABASE_URL": f"postgresql://heliox:{SECRET}@x@db.example/heliox"},
     {"HELIOX_DATABASE_URL": "nonsense"},
+    {"HELIOX_ENV": "prod"},
+    {"HELIOX_ENV": "production"},
 ]
 
 
@@ -160,6 +162,79 @@ def test_definitions_module_refuses_what_doctor_refuses(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert expected in result.stderr
+
+
+# --- HELIOX_ENV=production ------------------------------------------------------------------------
+
+WEBHOOK = "https://hooks.slack.com/services/T0123ABC/B0456DEF/abcdEFGH1234wxyz"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"HELIOX_DATABASE_URL": "sqlite:///heliox.db"}, "SLACK_WEBHOOK_URL"),
+        ({"HELIOX_DATABASE_URL": "sqlite:///heliox.db", "SLACK_WEBHOOK_URL": "  "}, "SLACK_WEBHOOK_URL"),
+        ({"SLACK_WEBHOOK_URL": WEBHOOK}, "HELIOX_DATABASE_URL"),
+    ],
+    ids=["no-webhook", "blank-webhook", "no-database"],
+)
+def test_production_requires_the_webhook_and_the_database(
+    env: dict[str, str], variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HELIOX_ENV", "production")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_environment()
+    message = str(raised.value)
+    assert message.startswith(f"{variable} is not set, and HELIOX_ENV=production") and "\n" not in message
+    result = CliRunner().invoke(cli, ["doctor"])
+    assert result.exit_code == 2, result.output
+    assert f"Error: {message}" in result.output
+    assert "notifications disabled (preview mode)" not in result.output and "Traceback" not in result.output
+    assert "HELIOX_ENV" in result.output and "production" in result.output
+
+
+def test_a_production_deploy_without_a_webhook_does_not_load(tmp_path: Path) -> None:
+    """The real import path (a fresh process, as a code server loads it): one line naming the
+    variable, not a "preview mode" line."""
+    env = {"PATH": os.environ["PATH"], "HELIOX_DATA_DIR": str(tmp_path), "HELIOX_ENV": "production"}
+    env["HELIOX_DATABASE_URL"] = f"sqlite:///{tmp_path}/heliox.db"
+    result = subprocess.run(
+        [sys.executable, "-c", "import heliox_orchestration.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert (
+        "SettingsError: SLACK_WEBHOOK_URL is not set, and HELIOX_ENV=production sends every alert to "
+        "Slack (no preview mode)"
+    ) in result.stderr
+    assert "notifications disabled (preview mode)" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("value", [None, "development", " Development "])
+def test_development_still_previews(value: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    if value is not None:
+        monkeypatch.setenv("HELIOX_ENV", value)
+    check = check_environment()
+    assert check.ok and not check.production and check.webhook_url is None and check.database_url is None
+    result = CliRunner().invoke(cli, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "Slack notifications disabled (preview mode)" in result.output
+
+
+def test_production_with_both_urls_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HELIOX_ENV", "production")
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", WEBHOOK)
+    monkeypatch.setenv("HELIOX_DATABASE_URL", f"sqlite:///{tmp_path}/heliox.db")
+    check = check_environment()
+    assert check.ok and check.production
+    load_environment()
+    result = CliRunner().invoke(cli, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "Slack notifications enabled" in result.output
 
 
 def test_a_complete_slack_webhook_is_accepted_and_masked(monkeypatch: pytest.MonkeyPatch) -> None:

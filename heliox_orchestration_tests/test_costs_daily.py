@@ -15,8 +15,8 @@ from heliox_orchestration.costs.daily_costs import (
     materialized_or_computed,
     write_daily_costs,
 )
-from heliox_orchestration.db.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.db.schema import daily_gpu_cost_days
+from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration_tests.crafted import db_sum_cents, hourly, insert, row, table_count, utc
 

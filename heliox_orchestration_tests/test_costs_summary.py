@@ -17,7 +17,7 @@ from heliox_orchestration.costs.summary import (
     load_burn_rate_status,
     load_cost_summary,
 )
-from heliox_orchestration.db.demo_fleet import FleetSpec, seed_demo
+from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.partitions import local_day_bounds, local_range_bounds
 from heliox_orchestration.reports import CostDriver, DailyCostPoint
 from heliox_orchestration.settings import Settings

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, func, select
 
-from heliox_orchestration.db.demo_fleet import FleetSpec, generate_chunks, seed_demo
 from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
+from heliox_orchestration.ingest.demo_fleet import FleetSpec, generate_chunks, seed_demo
 from heliox_orchestration.money import micros_to_dollars
 
 NOW = dt.datetime(2026, 1, 21, 12, 30, tzinfo=dt.UTC)

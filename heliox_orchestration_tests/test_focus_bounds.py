@@ -19,9 +19,11 @@ from sqlalchemy import Engine, func, select
 from heliox_orchestration.cli import cli
 from heliox_orchestration.db.bulk import micros_real, micros_text, replace_usage_hours
 from heliox_orchestration.db.engine import make_engine
-from heliox_orchestration.db.focus_import import ImportInputError, import_focus, parquet_text, read_focus
-from heliox_orchestration.db.focus_validation import exact_sum
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_pending, money_sum_micros
+from heliox_orchestration.ingest.focus.files import parquet_text
+from heliox_orchestration.ingest.focus.hours import read_focus
+from heliox_orchestration.ingest.focus.importer import import_focus
+from heliox_orchestration.ingest.focus.validation import ImportInputError, exact_sum
 from heliox_orchestration_tests.test_focus_import import (
     BAD_LINE,
     P5,

@@ -21,15 +21,12 @@ from sqlalchemy import Engine, func, select
 from heliox_orchestration.cli import cli
 from heliox_orchestration.db.bulk import replace_usage_hours
 from heliox_orchestration.db.engine import make_engine
-from heliox_orchestration.db.focus_import import (
-    ImportInputError,
-    TagKeys,
-    format_report,
-    import_focus,
-    read_focus,
-    spread_evenly,
-)
 from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
+from heliox_orchestration.ingest.focus.charges import TagKeys, spread_evenly
+from heliox_orchestration.ingest.focus.hours import read_focus
+from heliox_orchestration.ingest.focus.importer import import_focus
+from heliox_orchestration.ingest.focus.report import format_report
+from heliox_orchestration.ingest.focus.validation import ImportInputError
 from heliox_orchestration.money import CENTS, micros_to_dollars
 
 ROOT = Path(__file__).resolve().parents[1]

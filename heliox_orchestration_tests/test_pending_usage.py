@@ -18,9 +18,10 @@ from sqlalchemy import Engine, Table, func, select, text
 from heliox_orchestration import clock
 from heliox_orchestration.assets import IDLE_KEY
 from heliox_orchestration.cli import cli
-from heliox_orchestration.db.focus_import import format_report, import_focus
-from heliox_orchestration.db.pending import release_due_usage
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_pending, money_sum_micros
+from heliox_orchestration.ingest.focus.importer import import_focus
+from heliox_orchestration.ingest.focus.report import format_report
+from heliox_orchestration.ingest.pending import release_due_usage
 from heliox_orchestration.money import micros_to_dollars
 from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.crafted import row

@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 
 from heliox_orchestration.alerts.preview import PREVIEW_KINDS, preview_message
 from heliox_orchestration.cli import cli
-from heliox_orchestration.db.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.db.engine import ensure_schema, make_engine
+from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.slack_server import validate_payload
 

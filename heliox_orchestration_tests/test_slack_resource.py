@@ -26,9 +26,9 @@ from heliox_orchestration.resources.slack import (
     SlackWebhook,
     enabled_line,
     payload_sha256,
-    retry_after_seconds,
     validate_webhook_url,
 )
+from heliox_orchestration.resources.slack_types import retry_after_seconds
 from heliox_orchestration.secrets import mask_webhook_url, redact_webhook_url
 from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.slack_server import FakeSlackWebhook, Reply
@@ -228,6 +228,29 @@ def test_connection_refused_is_retried_then_raised() -> None:
     assert isinstance(error, SlackDeliveryError) and error.attempts == 4
     assert "Connection refused" in str(error) and "refusedrefused" not in str(error)
     assert elapsed < 2
+
+
+def test_each_failed_attempt_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """One line per retry, Heliox's (attempt, reason, wait); slack-sdk's own "Failed to send a
+    request" line about the same failure is dropped. The last failure is the error raised."""
+    caplog.set_level(logging.WARNING)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    slack = SlackWebhook(
+        webhook_url=f"http://127.0.0.1:{port}/services/T1/B1/refusedrefusedrefused",
+        max_retries=2,
+        backoff_seconds=0.01,
+        min_interval_seconds=0,
+    )
+    _, error = send_timed(slack)
+    assert isinstance(error, SlackDeliveryError) and error.attempts == 3
+    lines = [record.getMessage() for record in caplog.records]
+    assert [line.split(" failed")[0] for line in lines] == [
+        "Slack webhook http://127.0.0.1/services/****...used: attempt 1",
+        "Slack webhook http://127.0.0.1/services/****...used: attempt 2",
+    ]
+    assert all("Connection refused" in line and "retrying in" in line for line in lines)
 
 
 def test_the_default_policy_is_the_spec() -> None:

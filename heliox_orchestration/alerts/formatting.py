@@ -11,18 +11,17 @@ from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import quote
 
+from heliox_orchestration.money import format_usd
+
 ELLIPSIS = "…"
-CENT = Decimal("0.01")
 TENTH = Decimal("0.1")
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
 SPARK_GAP = "·"
 
 
-def money(amount: Decimal) -> str:
-    """``$12,345.67``, rounded half-up to the cent (``-$5.00`` below zero)."""
-    cents = Decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
-    sign = "-" if cents < 0 else ""
-    return f"{sign}${abs(cents):,.2f}"
+# ``$12,345.67``, rounded half-up to the cent (``-$5.00`` below zero). An alias of the one money
+# formatter until its callers use ``format_usd`` directly.
+money = format_usd
 
 
 def percent(value: Decimal) -> str:

@@ -183,7 +183,7 @@ def build_daily_gpu_costs(settings: Settings) -> AssetsDefinition:
     ) -> Iterator[MaterializeResult | AssetCheckResult]:
         from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
         from heliox_orchestration.costs.quality import days_text, future_usage_report, usage_rule_report
-        from heliox_orchestration.db.pending import release_due_usage
+        from heliox_orchestration.ingest.pending import release_due_usage
 
         release_due_usage(heliox_db.get_engine(), utc_now())  # imported hours that have started since
         days = partition_days(context.op_execution_context)

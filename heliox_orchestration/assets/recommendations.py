@@ -175,7 +175,7 @@ def build_idle_gpu_recommendations(settings: Settings) -> AssetsDefinition:
         context: AssetExecutionContext, config: IdleRecommendationsConfig, heliox_db: HelioxDatabase
     ) -> MaterializeResult:
         from heliox_orchestration.detections.idle import compute_idle_evaluation, write_idle_evaluation
-        from heliox_orchestration.db.pending import release_due_usage
+        from heliox_orchestration.ingest.pending import release_due_usage
 
         release_due_usage(heliox_db.get_engine(), utc_now())  # imported hours that have started since
         engine = heliox_db.get_engine()

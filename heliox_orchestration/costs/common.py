@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, cast
 
-from heliox_orchestration.money import CENTS, MICROS, micros_to_dollars
+from heliox_orchestration.money import MICROS, format_usd
 
 if TYPE_CHECKING:  # pandas and SQLAlchemy load when a run needs them, not with the definitions
     import pandas as pd
@@ -60,14 +60,9 @@ def utc_hour(instant: dt.datetime) -> dt.datetime:
     return instant.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def usd(value: Decimal) -> str:
-    """``$12,345.68`` (half-up to the cent), for metadata and check messages."""
-    cents = value.quantize(CENTS, rounding=ROUND_HALF_UP)
-    return f"-${-cents:,.2f}" if cents < 0 else f"${cents:,.2f}"
-
-
-def usd_micros(micros: int) -> str:
-    return usd(micros_to_dollars(micros))
+# ``$12,345.68`` (half-up to the cent), for metadata and check messages. An alias of the one
+# money formatter until its callers use ``format_usd`` directly.
+usd = format_usd
 
 
 def markdown_table(

@@ -171,7 +171,7 @@ Index(
 
 # Hours of imported charges that have not started yet (a daily charge for today is spread over
 # its 24 hours). gpu_usage_hourly never holds an hour that has not happened: these rows move
-# there as their hours start (db/pending.py), so a day's charge reaches the burn rate hour by hour.
+# there as their hours start (ingest/pending.py), so a day's charge reaches the burn rate hour by hour.
 gpu_usage_pending = Table(
     "gpu_usage_pending",
     metadata,

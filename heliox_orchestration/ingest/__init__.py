@@ -1,6 +1,9 @@
-"""Real signals in: GPU utilization from Prometheus (NVIDIA DCGM exporter).
+"""Sources -> usage rows: everything that writes what Heliox knows about GPUs.
 
-``prometheus`` is the HTTP client, ``dcgm_mapping`` the label mapping (``HELIOX_DCGM_MAPPING``),
-``telemetry`` the hourly query and its aggregation rules, ``utilization`` the storage, the join
-with the cost rows and the reports. Nothing here imports Dagster.
+``focus`` imports FOCUS cost exports (and utilization samples files) into ``gpu_usage_hourly``;
+``pending`` holds imported hours that have not started until they do; ``demo_fleet`` generates
+the demo fleet. GPU utilization from Prometheus (NVIDIA DCGM exporter): ``prometheus`` is the
+HTTP client, ``dcgm_mapping`` the label mapping (``HELIOX_DCGM_MAPPING``), ``telemetry`` the
+hourly query and its aggregation rules, ``utilization`` the storage, the join with the cost rows
+and the reports. Nothing here imports Dagster.
 """

@@ -37,7 +37,7 @@ from heliox_orchestration.ingest.telemetry import (
     fetch_utilization,
     hour_chunks,
 )
-from heliox_orchestration.money import micros_to_dollars
+from heliox_orchestration.money import format_usd, micros_to_dollars
 
 if TYPE_CHECKING:
     from heliox_orchestration.ingest.prometheus import PrometheusClient
@@ -266,10 +266,10 @@ class JoinReport:
             f"Cost rows {self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC: {self.billed_hours:,} "
             f"resource-hours, {self.billed_with_telemetry:,} with telemetry",
             f"Utilization unknown (cost, no telemetry): {unknown_hours:,} resource-hours of "
-            f"{len(self.unknown):,} resources, ${unknown_cost:,.2f}",
+            f"{len(self.unknown):,} resources, {format_usd(unknown_cost)}",
         ]
         out += [
-            f"  {r.resource_id} ({r.provider} {r.gpu_type}): {r.hours:,} hours, ${r.cost_usd:,.2f}"
+            f"  {r.resource_id} ({r.provider} {r.gpu_type}): {r.hours:,} hours, {format_usd(r.cost_usd)}"
             for r in self.unknown[:20]
         ]
         through = f"{self.billed_through:%Y-%m-%d %H:%M} UTC" if self.billed_through else "no cost rows"

@@ -65,7 +65,7 @@ class HelioxDatabase(ConfigurableResource):
                 ensure_schema(engine)
                 if self.is_embedded and usage_is_empty(engine):
                     # Imported here: the generator needs numpy and pandas, definitions do not.
-                    from heliox_orchestration.db.demo_fleet import FleetSpec, seed_demo
+                    from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 
                     settings = load_settings()
                     report = seed_demo(engine, FleetSpec(timezone=settings.timezone))

@@ -1,90 +1,57 @@
-"""Slack's Incoming Webhook as a Dagster resource, on slack-sdk's ``WebhookClient``.
+"""Slack's Incoming Webhook as a Dagster resource, on slack-sdk's ``WebhookClient``
+(``slack_transport``; what both share is in ``slack_types``).
 
 * 10-second timeout; up to 3 retries with exponential backoff for connection errors, read
-  timeouts, HTTP 5xx and 429 (after ``Retry-After``), through slack-sdk's retry handlers.
+  timeouts, HTTP 5xx and 429 (after ``Retry-After``), through a slack-sdk retry handler.
 * Slack's permanent refusals (``invalid_payload``, ``channel_not_found``, ...) raise at once with
   what to fix. ``WebhookClient.send`` returns error responses instead of raising; we check them.
-* One message per second per webhook in this process (Slack's documented limit).
+* Slack allows about one message per second per webhook. Heliox sends a few messages an hour;
+  messages sent in a row by one process are spaced a second apart, and a 429 from sends of
+  separate runs is retried after its ``Retry-After``.
 * The URL is a secret: only ``mask_webhook_url`` of it is ever shown, in logs and exceptions.
 * No URL: preview mode. Nothing is sent; the message is logged and returned as readable text.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import hashlib
 import ipaddress
 import json
-import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from dagster import ConfigurableResource, EnvVar, InitResourceContext, MetadataValue, get_dagster_logger
+from dagster import ConfigurableResource, EnvVar, InitResourceContext, get_dagster_logger
 from pydantic import Field
 
+from heliox_orchestration.resources.slack_types import (
+    WEBHOOK_URL_VAR,
+    DeliveryPolicy,
+    SlackConfigError,
+    SlackDeliveryError,
+    SlackSendResult,
+)
 from heliox_orchestration.secrets import mask_webhook_url
-from heliox_orchestration.settings import SettingsError
 
-WEBHOOK_URL_VAR = "SLACK_WEBHOOK_URL"
+# SlackDeliveryError and SlackSendResult are what ``SlackWebhook.send`` raises and returns.
+__all__ = [
+    "PREVIEW_LINE",
+    "WEBHOOK_URL_VAR",
+    "SlackConfigError",
+    "SlackDeliveryError",
+    "SlackPostable",
+    "SlackSendResult",
+    "SlackWebhook",
+    "enabled_line",
+    "payload_sha256",
+    "validate_webhook_url",
+    "webhook_fingerprint",
+    "webhook_url_from_env",
+]
+
 PREVIEW_LINE = f"Slack notifications disabled (preview mode): {WEBHOOK_URL_VAR} is not set"
-
-# Slack's error strings for refusals that a retry cannot fix, and what the operator should do.
-_REPLACE_WEBHOOK = f"create a new Incoming Webhook in Slack and put its URL in {WEBHOOK_URL_VAR}"
-SLACK_ERROR_HELP: Mapping[str, str] = {
-    "invalid_payload": "Slack could not parse the message; this is a Heliox bug, please report it",
-    "invalid_blocks": "Slack refused the message's Block Kit; this is a Heliox bug, please report it",
-    "invalid_blocks_format": "Slack refused the message's Block Kit; this is a Heliox bug, please report it",
-    "no_text": "the message had no text; this is a Heliox bug, please report it",
-    "too_many_attachments": "the message had too many attachments; this is a Heliox bug, please report it",
-    "action_prohibited": "a Slack admin has restricted posting with this webhook; ask an admin to allow "
-    f"the app in the channel, or {_REPLACE_WEBHOOK}",
-    "posting_to_general_channel_denied": "only admins may post to this channel; "
-    f"{_REPLACE_WEBHOOK} for another channel",
-    "channel_not_found": f"the webhook's channel was deleted or the app removed from it; {_REPLACE_WEBHOOK}",
-    "channel_is_archived": "the webhook's channel is archived; unarchive it in Slack, or "
-    f"{_REPLACE_WEBHOOK} for another channel",
-    "no_service": f"the webhook was disabled or removed, or {WEBHOOK_URL_VAR} is mistyped; "
-    f"{_REPLACE_WEBHOOK}",
-    "no_service_id": f"{WEBHOOK_URL_VAR} is incomplete; copy the whole URL from Slack again",
-    "no_team": f"{WEBHOOK_URL_VAR} is incomplete; copy the whole URL from Slack again",
-    "invalid_token": f"the webhook's token is invalid or revoked; {_REPLACE_WEBHOOK}",
-    "team_disabled": "the Slack workspace of the webhook is disabled",
-    "user_not_found": f"the webhook's user no longer exists; {_REPLACE_WEBHOOK}",
-}
-
-
-class SlackError(Exception):
-    """Base of the Slack errors. Messages show the webhook only masked."""
-
-
-class SlackConfigError(SettingsError, SlackError):
-    """``SLACK_WEBHOOK_URL`` is unusable. The message names the variable, never its value."""
-
-
-class SlackDeliveryError(SlackError):
-    """A message was not delivered: Slack refused it, or kept failing through every retry."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        attempts: int,
-        http_status: int | None = None,
-        slack_error: str | None = None,
-        retryable: bool = False,
-        payload_sha256: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-        self.http_status = http_status
-        self.slack_error = slack_error
-        self.retryable = retryable  # True: a later run may succeed; False: someone must fix something
-        self.payload_sha256 = payload_sha256
 
 
 class SlackPostable(Protocol):
@@ -93,34 +60,6 @@ class SlackPostable(Protocol):
     def to_payload(self) -> dict[str, Any]: ...
 
     def to_plain_text(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class SlackSendResult:
-    """The outcome of one message, as the alert ledger records it."""
-
-    status: Literal["sent", "previewed"]
-    attempts: int  # HTTP requests made: 0 in preview mode
-    http_status: int | None
-    elapsed_seconds: float
-    payload_sha256: str
-    webhook: str  # masked
-    preview_text: str | None = None  # the readable message, in preview mode
-
-    def to_metadata(self) -> dict[str, MetadataValue]:
-        """Dagster metadata (``context.add_output_metadata`` or ``MaterializeResult``)."""
-        metadata: dict[str, MetadataValue] = {
-            "slack_status": MetadataValue.text(self.status),
-            "slack_webhook": MetadataValue.text(self.webhook),
-            "slack_attempts": MetadataValue.int(self.attempts),
-            "slack_elapsed_seconds": MetadataValue.float(round(self.elapsed_seconds, 3)),
-            "slack_payload_sha256": MetadataValue.text(self.payload_sha256),
-        }
-        if self.http_status is not None:
-            metadata["slack_http_status"] = MetadataValue.int(self.http_status)
-        if self.preview_text is not None:
-            metadata["slack_preview"] = MetadataValue.text(self.preview_text)
-        return metadata
 
 
 def payload_sha256(payload: Mapping[str, Any]) -> str:
@@ -206,53 +145,6 @@ def enabled_line(url: str) -> str:
     return f"Slack notifications enabled (webhook {mask_webhook_url(url)})"
 
 
-# --- what slack-sdk logs ------------------------------------------------------------------------
-
-_ANY_URL = re.compile(r"https?://[^\s'\"<>|]+")
-
-
-class _MaskUrls(logging.Filter):
-    """slack-sdk puts the request URL in some of its log lines; mask any URL before they leave."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = _ANY_URL.sub(self._mask, record.getMessage())
-        record.args = ()
-        return True
-
-    @staticmethod
-    def _mask(match: re.Match[str]) -> str:
-        url = match.group(0)
-        trailing = url[len(url.rstrip(".,;:)]")) :]  # sentence punctuation, not part of the URL
-        return mask_webhook_url(url[: len(url) - len(trailing)]) + trailing
-
-
-# WebhookClient logs through this logger. Its level is set explicitly because the client decides
-# whether to build its DEBUG lines (URL, body and headers included) from ``logger.level`` alone.
-SLACK_SDK_LOGGER = logging.getLogger("heliox_orchestration.slack_sdk")
-SLACK_SDK_LOGGER.setLevel(logging.WARNING)
-SLACK_SDK_LOGGER.addFilter(_MaskUrls())
-
-
-# --- Retry-After --------------------------------------------------------------------------------
-
-
-def retry_after_seconds(headers: Mapping[str, Any], now: dt.datetime | None = None) -> float | None:
-    """``Retry-After`` in seconds (a number or an HTTP date); None when absent or unreadable."""
-    values = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    raw = (values[0] if isinstance(values, list) else values or "").strip()
-    if not raw:
-        return None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max((when - (now or dt.datetime.now(dt.UTC))).total_seconds(), 0.0)
-
-
 # --- the resource -------------------------------------------------------------------------------
 
 
@@ -273,7 +165,7 @@ class SlackWebhook(ConfigurableResource):
         default=60, ge=0, description="Longest Retry-After (HTTP 429) waited for; longer fails the send."
     )
     min_interval_seconds: float = Field(
-        default=1.0, ge=0, description="Least time between two messages to the same webhook."
+        default=1.0, ge=0, description="Least time between two messages to one webhook from one process."
     )
 
     def resolved_url(self) -> str | None:
@@ -314,4 +206,11 @@ class SlackWebhook(ConfigurableResource):
         # Imported here: slack-sdk loads when a message is sent, not with the definitions.
         from heliox_orchestration.resources.slack_transport import post
 
-        return post(self, url, payload, digest, log, on_retry)
+        policy = DeliveryPolicy(
+            timeout_seconds=self.timeout_seconds,
+            max_retries=self.max_retries,
+            backoff_seconds=self.backoff_seconds,
+            max_retry_after_seconds=self.max_retry_after_seconds,
+            min_interval_seconds=self.min_interval_seconds,
+        )
+        return post(policy, url, payload, digest, log, on_retry)

@@ -1,8 +1,15 @@
-"""The HTTP side of the ``SlackWebhook`` resource: slack-sdk's ``WebhookClient`` with Heliox's
-retry handlers and pacing.
+"""The HTTP side of the ``SlackWebhook`` resource: slack-sdk's ``WebhookClient`` with one retry
+handler, and the spacing of messages sent in a row by one process.
 
-Imported when a message is sent, not when the definitions load (slack-sdk's import costs about
-a tenth of Dagster's; docs/performance.md, goal 6).
+slack-sdk's built-in retry handlers miss what a webhook post needs: ``ConnectionErrorRetryHandler``
+does not retry a read timeout (urllib raises it as a bare ``TimeoutError``),
+``ServerErrorRetryHandler`` retries only HTTP 500 and 503, and ``RateLimitErrorRetryHandler``
+reads ``Retry-After`` with ``int()`` (no HTTP date) and waits however long it says. So one
+handler, ``_TransientFailures``, implements slack-sdk's public ``RetryHandler`` interface
+(``can_retry``, ``prepare_for_next_attempt``) for all three, with slack-sdk's
+``BackoffRetryIntervalCalculator``.
+
+Imported when a message is sent: slack-sdk is not needed to load the definitions.
 """
 
 from __future__ import annotations
@@ -15,64 +22,69 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.client import IncompleteRead, RemoteDisconnected
+from http.client import IncompleteRead
 from typing import Any
 from urllib.error import URLError
 
 from slack_sdk.http_retry import (
     BackoffRetryIntervalCalculator,
-    ConnectionErrorRetryHandler,
     HttpRequest,
     HttpResponse,
     Jitter,
-    RateLimitErrorRetryHandler,
     RetryHandler,
     RetryState,
 )
-from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.webhook import WebhookClient, WebhookResponse
 
-from heliox_orchestration.resources.slack import (
+from heliox_orchestration.resources.slack_types import (
     SLACK_ERROR_HELP,
     SLACK_SDK_LOGGER,
     WEBHOOK_URL_VAR,
+    DeliveryPolicy,
     SlackDeliveryError,
     SlackSendResult,
-    SlackWebhook,
     retry_after_seconds,
 )
 from heliox_orchestration.secrets import mask_webhook_url, redact_webhook_url
 
-# --- pacing -------------------------------------------------------------------------------------
+# --- spacing ------------------------------------------------------------------------------------
+# Slack accepts about one message per second per webhook. Each alert run sends one message, but
+# the run-failure sensor posts one notice per failed run of a tick, back to back: those are
+# spaced here. Separate run processes are not; the rare 429 they could cause is retried after its
+# Retry-After (docs/operations.md, "Slack's rate limit").
 
 
-class _Pacer:
+class _Turns:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.next_send_at = 0.0
 
 
-_pacers: dict[str, _Pacer] = {}
-_pacers_lock = threading.Lock()
+_turns: dict[str, _Turns] = {}
+_turns_lock = threading.Lock()
 
 
 @contextmanager
-def _paced(url: str, min_interval: float) -> Iterator[None]:
-    """Sends to one webhook take turns; each starts ``min_interval`` after the previous ended."""
+def _spaced(url: str, min_interval: float) -> Iterator[None]:
+    """Sends to one webhook from this process take turns, each starting ``min_interval`` after
+    the previous one ended."""
     key = hashlib.sha256(url.encode()).hexdigest()
-    with _pacers_lock:
-        pacer = _pacers.setdefault(key, _Pacer())
-    with pacer.lock:
-        wait = pacer.next_send_at - time.monotonic()
+    with _turns_lock:
+        turns = _turns.setdefault(key, _Turns())
+    with turns.lock:
+        wait = turns.next_send_at - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         try:
             yield
         finally:
-            pacer.next_send_at = time.monotonic() + min_interval
+            turns.next_send_at = time.monotonic() + min_interval
 
 
 # --- retries ------------------------------------------------------------------------------------
+
+# RemoteDisconnected and ConnectionResetError are ConnectionErrors; a read timeout is a TimeoutError.
+_NETWORK_ERRORS = (URLError, ConnectionError, IncompleteRead, TimeoutError)
 
 
 def _first_line(text: str, limit: int = 300) -> str:
@@ -89,16 +101,75 @@ def _slack_error_code(body: str, url: str) -> str:
     return redact_webhook_url(_first_line(body, 100), url) or "(empty body)"
 
 
-class _Attempts:
-    """Counts and logs the retries of one send (slack-sdk keeps its own count private)."""
+class _ProportionalJitter(Jitter):
+    """Up to 25% on top of each backoff. slack-sdk's ``RandomJitter`` adds up to a whole second,
+    which would triple the first 0.5 s wait."""
 
-    def __init__(self, url: str, log: logging.Logger, on_retry: Callable[[int], None] | None = None) -> None:
+    def recalculate(self, duration: float) -> float:
+        return duration * (1 + random.random() / 4)
+
+
+class _TransientFailures(RetryHandler):
+    """Retries what a later attempt may fix: connection errors and read timeouts, every HTTP 5xx,
+    and 429 after its ``Retry-After`` unless that is longer than the policy waits. Logs each
+    retry (the only line about it: slack-sdk's own is dropped) and counts it, since slack-sdk
+    keeps its count to itself."""
+
+    def __init__(
+        self,
+        policy: DeliveryPolicy,
+        url: str,
+        log: logging.Logger,
+        on_retry: Callable[[int], None] | None,
+    ) -> None:
+        super().__init__(
+            max_retry_count=policy.max_retries,
+            interval_calculator=BackoffRetryIntervalCalculator(policy.backoff_seconds, _ProportionalJitter()),
+        )
+        self.max_retry_after = policy.max_retry_after_seconds
         self.url = url
         self.log = log
-        self.retries = 0
         self.on_retry = on_retry
+        self.retries = 0
 
-    def retrying(self, delay: float, response: HttpResponse | None, error: BaseException | None) -> None:
+    def can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if state.current_attempt >= self.max_retry_count:
+            return False
+        if response is not None:
+            if response.status_code == 429:
+                wait = retry_after_seconds(response.headers)
+                return wait is None or wait <= self.max_retry_after
+            return 500 <= response.status_code <= 599
+        if isinstance(error, URLError) and isinstance(error.reason, ssl.SSLCertVerificationError):
+            return False  # a certificate that fails verification will fail again
+        return isinstance(error, _NETWORK_ERRORS)
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        wait = None
+        if response is not None and response.status_code == 429:
+            wait = retry_after_seconds(response.headers)
+        if wait is None:
+            wait = self.interval_calculator.calculate_sleep_duration(state.current_attempt)
+        self._report(wait, response, error)
+        state.next_attempt_requested = True
+        time.sleep(wait)
+        state.increment_current_attempt()
+
+    def _report(self, delay: float, response: HttpResponse | None, error: Exception | None) -> None:
         self.retries += 1
         if response is not None:
             body = (response.data or b"").decode("utf-8", "replace")
@@ -113,136 +184,30 @@ class _Attempts:
             self.on_retry(self.retries)
 
 
-class _ProportionalJitter(Jitter):
-    """Up to 25% on top of each backoff (slack-sdk's default adds up to a whole second)."""
-
-    def recalculate(self, duration: float) -> float:
-        return duration * (1 + random.random() / 4)
-
-
-class _Logged(RetryHandler):
-    """Reports each retry to ``_Attempts`` before sleeping."""
-
-    def __init__(self, attempts: _Attempts, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.attempts = attempts
-
-    def delay(self, state: RetryState, response: HttpResponse | None) -> float:
-        return self.interval_calculator.calculate_sleep_duration(state.current_attempt)
-
-    def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        delay = self.delay(state, response)
-        self.attempts.retrying(delay, response, error)
-        state.next_attempt_requested = True
-        time.sleep(delay)
-        state.increment_current_attempt()
-
-
-class _ConnectionErrors(_Logged, ConnectionErrorRetryHandler):
-    """Connection errors, and read timeouts, which urllib raises as a bare ``TimeoutError``.
-    A certificate that fails verification will fail again: not retried."""
-
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if isinstance(error, URLError) and isinstance(error.reason, ssl.SSLCertVerificationError):
-            return False
-        return super()._can_retry(state=state, request=request, response=response, error=error)
-
-
-class _ServerErrors(_Logged, ServerErrorRetryHandler):
-    """Every 5xx (slack-sdk's handler retries only 500 and 503)."""
-
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        return response is not None and 500 <= response.status_code <= 599
-
-
-class _RateLimited(_Logged, RateLimitErrorRetryHandler):
-    """429: waits ``Retry-After`` (parsed more leniently than slack-sdk's ``int()``); a wait
-    longer than ``max_wait`` is not retried, so a run does not hang on a long ban."""
-
-    def __init__(self, attempts: _Attempts, max_wait: float, **kwargs: Any) -> None:
-        super().__init__(attempts, **kwargs)
-        self.max_wait = max_wait
-
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if not super()._can_retry(state=state, request=request, response=response, error=error):
-            return False
-        wait = retry_after_seconds(response.headers) if response else None
-        return wait is None or wait <= self.max_wait
-
-    def delay(self, state: RetryState, response: HttpResponse | None) -> float:
-        wait = retry_after_seconds(response.headers) if response else None
-        return super().delay(state, response) if wait is None else wait
-
-
 # --- sending ------------------------------------------------------------------------------------
 
 
-def _retry_handlers(slack: SlackWebhook, attempts: _Attempts) -> list[RetryHandler]:
-    backoff = BackoffRetryIntervalCalculator(slack.backoff_seconds, _ProportionalJitter())
-    common: dict[str, Any] = {"max_retry_count": slack.max_retries, "interval_calculator": backoff}
-    network_errors: list[type[Exception]] = [
-        URLError,
-        ConnectionError,
-        RemoteDisconnected,
-        IncompleteRead,
-        TimeoutError,
-    ]
-    return [
-        _ConnectionErrors(attempts, error_types=network_errors, **common),
-        _ServerErrors(attempts, **common),
-        _RateLimited(attempts, slack.max_retry_after_seconds, **common),
-    ]
-
-
 def post(
-    slack: SlackWebhook,
+    policy: DeliveryPolicy,
     url: str,
     payload: dict[str, Any],
     digest: str,
     log: logging.Logger,
     on_retry: Callable[[int], None] | None = None,
 ) -> SlackSendResult:
-    """POST ``payload`` to ``url`` with ``slack``'s timeout, retries and pacing. Raises
+    """POST ``payload`` to ``url`` with the policy's timeout, retries and spacing. Raises
     ``SlackDeliveryError`` when Slack refuses it or cannot be reached."""
     masked = mask_webhook_url(url)
-    attempts = _Attempts(url, log, on_retry)
+    retries = _TransientFailures(policy, url, log, on_retry)
     client = WebhookClient(
         url,
-        timeout=slack.timeout_seconds,
+        timeout=policy.timeout_seconds,
         logger=SLACK_SDK_LOGGER,
-        retry_handlers=_retry_handlers(slack, attempts),
+        retry_handlers=[retries],
     )
     response: WebhookResponse | None = None
     failure = ""
-    with _paced(url, slack.min_interval_seconds):
+    with _spaced(url, policy.min_interval_seconds):
         started = time.monotonic()
         try:
             response = client.send_dict(payload)
@@ -251,7 +216,7 @@ def post(
         elapsed = time.monotonic() - started
     # Raised out here, not in the except block, so the original exception (which may quote
     # the URL) is not chained to ours as __context__.
-    tries = attempts.retries + 1
+    tries = retries.retries + 1
     if response is None:
         raise SlackDeliveryError(
             f"Slack webhook {masked} could not be reached after {_times(tries)} ({elapsed:.1f} s): {failure}",
@@ -271,7 +236,7 @@ def post(
             webhook=masked,
         )
     wait = retry_after_seconds(response.headers or {}) if status == 429 else None
-    too_long = wait is not None and wait > slack.max_retry_after_seconds
+    too_long = wait is not None and wait > policy.max_retry_after_seconds
     raise _refusal(masked, status, _slack_error_code(body, url), tries, digest, too_long)
 
 

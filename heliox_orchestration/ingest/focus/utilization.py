@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from heliox_orchestration import clock
-from heliox_orchestration.db.focus_files import DEFAULT_CHUNK_ROWS, ProgressFactory, chunks, column_picker
-from heliox_orchestration.db.focus_validation import (
+from heliox_orchestration.ingest.focus.files import DEFAULT_CHUNK_ROWS, ProgressFactory, chunks, column_picker
+from heliox_orchestration.ingest.focus.validation import (
     EARLIEST,
     OUT_OF_RANGE,
     Errors,

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete
 
 from heliox_orchestration.db.bulk import insert_usage_frame
 from heliox_orchestration.db.gpu_prices import GPU_PRICES
@@ -254,10 +254,3 @@ def expected_rows(spec: FleetSpec, now: dt.datetime | None = None) -> int:
     """Upper bound of rows (every GPU every hour), for progress bars."""
     start, end = spec.hour_range(now)
     return spec.gpus * int((end - start) / dt.timedelta(hours=1))
-
-
-def demo_row_count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            select(func.count()).where(gpu_usage_hourly.c.resource_id.startswith(DEMO_PREFIX))
-        ).scalar_one()

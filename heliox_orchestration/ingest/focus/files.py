@@ -9,35 +9,23 @@ import datetime as dt
 import gzip
 import io
 import json
-import sys
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import click
 import numpy as np
 import pandas as pd
 
-from heliox_orchestration.db.focus_validation import ImportInputError
+from heliox_orchestration.ingest.focus.validation import ImportInputError
 
 DEFAULT_CHUNK_ROWS = 50_000
-PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 NULL_TEXTS = frozenset({"", "NULL"})  # the FOCUS sample writes empty values as NULL
 
 # (file, its size in bytes) -> a context whose value is called with each number of bytes read.
+# The command line passes its progress bar (``cli.progress_bar``); nothing here draws one.
 ProgressFactory = Callable[[Path, int], AbstractContextManager[Callable[[int], None]]]
-
-
-@contextmanager
-def progress_bar(path: Path, size: int) -> Iterator[Callable[[int], None]]:
-    """The command line's ProgressFactory: a bar on stderr for files big enough to wait for."""
-    if size < PROGRESS_MIN_BYTES:
-        yield lambda _n: None
-        return
-    with click.progressbar(length=size, label=f"Reading {path.name}", file=sys.stderr) as bar:
-        yield bar.update
 
 
 @contextmanager
@@ -185,7 +173,7 @@ def chunks(
     chunk_rows: int,
     progress: ProgressFactory | None,
 ) -> Iterator[tuple[pd.DataFrame, bool]]:
-    """(frame, is_parquet) chunks of either format, with a progress bar for the file."""
+    """(frame, is_parquet) chunks of either format; ``progress`` hears of the bytes read."""
     path = Path(path)
     if path.is_dir():
         raise ImportInputError(path, "is a folder, not a file")

@@ -2,7 +2,7 @@
 Parquet row) and the column, raised before anything is written.
 
 Besides values that are not what their column says (checked where they are read, in
-``focus_import``), the import refuses everything the database would refuse and everything that
+``charges`` and ``utilization``), the import refuses everything the database would refuse and everything that
 cannot be a real charge:
 
 * text the database cannot store: a NUL character (PostgreSQL text refuses it) or a lone UTF-16
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from heliox_orchestration.money import MICROS
+from heliox_orchestration.money import MICROS, format_usd, micros_to_dollars
 
 MAX_CHARGE_USD = Decimal(1_000_000_000)
 EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
@@ -219,8 +219,7 @@ def check_hourly_totals(
     if overflow[i]:
         total = "more than $4.6 trillion in absolute value"
     else:
-        amount = Decimal(int(micros[i])) * MICROS
-        total = f"-${-amount:,.2f}" if amount < 0 else f"${amount:,.2f}"
+        total = format_usd(micros_to_dollars(int(micros[i])))
     raise error_at(
         path,
         parquet,
