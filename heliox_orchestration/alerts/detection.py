@@ -12,12 +12,10 @@ from typing import Any
 from dagster import Config, DagsterInstance
 from sqlalchemy import Engine
 
-from heliox_orchestration.alerts.messages import SlackMessage
+from heliox_orchestration.alerts.delivery import Delivery, MessageFor, deliver
+from heliox_orchestration.alerts.kinds import AlertKind
+from heliox_orchestration.resources.slack import SlackWebhook
 from heliox_orchestration.settings import Settings
-
-# The message itself, or how to build it from the keys this run won (the idle alert lists only
-# the findings it claimed).
-MessageFor = SlackMessage | Callable[[Sequence[str]], SlackMessage]
 
 
 @dataclass(frozen=True)
@@ -57,3 +55,27 @@ class Detection:
 
 def nothing(note: str, status: str = "nothing to send", **metadata: Any) -> Detection:
     return Detection((), note, status, metadata)
+
+
+def deliver_alert(
+    kind: AlertKind,
+    engine: Engine,
+    slack: SlackWebhook,
+    alert: Alert,
+    *,
+    now: dt.datetime,
+    timezone: str,
+    run_id: str | None = None,
+) -> Delivery:
+    """Claim the alert's keys and send it once (``delivery.deliver``), relevant as ``kind`` says."""
+    return deliver(
+        engine,
+        slack,
+        alert.keys,
+        alert.message,
+        alert_type=kind.name,
+        relevant_until=kind.relevant_until(kind.parse(alert.keys[0]), now, timezone),
+        now=now,
+        timezone=timezone,
+        run_id=run_id,
+    )

@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dagster import Config, DagsterRun, RunRequest
+from sqlalchemy import Engine
 
-from heliox_orchestration.alerts.detection import AlertRun, Detection
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.run_config import op_config
 from heliox_orchestration.settings import Settings
 
+# Types only: the detection types import delivery and the ledger, which read this registry.
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
+    from heliox_orchestration.alerts.detection import AlertRun, Detection
     from heliox_orchestration.alerts.preview import Preview
 
 MAX_KEY_CHARS = 255  # alert_ledger.alert_key is String(255); a test keeps the two in step
@@ -103,8 +103,9 @@ class AfterRefresh:
     sensor_name: str
     refresh_job: str
     description: str
-    # The op config of the alert run from the refresh run; None: nothing to alert (a reason).
+    # The op config of the alert run from the refresh run, or why there is nothing to alert.
     config: Callable[[DagsterRun], Mapping[str, object] | str] = lambda run: {}
+    tags: Callable[[Mapping[str, object]], Mapping[str, str]] = lambda config: {}
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class ManualRun:
     config: Callable[[Settings, dt.datetime], Mapping[str, object]]
 
 
-PreviewFn = Callable[["Engine", Settings, dt.date, dt.datetime], "Preview"]
+PreviewFn = Callable[[Engine, Settings, dt.date, dt.datetime], "Preview"]
 
 
 @dataclass(frozen=True)

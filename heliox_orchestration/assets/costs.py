@@ -5,8 +5,9 @@
 
 import datetime as dt
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -15,33 +16,31 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
+    DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     multi_asset,
 )
 
-from heliox_orchestration.costs.common import markdown_table, model_label, records_of, usd
+from heliox_orchestration import clock
 from heliox_orchestration.assets.checks import INPUT_CHECK, refusal, rule_result
-from heliox_orchestration.assets.shared import (
+from heliox_orchestration.assets.keys import (
     DAILY_COSTS_KEY,
     GROUP,
     KINDS,
     USAGE_KEY,
     partition_days,
     table_metadata,
-    utc_now,
 )
+from heliox_orchestration.costs.common import markdown_table, model_label, records_of, usd
+from heliox_orchestration.costs.daily_costs import DailyCosts, compute_daily_costs, write_daily_costs
+from heliox_orchestration.costs.quality import RuleReport, days_text, future_usage_report, usage_rule_report
+from heliox_orchestration.costs.summary import top_drivers
+from heliox_orchestration.ingest.pending import release_due_usage
 from heliox_orchestration.money import micros_to_dollars
-from heliox_orchestration.partitions import daily_partitions, local_range_bounds
+from heliox_orchestration.partitions import local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
-from heliox_orchestration.settings import Settings
-
-# The SQL modules (SQLAlchemy) and pandas load when a run needs them, not with the definitions.
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from heliox_orchestration.costs.daily_costs import DailyCosts
-    from heliox_orchestration.costs.quality import RuleReport
+from heliox_orchestration.resources.settings import HelioxSettings
 
 PREVIEW_ROWS = 10
 FUTURE_CHECK = "no_future_usage"
@@ -70,18 +69,16 @@ written and the run fails with the rule, the counts and example rows. Usage rows
 outside the run's days change no number of this run: `no_future_usage` names them (a warning)."""
 
 
-def usage_spec() -> AssetSpec:
-    return AssetSpec(
-        USAGE_KEY,
-        description=USAGE_DESCRIPTION,
-        group_name=GROUP,
-        kinds={"sql"},
-        metadata=table_metadata("gpu_usage_hourly"),
-    )
+gpu_usage_hourly = AssetSpec(
+    USAGE_KEY,
+    description=USAGE_DESCRIPTION,
+    group_name=GROUP,
+    kinds={"sql"},
+    metadata=table_metadata("gpu_usage_hourly"),
+)
 
 
 def daily_costs_metadata(costs: "DailyCosts", rows_written: int) -> dict[str, Any]:
-    from heliox_orchestration.costs.summary import top_drivers
 
     totals = costs.day_totals()
     total = micros_to_dollars(sum(totals["cost_micros"]))
@@ -136,8 +133,8 @@ def _preview(rows: "pd.DataFrame") -> str:
     )
 
 
-def build_daily_gpu_costs(settings: Settings) -> AssetsDefinition:
-    partitions = daily_partitions(settings)
+def build_daily_gpu_costs(partitions: DailyPartitionsDefinition) -> AssetsDefinition:
+    """The asset on local-day partitions, which follow ``TIMEZONE`` when the definitions load."""
 
     # multi_asset: its backfill_policy is stable API (on @asset it is still a beta parameter).
     @multi_asset(
@@ -179,17 +176,14 @@ def build_daily_gpu_costs(settings: Settings) -> AssetsDefinition:
         backfill_policy=BackfillPolicy.single_run(),
     )
     def daily_gpu_costs_asset(
-        context: AssetExecutionContext, heliox_db: HelioxDatabase
+        context: AssetExecutionContext, heliox_db: HelioxDatabase, heliox_settings: HelioxSettings
     ) -> Iterator[MaterializeResult | AssetCheckResult]:
-        from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
-        from heliox_orchestration.costs.quality import days_text, future_usage_report, usage_rule_report
-        from heliox_orchestration.ingest.pending import release_due_usage
-
-        release_due_usage(heliox_db.get_engine(), utc_now())  # imported hours that have started since
+        settings = heliox_settings.get()
+        engine = heliox_db.get_engine()
+        now = clock.utc_now()
+        release_due_usage(engine, now)  # imported hours that have started since
         days = partition_days(context.op_execution_context)
         assert days is not None, "daily_gpu_costs is partitioned"
-        engine = heliox_db.get_engine()
-        now = utc_now()
         span = days[0].isoformat() if days[0] == days[1] else f"{days[0]} to {days[1]}"
         scope = days_text(*days, settings.timezone)
         bounds = local_range_bounds(*days, settings.timezone)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
+
+import pandas as pd
+from sqlalchemy import Connection, Executable
 
 from heliox_orchestration.money import MICROS, format_usd
-
-if TYPE_CHECKING:  # pandas and SQLAlchemy load when a run needs them, not with the definitions
-    import pandas as pd
-    from sqlalchemy import Connection, Executable
 
 UNATTRIBUTED = "Unattributed"
 HOURS_PER_MONTH = 730  # the monthly cost convention everywhere in Heliox (see db/gpu_prices.py)
@@ -24,7 +23,6 @@ class NotMaterializedError(LookupError):
 def fetch_frame(conn: Connection, query: Executable) -> pd.DataFrame:
     """Rows of ``query`` as an object-dtype frame: values stay exact Python objects (int,
     Decimal, aware datetime, None) instead of being coerced to floats or NaN."""
-    import pandas as pd
 
     result = conn.execute(query)
     return pd.DataFrame(result.all(), columns=list(result.keys()), dtype=object)

@@ -30,8 +30,9 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pandas as pd
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -76,9 +77,6 @@ from heliox_orchestration.db.schema import (
 )
 from heliox_orchestration.reports import IdleFinding, IdleSpendReport, WithheldResource
 from heliox_orchestration.settings import Settings
-
-if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load
-    import pandas as pd
 
 SEVERITY_DAYS = (("high", 7), ("medium", 3))  # streak days at or above which; else "low"
 SEVERITIES = ("high", "medium", "low")
@@ -234,7 +232,6 @@ def _findings_frame(raw: pd.DataFrame) -> pd.DataFrame:
 
 def _by_savings(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Findings highest savings first (ties by resource, for a stable order)."""
-    import pandas as pd
 
     records = sorted(records, key=lambda r: (-r["monthly_savings_usd"], r["resource_id"]))
     return pd.DataFrame(records, columns=FINDING_COLUMNS, dtype=object)
