@@ -2,7 +2,7 @@
 
 Each cost asset validates its input itself, however it is launched (a schedule, a sensor,
 `dagster asset materialize`, the UI's Materialize button): its op evaluates the data-quality
-rules of ``analytics.quality`` over the very ``gpu_usage_hourly`` rows it is about to read,
+rules of ``costs.quality`` over the very ``gpu_usage_hourly`` rows it is about to read,
 reports them as the asset's own check (``check_specs``), and refuses to write when they fail
 (``refusal``: a non-retryable ``Failure`` naming the rule, the counts and example rows).
 

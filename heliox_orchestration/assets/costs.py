@@ -32,12 +32,12 @@ from heliox_orchestration.assets.keys import (
     partition_days,
     table_metadata,
 )
-from heliox_orchestration.costs.common import markdown_table, model_label, records_of, usd
+from heliox_orchestration.costs.common import markdown_table, model_label, records_of
 from heliox_orchestration.costs.daily_costs import DailyCosts, compute_daily_costs, write_daily_costs
 from heliox_orchestration.costs.quality import RuleReport, days_text, future_usage_report, usage_rule_report
 from heliox_orchestration.costs.summary import top_drivers
 from heliox_orchestration.ingest.pending import release_due_usage
-from heliox_orchestration.money import micros_to_dollars
+from heliox_orchestration.money import format_usd, micros_to_dollars
 from heliox_orchestration.partitions import local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.settings import HelioxSettings
@@ -89,8 +89,8 @@ def daily_costs_metadata(costs: "DailyCosts", rows_written: int) -> dict[str, An
         "dagster/row_count": rows_written,
         "days": len(costs.days),
         "total_cost_usd": MetadataValue.float(float(total)),
-        "total_cost": f"{usd(total)} ({total} exact)",
-        "top_model": f"{top[0].label}: {usd(top[0].cost_usd)}" if top else "none (no usage data)",
+        "total_cost": f"{format_usd(total)} ({total} exact)",
+        "top_model": f"{top[0].label}: {format_usd(top[0].cost_usd)}" if top else "none (no usage data)",
         "days_without_data": ", ".join(gaps) or "none",
         "preview": MetadataValue.md(_preview(costs.rows)),
     }
@@ -104,7 +104,7 @@ def daily_costs_metadata(costs: "DailyCosts", rows_written: int) -> dict[str, An
                     "day": str,
                     "hours_in_day": str,
                     "has_data": str,
-                    "cost_usd": usd,
+                    "cost_usd": format_usd,
                     "usage_rows": "{:,}".format,
                 },
             )
@@ -126,11 +126,34 @@ def _preview(rows: "pd.DataFrame") -> str:
             "provider": str,
             "gpu_type": str,
             "model_name": model_label,
-            "cost_usd": usd,
+            "cost_usd": format_usd,
             "gpu_hours": "{:,}".format,
             "avg_utilization_pct": lambda v: "n/a" if v is None else f"{v:.1f}%",
         },
     )
+
+
+DAILY_COSTS_CHECKS = [
+    AssetCheckSpec(
+        INPUT_CHECK,
+        asset=DAILY_COSTS_KEY,
+        blocking=True,
+        description="Blocking. Run by the asset itself, however it is launched: the rows of "
+        "gpu_usage_hourly in the run's local days: cost_usd not a number (text, NaN), negative "
+        "or above the hourly maximum (Infinity included), gpu_utilization_pct not a number or "
+        "outside 0-100, gpu_count below 1, usage_hour not a UTC hour start (or not in the "
+        "canonical text form on SQLite), a NULL or blank key, or usage_hour after now. If any "
+        "row fails, the asset writes nothing and its run fails naming the rows.",
+    ),
+    AssetCheckSpec(
+        FUTURE_CHECK,
+        asset=DAILY_COSTS_KEY,
+        description="Warning. Rows of gpu_usage_hourly anywhere whose hour has not started "
+        "yet (usually local time stored as UTC, or a mistyped date). One inside the run's "
+        "days also fails valid_usage_rows; one after today is in no alert's numbers and "
+        "blocks nothing.",
+    ),
+]
 
 
 def build_daily_gpu_costs(partitions: DailyPartitionsDefinition) -> AssetsDefinition:
@@ -150,27 +173,7 @@ def build_daily_gpu_costs(partitions: DailyPartitionsDefinition) -> AssetsDefini
                 metadata=table_metadata("daily_gpu_costs", "daily_gpu_cost_days"),
             )
         ],
-        check_specs=[
-            AssetCheckSpec(
-                INPUT_CHECK,
-                asset=DAILY_COSTS_KEY,
-                blocking=True,
-                description="Blocking. Run by the asset itself, however it is launched: the rows of "
-                "gpu_usage_hourly in the run's local days: cost_usd not a number (text, NaN), negative "
-                "or above the hourly maximum (Infinity included), gpu_utilization_pct not a number or "
-                "outside 0-100, gpu_count below 1, usage_hour not a UTC hour start (or not in the "
-                "canonical text form on SQLite), a NULL or blank key, or usage_hour after now. If any "
-                "row fails, the asset writes nothing and its run fails naming the rows.",
-            ),
-            AssetCheckSpec(
-                FUTURE_CHECK,
-                asset=DAILY_COSTS_KEY,
-                description="Warning. Rows of gpu_usage_hourly anywhere whose hour has not started "
-                "yet (usually local time stored as UTC, or a mistyped date). One inside the run's "
-                "days also fails valid_usage_rows; one after today is in no alert's numbers and "
-                "blocks nothing.",
-            ),
-        ],
+        check_specs=DAILY_COSTS_CHECKS,
         partitions_def=partitions,
         # One run for a whole backfill range: the SQL aggregates all its days in one query.
         backfill_policy=BackfillPolicy.single_run(),

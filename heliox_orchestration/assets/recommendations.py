@@ -22,7 +22,7 @@ from pydantic import Field
 from heliox_orchestration import clock
 from heliox_orchestration.assets.checks import INPUT_CHECK, rule_result
 from heliox_orchestration.assets.keys import GROUP, IDLE_KEY, KINDS, USAGE_KEY, table_metadata
-from heliox_orchestration.costs.common import markdown_table, records_of, usd
+from heliox_orchestration.costs.common import markdown_table, records_of
 from heliox_orchestration.detections.idle import (
     SEVERITIES,
     IdleEvaluation,
@@ -30,6 +30,7 @@ from heliox_orchestration.detections.idle import (
     write_idle_evaluation,
 )
 from heliox_orchestration.ingest.pending import release_due_usage
+from heliox_orchestration.money import format_usd
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.settings import HelioxSettings
 
@@ -73,7 +74,7 @@ def idle_metadata(evaluation: "IdleEvaluation") -> dict[str, Any]:
                     "title": str,
                     "detail": str,
                     "resource_id": str,
-                    "monthly_savings_usd": lambda v: f"{usd(v)}/month",
+                    "monthly_savings_usd": lambda v: f"{format_usd(v)}/month",
                 },
                 empty="_No idle GPUs: no resource met the idle rule in the window._",
             )

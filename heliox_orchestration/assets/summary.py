@@ -35,7 +35,7 @@ from heliox_orchestration.assets.keys import (
     partition_days,
     table_metadata,
 )
-from heliox_orchestration.costs.common import NotMaterializedError, markdown_table, usd
+from heliox_orchestration.costs.common import NotMaterializedError, markdown_table
 from heliox_orchestration.costs.daily_costs import materialized_or_computed
 from heliox_orchestration.costs.quality import days_text, usage_rule_report
 from heliox_orchestration.costs.summary import (
@@ -52,6 +52,7 @@ from heliox_orchestration.detections.idle import (
     load_idle_evaluation,
 )
 from heliox_orchestration.ingest.pending import release_due_usage
+from heliox_orchestration.money import format_usd
 from heliox_orchestration.partitions import local_range_bounds
 from heliox_orchestration.reports import CostSummary
 from heliox_orchestration.resources.database import HelioxDatabase
@@ -91,7 +92,7 @@ def summary_metadata(
         "yesterday_cost_usd": MetadataValue.float(float(summary.yesterday_cost_usd)),
         "last_7_days_cost_usd": MetadataValue.float(float(summary.last_7_days_cost_usd)),
         "last_30_days_cost_usd": MetadataValue.float(float(summary.last_30_days_cost_usd)),
-        "top_model": f"{top.label}: {usd(top.cost_usd)}" if top else "none (no usage data)",
+        "top_model": f"{top.label}: {format_usd(top.cost_usd)}" if top else "none (no usage data)",
         "high_severity_count": summary.high_severity_count,
         "potential_savings_monthly_usd": MetadataValue.float(float(summary.potential_savings_monthly_usd)),
         "recommendations_as_of": MetadataValue.timestamp(evaluation.as_of),
@@ -108,21 +109,21 @@ def summary_metadata(
 
 def _preview(summary: CostSummary) -> str:
     lines = [
-        f"**Yesterday ({summary.report_date}):** {usd(summary.yesterday_cost_usd)}  ",
-        f"**Last 7 days:** {usd(summary.last_7_days_cost_usd)}  ",
-        f"**Last 30 days:** {usd(summary.last_30_days_cost_usd)}  ",
-        f"**Potential savings:** {usd(summary.potential_savings_monthly_usd)}/mo "
+        f"**Yesterday ({summary.report_date}):** {format_usd(summary.yesterday_cost_usd)}  ",
+        f"**Last 7 days:** {format_usd(summary.last_7_days_cost_usd)}  ",
+        f"**Last 30 days:** {format_usd(summary.last_30_days_cost_usd)}  ",
+        f"**Potential savings:** {format_usd(summary.potential_savings_monthly_usd)}/mo "
         f"({summary.high_severity_count} high-severity)",
         "",
         markdown_table(
             [{"model": d.label, "cost": d.cost_usd} for d in summary.top_models],
-            {"model": str, "cost": usd},
+            {"model": str, "cost": format_usd},
             empty="_No GPU consumers: no usage data on the report date._",
         ),
         "",
         markdown_table(
             [{"day": p.day, "cost": p.cost_usd, "data": p.has_data} for p in summary.daily_series],
-            {"day": str, "cost": usd, "data": lambda has: "yes" if has else "**gap**"},
+            {"day": str, "cost": format_usd, "data": lambda has: "yes" if has else "**gap**"},
         ),
     ]
     return "\n".join(lines)
@@ -197,6 +198,26 @@ def check_summary_inputs(
     return SummaryInputs(checks, failure, evaluation)
 
 
+SUMMARY_CHECKS = [
+    AssetCheckSpec(
+        INPUT_CHECK,
+        asset=SUMMARY_KEY,
+        blocking=True,
+        description="Blocking. Run by the asset itself, however it is launched: every row of "
+        "gpu_usage_hourly in the 30 local days ending with the report date, by the rules of "
+        "daily_gpu_costs:valid_usage_rows. One failing row blocks the summary (nothing "
+        "written, the run fails naming the rows) and nothing else.",
+    ),
+    AssetCheckSpec(
+        FINDINGS_CHECK,
+        asset=SUMMARY_KEY,
+        blocking=True,
+        description="Blocking. Run by the asset itself: the stored idle findings the summary "
+        "counts, by the rules of idle_gpu_recommendations:valid_findings.",
+    ),
+]
+
+
 def build_gpu_cost_summary(partitions: DailyPartitionsDefinition) -> AssetsDefinition:
     """The asset on the same local-day partitions as ``daily_gpu_costs``: a partition is a
     report date; a backfill range runs as one run, like ``daily_gpu_costs``."""
@@ -214,24 +235,7 @@ def build_gpu_cost_summary(partitions: DailyPartitionsDefinition) -> AssetsDefin
                 metadata=table_metadata("gpu_cost_summary", "gpu_cost_summary_items"),
             )
         ],
-        check_specs=[
-            AssetCheckSpec(
-                INPUT_CHECK,
-                asset=SUMMARY_KEY,
-                blocking=True,
-                description="Blocking. Run by the asset itself, however it is launched: every row of "
-                "gpu_usage_hourly in the 30 local days ending with the report date, by the rules of "
-                "daily_gpu_costs:valid_usage_rows. One failing row blocks the summary (nothing "
-                "written, the run fails naming the rows) and nothing else.",
-            ),
-            AssetCheckSpec(
-                FINDINGS_CHECK,
-                asset=SUMMARY_KEY,
-                blocking=True,
-                description="Blocking. Run by the asset itself: the stored idle findings the summary "
-                "counts, by the rules of idle_gpu_recommendations:valid_findings.",
-            ),
-        ],
+        check_specs=SUMMARY_CHECKS,
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
     )

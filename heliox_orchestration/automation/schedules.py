@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations`: Dagster inspects the schedule functions' context type.
 
-import datetime as dt
 
 from dagster import (
     DefaultScheduleStatus,
@@ -14,11 +13,6 @@ from dagster import (
 
 from heliox_orchestration.assets.refresh import COSTS_REFRESH_JOB, IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
 from heliox_orchestration.settings import Settings
-
-
-def local_tick_day(context: ScheduleEvaluationContext, settings: Settings) -> dt.date:
-    """The local calendar day of the tick (its scheduled time, not when the daemon ran it)."""
-    return context.scheduled_execution_time.astimezone(settings.tz).date()
 
 
 def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
@@ -34,7 +28,8 @@ def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
         description="Refresh today's daily_gpu_costs partition; the burn-rate sensor alerts on it.",
     )
     def burn_rate_check_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-        day = local_tick_day(context, settings)
+        # The local day of the tick's scheduled time, not of when the daemon ran it.
+        day = settings.today(context.scheduled_execution_time)
         return RunRequest(partition_key=day.isoformat(), tags={"heliox/trigger": "burn-rate-check"})
 
     @schedule(
@@ -57,7 +52,7 @@ def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
         description="Materialize yesterday's costs and summary partitions; the daily summary follows.",
     )
     def daily_summary_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-        report_date = local_tick_day(context, settings) - dt.timedelta(days=1)
+        report_date = settings.yesterday(context.scheduled_execution_time)
         return RunRequest(
             partition_key=report_date.isoformat(),
             tags={"heliox/trigger": "daily-summary", "heliox/report_date": report_date.isoformat()},

@@ -1,10 +1,7 @@
-"""GPU cost analytics as plain functions (no Dagster): SQL aggregates pushed down through
+"""GPU cost aggregates as plain functions (no Dagster): SQL aggregates pushed down through
 SQLAlchemy, small pandas frames, and the report models of ``heliox_orchestration.reports``.
 
-Compute functions read ``gpu_usage_hourly`` and need no prior materialization; ``load_*``
-functions read the tables the assets materialized.
-
-Import from the modules (``analytics.daily_costs``, ``.idle``, ``.summary``, ``.quality``):
-this package imports nothing itself, so that ``analytics.common`` (no SQLAlchemy, no pandas)
-stays cheap for the code that loads with the Dagster definitions.
-"""
+``daily_costs`` aggregates local days, ``summary`` builds the burn-rate status and the daily
+summary numbers, ``quality`` holds the data-quality rules every cost asset checks its input
+with. Compute functions read ``gpu_usage_hourly`` and need no prior materialization; ``load_*``
+functions read the tables the assets materialized."""

@@ -1,4 +1,4 @@
-"""Small helpers shared by the analytics modules: result frames, money, labels, markdown."""
+"""Small helpers shared by the cost and detection modules: result frames, labels, markdown."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, cast
 import pandas as pd
 from sqlalchemy import Connection, Executable
 
-from heliox_orchestration.money import MICROS, format_usd
+from heliox_orchestration.money import MICROS
 
 UNATTRIBUTED = "Unattributed"
 HOURS_PER_MONTH = 730  # the monthly cost convention everywhere in Heliox (see db/gpu_prices.py)
@@ -56,11 +56,6 @@ def utc_hour(instant: dt.datetime) -> dt.datetime:
     if instant.tzinfo is None:
         raise ValueError(f"a timezone-aware datetime is required, got {instant!r}")
     return instant.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
-
-
-# ``$12,345.68`` (half-up to the cent), for metadata and check messages. An alias of the one
-# money formatter until its callers use ``format_usd`` directly.
-usd = format_usd
 
 
 def markdown_table(

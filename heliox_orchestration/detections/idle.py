@@ -20,7 +20,7 @@ window of ``IDLE_LOOKBACK_DAYS`` x 24 completed hours before ``as_of``:
 Per-resource counts, the last active hour and the streak cost are one aggregate query.
 
 A resource with a usage row in the window that fails the data-quality rules
-(``analytics.quality``) is not judged: it is withheld from the query, reported with the
+(``costs.quality``) is not judged: it is withheld from the query, reported with the
 evaluation, and every other resource is judged as usual.
 """
 
