@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations`: Dagster inspects the schedule functions' context type.
 
-
 from dagster import (
     DefaultScheduleStatus,
     RunRequest,
