@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: install run test test-fast lint format typecheck check constraints table-columns clean
+.PHONY: install run test test-fast lint format typecheck check constraints clean
 
 install: $(VENV)/.installed
 
@@ -37,11 +37,6 @@ format: install
 
 typecheck: install
 	$(BIN)/mypy
-
-# After a change to db/schema.py: the asset catalog's column lists, importable without SQLAlchemy.
-table-columns: install
-	$(BIN)/python -m heliox_orchestration.db.schema > heliox_orchestration/db/table_columns.py
-	$(BIN)/ruff format heliox_orchestration/db/table_columns.py
 
 check: lint typecheck test
 

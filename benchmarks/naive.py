@@ -45,7 +45,7 @@ def naive_daily_costs(rows: pd.DataFrame, timezone: str) -> pd.DataFrame:
 
 
 def naive_idle_findings(rows: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """The idle rule of ``analytics.idle`` per resource, in pandas."""
+    """The idle rule of ``detections.idle`` per resource, in pandas."""
     rows["is_idle"] = rows["gpu_utilization_pct"] < float(params["idle_utilization_pct"])  # NaN: not idle
     by_resource = rows.groupby("resource_id")
     per = by_resource.agg(

@@ -30,14 +30,15 @@ from dagster import (
 from sqlalchemy import Executable, text
 
 from benchmarks.common import median, worker_args, write_result
-from heliox_orchestration.analytics.daily_costs import daily_costs_query, local_days
-from heliox_orchestration.analytics.idle import idle_candidates_query, idle_window
-from heliox_orchestration.analytics.quality import usage_rule_query
 from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, build_asset_defs
 from heliox_orchestration.assets.checks import INPUT_CHECK
 from heliox_orchestration.assets.costs import FUTURE_CHECK
+from heliox_orchestration.costs.daily_costs import daily_costs_query, local_days
+from heliox_orchestration.costs.quality import usage_rule_query
+from heliox_orchestration.detections.idle import idle_candidates_query, idle_window
 from heliox_orchestration.partitions import daily_partitions, local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.resources.settings import HelioxSettings
 from heliox_orchestration.settings import Settings
 
 TRIVIAL_KEY = AssetKey("benchmark_trivial_partition")
@@ -65,6 +66,7 @@ class Project:
 
     def __init__(self, settings: Settings) -> None:
         defs = build_asset_defs(settings)
+        self.settings = HelioxSettings.of(settings)
         self.assets: list[Any] = [
             *(defs.assets or []),
             *(defs.asset_checks or []),
@@ -88,7 +90,7 @@ class Project:
             partition_key=partition_key,
             tags=tags,
             run_config=dict(run_config or {}),
-            resources={"heliox_db": HelioxDatabase(url=url)},
+            resources={"heliox_db": HelioxDatabase(url=url), "heliox_settings": self.settings},
             instance=self.instance,
         )
         return time.perf_counter() - began, result

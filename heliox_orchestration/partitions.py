@@ -9,6 +9,9 @@ from dagster import DailyPartitionsDefinition, Failure
 
 from heliox_orchestration.settings import Settings
 
+# The run tag Dagster puts on a run of one partition.
+PARTITION_TAG = "dagster/partition"
+
 
 def daily_partitions(settings: Settings) -> DailyPartitionsDefinition:
     # end_offset=1: today is a partition too, because the burn-rate check watches today's spend.

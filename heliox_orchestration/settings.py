@@ -69,6 +69,49 @@ class Settings:
         now = now or dt.datetime.now(dt.UTC)
         return now.astimezone(self.tz).date()
 
+    def yesterday(self, now: dt.datetime | None = None) -> dt.date:
+        """The local day before today: the daily summary's report date."""
+        return self.today(now) - dt.timedelta(days=1)
+
+    def to_variables(self) -> dict[str, str]:
+        """The environment variables that give these settings (``load_settings`` reads them back)."""
+        variables = {}
+        for name, variable in SETTING_VARIABLES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                variables[variable] = ",".join(str(v) for v in value)
+            elif isinstance(value, dt.date):
+                variables[variable] = value.isoformat()
+            else:
+                variables[variable] = str(value)
+        return variables
+
+
+# The variable of each setting.
+SETTING_VARIABLES: dict[str, str] = {
+    "timezone": "TIMEZONE",
+    "daily_summary_hour": "DAILY_SUMMARY_HOUR",
+    "burn_rate_threshold_usd": "BURN_RATE_THRESHOLD_USD",
+    "burn_rate_escalation_pct": "BURN_RATE_ESCALATION_PCT",
+    "burn_rate_check_cron": "BURN_RATE_CHECK_CRON",
+    "idle_spend_check_cron": "IDLE_SPEND_CHECK_CRON",
+    "start_date": "HELIOX_START_DATE",
+    "idle_lookback_days": "IDLE_LOOKBACK_DAYS",
+    "idle_utilization_pct": "IDLE_UTILIZATION_PCT",
+    "idle_min_observed_hours": "IDLE_MIN_OBSERVED_HOURS",
+    "idle_min_idle_share_pct": "IDLE_MIN_IDLE_SHARE_PCT",
+    "idle_realert_days": "IDLE_REALERT_DAYS",
+    "stale_data_hours": "STALE_DATA_HOURS",
+    "max_hourly_cost_usd": "HELIOX_MAX_HOURLY_COST_USD",
+    "data_dir": "HELIOX_DATA_DIR",
+    "dashboard_url": "HELIOX_DASHBOARD_URL",
+    "webserver_url": "DAGSTER_WEBSERVER_URL",
+    "prometheus_url": "PROMETHEUS_URL",
+    "dcgm_mapping_path": "HELIOX_DCGM_MAPPING",
+}
+
 
 # Name, default shown in docs, description. The README's table is checked against this list.
 ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (

@@ -26,6 +26,7 @@ from heliox_orchestration import clock
 from heliox_orchestration.alerts import ledger
 from heliox_orchestration.definitions import build_defs
 from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.resources.settings import HelioxSettings
 from heliox_orchestration.resources.slack import SlackWebhook
 from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.crafted import engine_url, hourly, insert
@@ -54,7 +55,18 @@ class Heliox:
         return {
             "heliox_db": HelioxDatabase(url=engine_url(self.engine)),
             "slack": SlackWebhook(webhook_url=self.slack.url(self.webhook_path), backoff_seconds=0.01),
+            "heliox_settings": HelioxSettings.of(self.settings),
         }
+
+    def after_success(self, sensor_name: str, refresh: ExecuteInProcessResult) -> Any:
+        """Evaluate a run status sensor for a refresh that succeeded, as the daemon would."""
+        context = build_run_status_sensor_context(
+            sensor_name=sensor_name,
+            dagster_event=refresh.get_run_success_event(),
+            dagster_instance=self.instance,
+            dagster_run=refresh.dagster_run,
+        )
+        return self.defs.resolve_sensor_def(sensor_name)(context)
 
     def use_webhook(self, path: str) -> None:
         """Point SLACK_WEBHOOK_URL at another webhook of the loopback server, as an operator

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from heliox_orchestration.assets import DAILY_COSTS_KEY, build_asset_defs
 from heliox_orchestration.ingest.demo_fleet import FleetSpec
 from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.resources.settings import HelioxSettings
 from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.crafted import engine_url, utc
 
@@ -41,7 +42,10 @@ def run(
         partition_key=partition_key,
         tags=tags,
         run_config={"ops": {op: {"config": c} for op, c in (config or {}).items()}},
-        resources={"heliox_db": HelioxDatabase(url=engine_url(engine))},
+        resources={
+            "heliox_db": HelioxDatabase(url=engine_url(engine)),
+            "heliox_settings": HelioxSettings.of(settings),
+        },
         instance=instance,
         raise_on_error=False,
     )

@@ -17,7 +17,8 @@ from dagster import ExecuteInProcessResult, RunRequest
 from sqlalchemy import Engine, text
 
 from heliox_orchestration.alerts import ledger
-from heliox_orchestration.alerts.kinds import burn_rate_key, idle_key
+from heliox_orchestration.alerts.burn_rate import burn_rate_key
+from heliox_orchestration.alerts.idle_spend import idle_key
 from heliox_orchestration.automation.sensors import REDELIVERY_INTERVAL_SECONDS
 from heliox_orchestration.cli import cli
 from heliox_orchestration.resources.slack import webhook_fingerprint

@@ -1,29 +1,29 @@
 """The alert-kind registry: every key fits the ledger and parses back, and a new kind is keyed,
 delivered and redelivered through the registry alone."""
 
-# No `from __future__ import annotations`: Dagster inspects the dummy op's real types.
-
 import datetime as dt
 
 import pytest
-from dagster import Config, OpExecutionContext, job, op
+from dagster import Config
 from sqlalchemy import Engine
 
-from heliox_orchestration import clock
 from heliox_orchestration.alerts import kinds
-from heliox_orchestration.alerts.delivery import deliver
+from heliox_orchestration.alerts.burn_rate import burn_rate_key
+from heliox_orchestration.alerts.detection import Alert, AlertRun, Detection
+from heliox_orchestration.alerts.idle_spend import idle_key, idle_key_prefix
 from heliox_orchestration.alerts.kinds import (
     FIELD_MAX,
     MAX_KEY_CHARS,
+    AfterRefresh,
     AlertKeyError,
     AlertKind,
     KeyField,
     fit,
 )
 from heliox_orchestration.alerts.messages import connection_test_message
+from heliox_orchestration.alerts.run_failure import run_failure_key
+from heliox_orchestration.alerts.stale_data import NO_DATA, stale_key
 from heliox_orchestration.db.schema import alert_ledger
-from heliox_orchestration.resources.database import HelioxDatabase
-from heliox_orchestration.resources.slack import SlackWebhook
 from heliox_orchestration_tests.automation_env import NOW, make_heliox, requests_of
 from heliox_orchestration_tests.slack_server import FakeSlackWebhook, Reply
 
@@ -37,7 +37,7 @@ SAMPLES: dict[str, list[tuple[object, ...]]] = {
         (LONG_ID, "2026-W02"),
     ],
     "daily-summary": [("2026-01-08",)],
-    "stale-data": [("2026-01-09T07:00:00+00:00",), (kinds.NO_DATA,)],
+    "stale-data": [("2026-01-09T07:00:00+00:00",), (NO_DATA,)],
     "run-failure": [("35872227-0442-41bc-8165-5f08f3e36c8e",)],
 }
 
@@ -76,7 +76,7 @@ def test_long_and_unprintable_values_become_a_readable_prefix_plus_a_hash() -> N
     assert fit(fitted) != fitted
     assert fit("y" * (FIELD_MAX - 1)) == "y" * (FIELD_MAX - 1)
     assert fit("gpu\x00a").isprintable() and fit("gpu\x00a") != fit("gpu?a")
-    assert kinds.idle_key(LONG_ID, dt.date(2026, 1, 9)).startswith(kinds.idle_key_prefix(LONG_ID))
+    assert idle_key(LONG_ID, dt.date(2026, 1, 9)).startswith(idle_key_prefix(LONG_ID))
 
 
 def test_malformed_keys_and_kinds_are_refused() -> None:
@@ -85,7 +85,7 @@ def test_malformed_keys_and_kinds_are_refused() -> None:
         with pytest.raises(AlertKeyError):
             kinds.check_key(bad)
     with pytest.raises(AlertKeyError):
-        kinds.BURN_RATE.key("2026-01-09:00", 100)  # a fixed field never holds the separator
+        kinds.REGISTRY["burn-rate"].key("2026-01-09:00", 100)  # a fixed field never holds the separator
     too_long = AlertKind(
         name="too-long",
         job_name="j",
@@ -93,6 +93,7 @@ def test_malformed_keys_and_kinds_are_refused() -> None:
         fields=(KeyField("a"), KeyField("b", 200)),
         relevance="-",
         relevant_until=lambda f, now, tz: now,
+        detect=detect_quota,
     )
     with pytest.raises(ValueError, match="longest key"):
         kinds.register(too_long)
@@ -101,16 +102,16 @@ def test_malformed_keys_and_kinds_are_refused() -> None:
 
 def test_redelivery_requests_come_from_the_registry() -> None:
     failed_at = NOW
-    burn = kinds.redelivery_request(kinds.burn_rate_key(dt.date(2026, 1, 9), 150), failed_at)
+    burn = kinds.redelivery_request(burn_rate_key(dt.date(2026, 1, 9), 150), failed_at)
     assert burn is not None and burn.job_name == "burn_rate_alert_job"
     assert burn.run_config == {"ops": {"send_burn_rate_alert": {"config": {"day": "2026-01-09"}}}}
-    stale = kinds.redelivery_request(kinds.stale_key(None), failed_at)
+    stale = kinds.redelivery_request(stale_key(None), failed_at)
     assert stale is not None and stale.run_config == {
         "ops": {"send_stale_data_alert": {"config": {"newest_usage_hour": None}}}
     }
-    notice = kinds.redelivery_request(kinds.run_failure_key("run-1"), failed_at)
+    notice = kinds.redelivery_request(run_failure_key("run-1"), failed_at)
     assert notice is not None and notice.job_name == "run_failure_notice_job"
-    idle = kinds.redelivery_request(kinds.idle_key("gpu-a", dt.date(2026, 1, 9)), failed_at)
+    idle = kinds.redelivery_request(idle_key("gpu-a", dt.date(2026, 1, 9)), failed_at)
     assert idle is not None and idle.job_name == "idle_spend_alert_job" and idle.run_config == {}
     assert kinds.redelivery_request("unknown-kind:1", failed_at) is None
 
@@ -119,7 +120,17 @@ def test_redelivery_requests_come_from_the_registry() -> None:
 
 
 class QuotaConfig(Config):
-    team: str
+    team: str = "ml-research"
+
+
+def detect_quota(run: AlertRun) -> Detection:
+    """The dummy kind's detection: one alert per team and day."""
+    assert isinstance(run.config, QuotaConfig)
+    key = QUOTA_KEY.format(team=run.config.team, day=run.now.date().isoformat())
+    return Detection([Alert([key], connection_test_message())])
+
+
+QUOTA_KEY = "quota:{team}:{day}"
 
 
 def _quota_kind() -> AlertKind:
@@ -130,63 +141,46 @@ def _quota_kind() -> AlertKind:
         fields=(KeyField("team"), KeyField("day", 10)),
         relevance="2 hours",
         relevant_until=lambda fields, now, tz: now + dt.timedelta(hours=2),
+        detect=detect_quota,
+        config=QuotaConfig,
+        trigger=AfterRefresh(
+            sensor_name="quota_alert_sensor",
+            refresh_job="idle_recommendations_refresh_job",
+            description="After each idle refresh, the quota of the team.",
+        ),
         redelivery_config=lambda fields: {"team": fields["team"]},
         redelivery_scope=lambda fields: fields["team"],
     )
 
 
-@op(name="send_quota_alert")
-def send_quota_alert(
-    context: OpExecutionContext, config: QuotaConfig, heliox_db: HelioxDatabase, slack: SlackWebhook
-) -> None:
-    kind = kinds.REGISTRY["quota"]
-    now = clock.utc_now()
-    key = kind.key(config.team, now.date().isoformat())
-    deliver(
-        heliox_db.get_engine(),
-        slack,
-        [key],
-        connection_test_message(),
-        alert_type=kind.name,
-        relevant_until=kind.relevant_until(kind.parse(key), now, "UTC"),
-        now=now,
-        timezone="UTC",
-        run_id=context.run_id,
-    )
-
-
-@job(name="quota_alert_job")
-def quota_alert_job() -> None:
-    send_quota_alert()
-
-
-def test_a_new_kind_is_keyed_delivered_and_redelivered_through_the_registry(
+def test_a_new_kind_is_scheduled_keyed_delivered_and_redelivered_through_the_registry(
     sqlite_engine: Engine, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One registry entry (detection, config, trigger) is all a new kind needs: the definitions
+    get its job, its sensor after the refresh it names and its redelivery."""
     monkeypatch.setattr(kinds, "REGISTRY", dict(kinds.REGISTRY))
     quota = kinds.register(_quota_kind())
     assert quota.job_name in kinds.redelivered_job_names()
-    heliox = make_heliox(sqlite_engine, slack_server, monkeypatch)
+    heliox = make_heliox(sqlite_engine, slack_server, monkeypatch)  # definitions built after register
+    assert heliox.defs.resolve_job_def("quota_alert_job").tags["dagster/max_runtime"] == "300"
+
+    refresh = heliox.run_job("idle_recommendations_refresh_job")
+    assert refresh.success
+    request = heliox.after_success("quota_alert_sensor", refresh)
+    assert request.job_name in (None, "quota_alert_job")
+    assert request.run_key == f"quota-after:{refresh.run_id}"
 
     slack_server.script(*[Reply.error(503, "service_unavailable")] * 4)
-    first = quota_alert_job.execute_in_process(
-        run_config=quota.run_config(team="ml-research"),
-        resources=heliox.resources(),
-        instance=heliox.instance,
-        raise_on_error=False,
-    )
+    first = heliox.run_request(request, "quota_alert_job")
     assert not first.success
     key = "quota:ml-research:2026-01-09"
     assert heliox.ledger()[key]["status"] == "failed" and heliox.ledger()[key]["attempts"] == 4
 
     heliox.at(NOW + dt.timedelta(minutes=12))
-    (request,) = requests_of(heliox.tick("alert_redelivery_sensor"))
-    assert request.job_name == "quota_alert_job"
-    assert request.run_key is not None and request.run_key.startswith("redeliver:quota:ml-research:")
-    again = quota_alert_job.execute_in_process(
-        run_config=request.run_config, resources=heliox.resources(), instance=heliox.instance
-    )
-    assert again.success
+    (redelivery,) = requests_of(heliox.tick("alert_redelivery_sensor"))
+    assert redelivery.job_name == "quota_alert_job"
+    assert redelivery.run_key is not None and redelivery.run_key.startswith("redeliver:quota:ml-research:")
+    assert heliox.run_request(redelivery).success
     assert [r.status for r in slack_server.requests] == [503] * 4 + [200]
     assert "Late delivery" in heliox.texts()[-1]
     assert heliox.ledger()[key]["status"] == "sent" and heliox.ledger()[key]["attempts"] == 5

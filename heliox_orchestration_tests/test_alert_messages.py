@@ -13,7 +13,6 @@ from slack_sdk.models.blocks import ContextBlock, DividerBlock, HeaderBlock, Sec
 from heliox_orchestration.alerts.formatting import (
     escape,
     link,
-    money,
     percent,
     sparkline,
     truncate,
@@ -33,6 +32,7 @@ from heliox_orchestration.alerts.messages import (
     run_failure_message,
     section,
 )
+from heliox_orchestration.money import format_usd
 from heliox_orchestration.reports import (
     BurnRateStatus,
     CostDriver,
@@ -241,7 +241,7 @@ def test_daily_summary_reproduces_the_spec_example() -> None:
     ],
 )
 def test_money_is_half_up_to_the_cent(amount: str, shown: str) -> None:
-    assert money(Decimal(amount)) == shown
+    assert format_usd(Decimal(amount)) == shown
 
 
 @pytest.mark.parametrize(("value", "shown"), [("52.3456", "52.3%"), ("52.25", "52.3%"), ("100", "100.0%")])

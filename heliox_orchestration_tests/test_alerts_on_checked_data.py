@@ -24,8 +24,8 @@ from dagster import (
 )
 from sqlalchemy import Engine, delete
 
-from heliox_orchestration.analytics.daily_costs import compute_daily_costs, write_daily_costs
 from heliox_orchestration.assets import DAILY_COSTS_KEY, build_asset_defs
+from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
 from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration_tests.automation_env import NOW, TODAY, Heliox, make_heliox, requests_of
 from heliox_orchestration_tests.crafted import engine_url, hourly, insert, row, table_count, utc
@@ -61,7 +61,7 @@ def materialize_daily_costs_alone(heliox: Heliox) -> ExecuteInProcessResult:
         selection="daily_gpu_costs",
         partition_key=TODAY,
         instance=heliox.instance,
-        resources={"heliox_db": heliox.resources()["heliox_db"]},
+        resources=heliox.resources(),
         raise_on_error=False,
     )
 

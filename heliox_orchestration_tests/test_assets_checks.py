@@ -12,9 +12,9 @@ from dagster import AssetCheckKey, AssetCheckSeverity, AssetSelection, DagsterIn
 from sqlalchemy import Engine
 
 from heliox_orchestration import clock
-from heliox_orchestration.analytics.idle import load_idle_evaluation
 from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY
 from heliox_orchestration.db.schema import daily_gpu_costs, idle_gpu_recommendations
+from heliox_orchestration.detections.idle import load_idle_evaluation
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration_tests.crafted import hourly, insert, row, table_count, utc
 from heliox_orchestration_tests.runs import NOW, SETTINGS, checks_of, daily, idle_config, run
@@ -125,8 +125,7 @@ def test_a_bad_day_stops_the_summary(sqlite_engine: Engine, instance: DagsterIns
         sqlite_engine, [*hourly("good", START, 2, "1", 50.0), row("refund", START, "-500", model_name="x")]
     )
     selection = AssetSelection.assets(DAILY_COSTS_KEY, SUMMARY_KEY)
-    config = {"gpu_cost_summary": {"report_date": KEY}}
-    result = run(sqlite_engine, instance, selection, partition_key=KEY, config=config)
+    result = run(sqlite_engine, instance, selection, partition_key=KEY)
     assert not result.success
     check = checks_of(result)["daily_gpu_costs:valid_usage_rows"]
     assert not check.passed and check.description.startswith("1 row with negative cost_usd")
@@ -159,8 +158,7 @@ def test_a_gpu_with_bad_rows_is_not_judged_and_the_others_are(
     insert(sqlite_engine, hourly("credited", window_start, 336, "-1", 0.0))
     insert(sqlite_engine, hourly("idle-ok", window_start, 336, "2", 0.0))
     selection = AssetSelection.assets(IDLE_KEY, SUMMARY_KEY)
-    config = idle_config() | {"gpu_cost_summary": {"report_date": "2026-01-20"}}
-    result = run(sqlite_engine, instance, selection, config=config)
+    result = run(sqlite_engine, instance, selection, partition_key="2026-01-20", config=idle_config())
     assert not result.success
     assert _materialized(result) == {"idle_gpu_recommendations"}
     withheld = checks_of(result)["idle_gpu_recommendations:valid_usage_rows"]
@@ -185,12 +183,11 @@ def test_edited_findings_block_the_summary(sqlite_engine: Engine, instance: Dags
     assert run(sqlite_engine, instance, AssetSelection.assets(IDLE_KEY), config=idle_config()).success
     with sqlite_engine.begin() as conn:  # an edit of the stored findings, outside Heliox
         conn.execute(idle_gpu_recommendations.update().values(monthly_savings_usd=-5))
-    config = {"gpu_cost_summary": {"report_date": "2026-01-20"}}
     only_check = AssetSelection.checks(AssetCheckKey(IDLE_KEY, "valid_findings"))
     check = checks_of(run(sqlite_engine, instance, only_check))["idle_gpu_recommendations:valid_findings"]
     assert not check.passed and "negative monthly_savings_usd" in check.description
 
-    result = run(sqlite_engine, instance, AssetSelection.assets(SUMMARY_KEY), config=config)
+    result = run(sqlite_engine, instance, AssetSelection.assets(SUMMARY_KEY), partition_key="2026-01-20")
     assert not result.success
     assert not checks_of(result)["gpu_cost_summary:valid_findings"].passed
     assert "1 row with negative monthly_savings_usd" in failure_message(result)

@@ -19,18 +19,18 @@ from dagster import (
 )
 from sqlalchemy import Engine, select
 
-from heliox_orchestration.analytics.idle import (
-    compute_idle_evaluation,
-    idle_spend_report,
-    load_idle_spend_report,
-)
-from heliox_orchestration.analytics.summary import cost_summary, load_cost_summary
 from heliox_orchestration.assets import (
     DAILY_COSTS_KEY,
     IDLE_KEY,
     SUMMARY_KEY,
 )
+from heliox_orchestration.costs.summary import cost_summary, load_cost_summary
 from heliox_orchestration.db.schema import daily_gpu_cost_days, daily_gpu_costs
+from heliox_orchestration.detections.idle import (
+    compute_idle_evaluation,
+    idle_spend_report,
+    load_idle_spend_report,
+)
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.partitions import local_day_bounds, local_range_bounds
 from heliox_orchestration_tests.crafted import (
@@ -198,8 +198,7 @@ def test_summary_asset_from_materialized_assets(any_engine: Engine, instance: Da
     backfill = {RANGE_START_TAG: str(first), RANGE_END_TAG: str(END)}
     assert run(any_engine, instance, daily(), tags=backfill).success
     selection = AssetSelection.assets(IDLE_KEY, SUMMARY_KEY)
-    config = idle_config() | {"gpu_cost_summary": {"report_date": str(END)}}
-    result = run(any_engine, instance, selection, config=config)
+    result = run(any_engine, instance, selection, partition_key=str(END), config=idle_config())
     assert result.success
 
     stored = load_cost_summary(any_engine, END)
@@ -218,8 +217,7 @@ def test_summary_asset_computes_days_never_materialized(
     sqlite_engine: Engine, instance: DagsterInstance
 ) -> None:
     seed_demo(sqlite_engine, FLEET, now=NOW)
-    config = {"gpu_cost_summary": {"report_date": str(END)}}
-    result = run(sqlite_engine, instance, AssetSelection.assets(SUMMARY_KEY), config=config)
+    result = run(sqlite_engine, instance, AssetSelection.assets(SUMMARY_KEY), partition_key=str(END))
     assert result.success
     (meta,) = metadata_of(result, SUMMARY_KEY)
     assert len(meta["days_computed_from_usage"].split(", ")) == 30
@@ -238,8 +236,13 @@ def test_empty_database_reports_no_usage_data(any_engine: Engine, instance: Dags
     gap = checks_of(result)["daily_gpu_costs:no_gap_days"]
     assert not gap.passed and gap.severity.value == "WARN"
 
-    config = idle_config() | {"gpu_cost_summary": {"report_date": "2026-01-15"}}
-    result = run(any_engine, instance, AssetSelection.assets(IDLE_KEY, SUMMARY_KEY), config=config)
+    result = run(
+        any_engine,
+        instance,
+        AssetSelection.assets(IDLE_KEY, SUMMARY_KEY),
+        partition_key="2026-01-15",
+        config=idle_config(),
+    )
     assert result.success
     assert metadata_of(result, IDLE_KEY)[0]["status"].startswith("No usage data")
     assert metadata_of(result, SUMMARY_KEY)[0]["status"].startswith("No usage data")

@@ -86,7 +86,7 @@ def test_daily_summary_on_dst_days_reports_the_local_yesterday() -> None:
         schedule, request = _tick(defs, "daily_summary_schedule", local_midnight)
         yesterday = (day - dt.timedelta(days=1)).isoformat()
         assert request.partition_key == yesterday
-        assert request.run_config["ops"]["gpu_cost_summary"]["config"]["report_date"] == yesterday
+        assert request.tags["heliox/report_date"] == yesterday  # the partition is the report date
         job = defs.resolve_job_def(schedule.job_name)
         validate_run_config(job, request.run_config)
 

@@ -28,25 +28,23 @@ def test_definitions_validate_in_process() -> None:
     assert "heliox_db" in defs.resources
 
 
-def test_definitions_load_without_the_run_time_libraries() -> None:
-    """Loading the code location (every Dagster process does, on every reload) stays close to the
-    cost of importing Dagster itself: SQLAlchemy, pandas and slack-sdk load when a run, check or
-    sensor needs them (docs/performance.md, goal 6)."""
-    code = (
-        "import sys\n"
-        "import heliox_orchestration.definitions\n"
-        "heavy = ('sqlalchemy', 'pandas', 'numpy', 'psycopg2', 'slack_sdk')\n"
-        "print(sorted(name for name in sys.modules if name.split('.')[0] in heavy))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+def test_jobs_sensors_and_checks_are_module_level_definitions() -> None:
+    """Only the partitioned assets and the schedules are built from load-time settings; every
+    other definition of the code location is the object its module defines."""
+    from heliox_orchestration.alerts.catalog import all_kinds
+    from heliox_orchestration.alerts.jobs import alert_job
+    from heliox_orchestration.assets.checks import OUTPUT_CHECKS
+    from heliox_orchestration.assets.recommendations import idle_gpu_recommendations
+    from heliox_orchestration.assets.refresh import REFRESH_JOBS
+    from heliox_orchestration.automation import sensors
+    from heliox_orchestration.definitions import defs
 
-
-def test_catalog_columns_match_the_schema() -> None:
-    """The asset catalog's column lists (a generated module, so that loading the definitions
-    does not import SQLAlchemy) are those of db/schema.py."""
-    from heliox_orchestration.db.schema import table_columns
-    from heliox_orchestration.db.table_columns import TABLE_COLUMNS
-
-    assert table_columns() == TABLE_COLUMNS, "db/table_columns.py is stale: run `make table-columns`"
+    # Definitions binds the resources to copies; the ops, sensor functions and assets are the same.
+    for kind in all_kinds():
+        (op,) = defs.resolve_job_def(kind.job_name).graph.node_defs
+        assert op is alert_job(kind).graph.node_defs[0]
+    assert {j.name for j in REFRESH_JOBS} <= {j.name for j in defs.resolve_all_job_defs()}
+    for sensor in (sensors.burn_rate_sensor, sensors.stale_data_sensor, sensors.run_failure_slack_sensor):
+        assert defs.resolve_sensor_def(sensor.name).name == sensor.name
+    assert defs.resolve_assets_def("idle_gpu_recommendations").op is idle_gpu_recommendations.op
+    assert set(defs.asset_checks or []) >= set(OUTPUT_CHECKS)

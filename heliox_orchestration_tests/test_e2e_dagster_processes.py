@@ -244,7 +244,7 @@ def test_webserver_and_daemon_on_postgres_end_to_end(
         refresh_id = launch_run(
             gql,
             "daily_summary_refresh_job",
-            {"ops": {"gpu_cost_summary": {"config": {"report_date": yesterday.isoformat()}}}},
+            {},
             {"dagster/partition": yesterday.isoformat()},
         )
         first_backfill = launch_backfill(gql, days)

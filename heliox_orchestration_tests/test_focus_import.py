@@ -690,7 +690,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(
 def test_imported_usage_produces_the_expected_idle_finding(
     any_engine: Engine, gpu_files: tuple[Path, Path, list[dict[str, str]]]
 ) -> None:
-    from heliox_orchestration.analytics.idle import idle_spend_report
+    from heliox_orchestration.detections.idle import idle_spend_report
     from heliox_orchestration.settings import Settings
 
     focus, utilization, _ = gpu_files

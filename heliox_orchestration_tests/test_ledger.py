@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import Engine, inspect, text
 
 from heliox_orchestration.alerts import ledger
-from heliox_orchestration.alerts.kinds import AlertKeyError, idle_key, idle_key_prefix
+from heliox_orchestration.alerts.idle_spend import idle_key, idle_key_prefix
+from heliox_orchestration.alerts.kinds import AlertKeyError
 from heliox_orchestration.db.engine import add_missing_nullable_columns, ensure_schema
 
 NOW = dt.datetime(2026, 1, 9, 17, 0, tzinfo=dt.UTC)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from heliox_orchestration.alerts.formatting import money
-from heliox_orchestration.analytics.common import usd
 from heliox_orchestration.money import format_usd
 
 
@@ -27,5 +27,12 @@ def test_format_usd_is_half_up_to_the_cent_with_the_sign_in_front(amount: str, s
     assert format_usd(Decimal(amount)) == shown
 
 
-def test_the_message_and_metadata_formatters_are_the_same_function() -> None:
-    assert money is format_usd and usd is format_usd
+def test_no_other_money_formatter_is_left() -> None:
+    """Every module formats dollars with ``format_usd``: no second formatter."""
+    root = Path(__file__).resolve().parents[1] / "heliox_orchestration"
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if re.search(r":,\.2f\}|\bdef (usd|money|_dollars)\(", p.read_text()) and p.name != "money.py"
+    ]
+    assert offenders == []

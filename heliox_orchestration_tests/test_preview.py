@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
-from heliox_orchestration.alerts.preview import PREVIEW_KINDS, preview_message
+from heliox_orchestration.alerts.catalog import PREVIEW_KINDS, preview_message
 from heliox_orchestration.cli import cli
 from heliox_orchestration.db.engine import ensure_schema, make_engine
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo

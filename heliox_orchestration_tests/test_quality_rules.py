@@ -17,11 +17,11 @@ from dagster import AssetSelection, DagsterInstance, instance_for_test
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from heliox_orchestration.alerts.preview import preview_message
-from heliox_orchestration.analytics.idle import load_idle_evaluation
-from heliox_orchestration.analytics.quality import usage_rule_report
+from heliox_orchestration.alerts.catalog import preview_message
 from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY
 from heliox_orchestration.cli import cli
+from heliox_orchestration.costs.quality import usage_rule_report
+from heliox_orchestration.detections.idle import load_idle_evaluation
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.crafted import engine_url, hourly, insert, row, table_count, utc
@@ -151,8 +151,7 @@ def test_sqlite_infinity_never_reaches_the_summary(sqlite_engine: Engine, instan
         sqlite_engine, [raw_row("inf", sqlite_hour(START - dt.timedelta(days=3)), float("inf"))]
     )
     selection = AssetSelection.assets(DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY)
-    config = idle_config() | {"gpu_cost_summary": {"report_date": KEY}}
-    result = run(sqlite_engine, instance, selection, partition_key=KEY, config=config)
+    result = run(sqlite_engine, instance, selection, partition_key=KEY, config=idle_config())
     assert not result.success
     assert refusal(result).startswith(
         f"gpu_cost_summary of {KEY} was not written: 1 row with cost_usd above $10,000.00 an hour"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from heliox_orchestration.alerts.messages import connection_test_message, section
-from heliox_orchestration.resources.definitions import build_resource_defs
+from heliox_orchestration.resources.definitions import heliox_resources
 from heliox_orchestration.resources.slack import (
     PREVIEW_LINE,
     SlackConfigError,
@@ -367,18 +367,17 @@ def test_unset_url_is_none() -> None:
 def test_a_bad_url_stops_definitions_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://hooks.slack.com/services/T0/B0/{SECRET}")
     with pytest.raises(SlackConfigError, match="SLACK_WEBHOOK_URL") as raised:
-        build_resource_defs(Settings())
+        heliox_resources(Settings())
     assert SECRET not in str(raised.value)
 
 
 def test_resource_is_wired_through_envvar(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLACK_WEBHOOK_URL", f"https://hooks.slack.com/services/T0/B0/{SECRET}")
-    defs = build_resource_defs(Settings())
-    slack = defs.resources["slack"]
+    slack = heliox_resources(Settings())["slack"]
     assert isinstance(slack, SlackWebhook)
     assert slack.resolved_url() == f"https://hooks.slack.com/services/T0/B0/{SECRET}"
     monkeypatch.delenv("SLACK_WEBHOOK_URL")
-    unset = build_resource_defs(Settings()).resources["slack"]
+    unset = heliox_resources(Settings())["slack"]
     assert isinstance(unset, SlackWebhook) and unset.webhook_url is None
 
 

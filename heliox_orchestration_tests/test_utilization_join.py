@@ -14,10 +14,10 @@ import yaml
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, select
 
-from heliox_orchestration.analytics.idle import compute_idle_evaluation
 from heliox_orchestration.cli import cli
 from heliox_orchestration.db.engine import make_engine
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_utilization_hourly
+from heliox_orchestration.detections.idle import compute_idle_evaluation
 from heliox_orchestration.ingest.dcgm_mapping import parse_mapping
 from heliox_orchestration.ingest.prometheus import PrometheusClient
 from heliox_orchestration.ingest.utilization import (

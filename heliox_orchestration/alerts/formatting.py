@@ -11,17 +11,10 @@ from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import quote
 
-from heliox_orchestration.money import format_usd
-
 ELLIPSIS = "…"
 TENTH = Decimal("0.1")
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
 SPARK_GAP = "·"
-
-
-# ``$12,345.67``, rounded half-up to the cent (``-$5.00`` below zero). An alias of the one money
-# formatter until its callers use ``format_usd`` directly.
-money = format_usd
 
 
 def percent(value: Decimal) -> str:

@@ -1,10 +1,13 @@
 """The alert kinds: one registry entry per kind of Slack alert, and the one place ledger keys are
 built and parsed.
 
-An entry names the kind's job and op, the fields of its ledger key, how long an alert stays
-relevant (a failed delivery is redelivered until then), whether failures are redelivered and the
-run config that (re)delivers it. The sensors, the alert ops, the redelivery sensor and the
-ledger read it: adding a kind is one entry here plus its message and its detection.
+An entry names the kind's job and op, its detection (what to send, from the database), its op
+config, the fields of its ledger key, how long an alert stays relevant (a failed delivery is
+redelivered until then), whether failures are redelivered, what launches it (``AfterRefresh``:
+a sensor the wiring builds from the entry) and how ``heliox run`` and ``heliox preview`` run it.
+The alert jobs, the sensors, the redelivery sensor, ``heliox run`` and the ledger read it: adding
+a kind is one entry (in its own module under ``alerts/``, imported by ``alerts/catalog.py``) plus
+its message and its detection.
 
 A key is ``<kind>:<field>:<field>...`` and fits the ledger's 255-character column whatever the
 values: a free-text field (a resource id, a run id, a timestamp) is kept as it is when it is
@@ -20,11 +23,19 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from dagster import RunRequest
+from dagster import Config, DagsterRun, RunRequest
+from sqlalchemy import Engine
 
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.run_config import op_config
+from heliox_orchestration.settings import Settings
+
+# Types only: the detection types import delivery and the ledger, which read this registry.
+if TYPE_CHECKING:
+    from heliox_orchestration.alerts.detection import AlertRun, Detection
+    from heliox_orchestration.alerts.preview import Preview
 
 MAX_KEY_CHARS = 255  # alert_ledger.alert_key is String(255); a test keeps the two in step
 MAX_KIND_CHARS = 32  # alert_ledger.alert_type is String(32)
@@ -85,8 +96,34 @@ def _one_run(fields: Fields) -> str:
 
 
 @dataclass(frozen=True)
+class AfterRefresh:
+    """Launch the kind's job after each successful run of ``refresh_job`` (except the refreshes
+    ``heliox run`` starts, which runs the alert itself): the wiring builds this sensor."""
+
+    sensor_name: str
+    refresh_job: str
+    description: str
+    # The op config of the alert run from the refresh run, or why there is nothing to alert.
+    config: Callable[[DagsterRun], Mapping[str, object] | str] = lambda run: {}
+    tags: Callable[[Mapping[str, object]], Mapping[str, str]] = lambda config: {}
+
+
+@dataclass(frozen=True)
+class ManualRun:
+    """How ``heliox run <kind>`` runs the check now: the refresh (and its partition), then the
+    alert job with this config."""
+
+    refresh_job: str
+    partition: Callable[[Settings, dt.datetime], str | None]
+    config: Callable[[Settings, dt.datetime], Mapping[str, object]]
+
+
+PreviewFn = Callable[[Engine, Settings, dt.date, dt.datetime], "Preview"]
+
+
+@dataclass(frozen=True)
 class AlertKind:
-    """One kind of alert, everything the wiring needs to key, deliver and redeliver it."""
+    """One kind of alert, everything the wiring needs to detect, key, deliver and redeliver it."""
 
     name: str
     job_name: str
@@ -94,6 +131,12 @@ class AlertKind:
     fields: tuple[KeyField, ...]
     relevance: str  # how long an alert stays relevant, in words (docs, sensor descriptions)
     relevant_until: Callable[[Fields, dt.datetime, str], dt.datetime]  # (fields, now, timezone)
+    detect: Callable[[AlertRun], Detection]  # what to send now, from the database
+    description: str = ""  # the job's description in the UI
+    config: type[Config] | None = None  # the op's config
+    trigger: AfterRefresh | None = None  # None: a sensor of automation/sensors.py launches it
+    manual: ManualRun | None = None  # `heliox run <name>`
+    preview: PreviewFn | None = None  # `heliox preview <name>`
     redelivered: bool = True
     # The op config that redelivers a failed key; None: the op finds its failed keys itself.
     redelivery_config: Callable[[Fields], Mapping[str, object] | None] = _no_config
@@ -153,6 +196,9 @@ class AlertKind:
     def run_config(self, **config: object) -> dict:
         """Run config of this kind's job: its op's config."""
         return op_config(self.op_name, **config)
+
+    def parse_config(self, values: Mapping[str, Any]) -> Config | None:
+        return self.config(**values) if self.config is not None else None
 
     def redelivery_request(self, key: str, failed_at: dt.datetime) -> RunRequest | None:
         """The run that sends failed ``key`` again; one run per scope and failure."""
@@ -224,7 +270,9 @@ def iso_week(day: dt.date) -> str:
     return f"{year}-W{week:02d}"
 
 
-def _end_of_day(field: str, days_after: int = 0) -> Callable[[Fields, dt.datetime, str], dt.datetime]:
+def end_of_day(field: str, days_after: int = 0) -> Callable[[Fields, dt.datetime, str], dt.datetime]:
+    """Relevant until the end of the local day named by ``field`` (plus ``days_after`` days)."""
+
     def until(fields: Fields, now: dt.datetime, timezone: str) -> dt.datetime:
         day = dt.date.fromisoformat(fields[field]) + dt.timedelta(days=days_after)
         return local_day_bounds(day, timezone)[1]
@@ -232,7 +280,9 @@ def _end_of_day(field: str, days_after: int = 0) -> Callable[[Fields, dt.datetim
     return until
 
 
-def _for(delta: dt.timedelta) -> Callable[[Fields, dt.datetime, str], dt.datetime]:
+def for_(delta: dt.timedelta) -> Callable[[Fields, dt.datetime, str], dt.datetime]:
+    """Relevant for ``delta`` after each attempt."""
+
     def until(fields: Fields, now: dt.datetime, timezone: str) -> dt.datetime:
         return now + delta
 
@@ -240,89 +290,3 @@ def _for(delta: dt.timedelta) -> Callable[[Fields, dt.datetime, str], dt.datetim
 
 
 DAY = dt.timedelta(hours=24)
-
-BURN_RATE = register(
-    AlertKind(
-        name="burn-rate",
-        job_name="burn_rate_alert_job",
-        op_name="send_burn_rate_alert",
-        fields=(KeyField("day", 10), KeyField("level", 5)),
-        relevance="its local day",
-        relevant_until=_end_of_day("day"),
-        redelivery_config=lambda f: {"day": f["day"]},
-        redelivery_scope=lambda f: f["day"],
-    )
-)
-IDLE_SPEND = register(
-    AlertKind(
-        name="idle-spend",
-        job_name="idle_spend_alert_job",
-        op_name="send_idle_spend_alert",
-        fields=(KeyField("resource"), KeyField("week", 8)),
-        relevance="24 hours after each attempt, while the finding stays open",
-        relevant_until=_for(DAY),
-    )
-)
-DAILY_SUMMARY = register(
-    AlertKind(
-        name="daily-summary",
-        job_name="daily_summary_job",
-        op_name="send_daily_summary",
-        fields=(KeyField("report_date", 10),),
-        relevance="the local day after its report date",
-        relevant_until=_end_of_day("report_date", days_after=1),
-        redelivery_config=lambda f: {"report_date": f["report_date"]},
-        redelivery_scope=lambda f: f["report_date"],
-    )
-)
-NO_DATA = "no-data"
-STALE_DATA = register(
-    AlertKind(
-        name="stale-data",
-        job_name="stale_data_alert_job",
-        op_name="send_stale_data_alert",
-        fields=(KeyField("newest_usage_hour"),),
-        relevance="24 hours after each attempt",
-        relevant_until=_for(DAY),
-        redelivery_config=lambda f: {
-            "newest_usage_hour": None if f["newest_usage_hour"] == NO_DATA else f["newest_usage_hour"]
-        },
-        redelivery_scope=lambda f: f["newest_usage_hour"],
-    )
-)
-RUN_FAILURE = register(
-    AlertKind(
-        name="run-failure",
-        job_name="run_failure_notice_job",
-        op_name="send_run_failure_notice",
-        fields=(KeyField("run_id"),),
-        relevance="24 hours after each attempt",
-        relevant_until=_for(DAY),
-        redelivery_config=lambda f: {"run_id": f["run_id"]},
-        redelivery_scope=lambda f: f["run_id"],
-    )
-)
-
-
-def burn_rate_key(day: dt.date, level: int) -> str:
-    return BURN_RATE.key(day.isoformat(), level)
-
-
-def idle_key(resource_id: str, local_day: dt.date) -> str:
-    return IDLE_SPEND.key(resource_id, iso_week(local_day))
-
-
-def idle_key_prefix(resource_id: str) -> str:
-    return IDLE_SPEND.prefix(resource_id)
-
-
-def summary_key(report_date: dt.date) -> str:
-    return DAILY_SUMMARY.key(report_date.isoformat())
-
-
-def stale_key(newest_usage_hour: dt.datetime | None) -> str:
-    return STALE_DATA.key(newest_usage_hour.isoformat() if newest_usage_hour else NO_DATA)
-
-
-def run_failure_key(run_id: str) -> str:
-    return RUN_FAILURE.key(run_id)

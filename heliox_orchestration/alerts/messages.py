@@ -30,7 +30,6 @@ from heliox_orchestration.alerts.formatting import (
     ELLIPSIS,
     label,
     link,
-    money,
     percent,
     plural,
     sparkline,
@@ -38,6 +37,7 @@ from heliox_orchestration.alerts.formatting import (
     truncate_mrkdwn,
     unescape,
 )
+from heliox_orchestration.money import format_usd
 from heliox_orchestration.reports import (
     BurnRateStatus,
     CostDriver,
@@ -182,7 +182,7 @@ def _bullets(lines: Iterable[str]) -> str:
 
 
 def _drivers(title: str, drivers: Sequence[CostDriver]) -> str:
-    lines = [f"{label(d.label)}: {money(d.cost_usd)}" for d in drivers[:TOP_N]]
+    lines = [f"{label(d.label)}: {format_usd(d.cost_usd)}" for d in drivers[:TOP_N]]
     return f"*{title}*\n{_bullets(lines)}"
 
 
@@ -193,24 +193,24 @@ def _dashboard(dashboard_url: str | None, text: str = REVIEW_DASHBOARD) -> str:
 def burn_rate_message(status: BurnRateStatus, *, dashboard_url: str | None = None) -> SlackMessage:
     """The 🔥 High Burn Rate Alert; below the threshold (e.g. in a preview) it says so instead."""
     day = status.day.isoformat()
-    cost = money(status.cost_usd) + (" so far" if status.is_today else "")
+    cost = format_usd(status.cost_usd) + (" so far" if status.is_today else "")
     if not status.has_data:
         cost += " (no usage data)"
-    threshold = money(status.threshold_usd)
+    threshold = format_usd(status.threshold_usd)
     lines = [f"Date: {day}", f"Daily Cost: {cost}", f"Threshold: {threshold}"]
     if status.is_over:
         title, intro = "🔥 High Burn Rate Alert", "Daily GPU spending has exceeded the threshold!"
-        lines.append(f"Over by: {money(status.over_by_usd)} ({percent(status.over_pct)})")
+        lines.append(f"Over by: {format_usd(status.over_by_usd)} ({percent(status.over_pct)})")
         fallback = (
             f"{title}: GPU spend on {day} is {cost}, over the {threshold} threshold by "
-            f"{money(status.over_by_usd)} ({percent(status.over_pct)})"
+            f"{format_usd(status.over_by_usd)} ({percent(status.over_pct)})"
         )
     else:
         title, intro = "✅ GPU Spend Within Threshold", "Daily GPU spending is within the threshold."
-        lines.append(f"Under by: {money(-status.over_by_usd)} ({percent(-status.over_pct)})")
+        lines.append(f"Under by: {format_usd(-status.over_by_usd)} ({percent(-status.over_pct)})")
         fallback = f"{title}: GPU spend on {day} is {cost}, within the {threshold} threshold"
     if status.is_today and status.projected_cost_usd is not None:
-        lines.append(f"Projected End of Day: {money(status.projected_cost_usd)}{_hourly_rate(status)}")
+        lines.append(f"Projected End of Day: {format_usd(status.projected_cost_usd)}{_hourly_rate(status)}")
 
     blocks: list[Block] = [header(title), section(intro), section(_bullets(lines))]
     if status.top_drivers:
@@ -226,7 +226,7 @@ def _hourly_rate(status: BurnRateStatus) -> str:
     if not status.hours_elapsed:
         return ""
     rate = status.cost_usd / status.hours_elapsed
-    return f" (at the current {money(rate)}/hour over {status.hours_in_day} hours)"
+    return f" (at the current {format_usd(rate)}/hour over {status.hours_in_day} hours)"
 
 
 def _finding(rank: int, finding: IdleFinding) -> str:
@@ -241,7 +241,7 @@ def _finding(rank: int, finding: IdleFinding) -> str:
     return (
         f"*{rank}. {label(finding.title, MAX_HEADER_CHARS)}*\n"
         f"{label(finding.detail, 200)}\n"
-        f"💰 Savings: {money(finding.monthly_savings_usd)}/month\n"
+        f"💰 Savings: {format_usd(finding.monthly_savings_usd)}/month\n"
         f"{' · '.join(details)}"
     )
 
@@ -249,7 +249,7 @@ def _finding(rank: int, finding: IdleFinding) -> str:
 def idle_spend_message(report: IdleSpendReport, *, dashboard_url: str | None = None) -> SlackMessage:
     """The ⚠️ Idle GPU Spend alert: totals, then the top 3 findings in the report's ranking."""
     findings = report.findings
-    total = f"{money(report.total_monthly_savings_usd)}/month"
+    total = f"{format_usd(report.total_monthly_savings_usd)}/month"
     not_judged: list[Block] = [context(_withheld(report.withheld))] if report.withheld else []
     if not findings:
         title = "✅ No Idle GPU Spend"
@@ -279,14 +279,14 @@ def daily_summary_message(summary: CostSummary, *, dashboard_url: str | None = N
     """The 📊 Heliox Daily Summary of ``summary.report_date`` (yesterday, from the reader's view)."""
     title = "📊 Heliox Daily Summary"
     day = summary.report_date
-    savings = f"{money(summary.potential_savings_monthly_usd)}/mo"
+    savings = f"{format_usd(summary.potential_savings_monthly_usd)}/mo"
     blocks: list[Block] = [
         header(title),
         context(f"GPU spend of {day:%A}, {day.isoformat()}"),
         fields(
-            f"*Yesterday:*\n{money(summary.yesterday_cost_usd)}",
-            f"*Last 7 Days:*\n{money(summary.last_7_days_cost_usd)}",
-            f"*Last 30 Days:*\n{money(summary.last_30_days_cost_usd)}",
+            f"*Yesterday:*\n{format_usd(summary.yesterday_cost_usd)}",
+            f"*Last 7 Days:*\n{format_usd(summary.last_7_days_cost_usd)}",
+            f"*Last 30 Days:*\n{format_usd(summary.last_30_days_cost_usd)}",
             f"*Potential Savings:*\n{savings}",
         ),
     ]
@@ -307,9 +307,9 @@ def daily_summary_message(summary: CostSummary, *, dashboard_url: str | None = N
     else:
         blocks.append(section("✅ No high-severity recommendations"))
     fallback = (
-        f"{title} for {day.isoformat()}: yesterday {money(summary.yesterday_cost_usd)}, "
-        f"last 7 days {money(summary.last_7_days_cost_usd)}, "
-        f"last 30 days {money(summary.last_30_days_cost_usd)}, potential savings {savings}"
+        f"{title} for {day.isoformat()}: yesterday {format_usd(summary.yesterday_cost_usd)}, "
+        f"last 7 days {format_usd(summary.last_7_days_cost_usd)}, "
+        f"last 30 days {format_usd(summary.last_30_days_cost_usd)}, potential savings {savings}"
     )
     return SlackMessage.build(fallback, blocks)
 
@@ -337,9 +337,8 @@ def _trend(summary: CostSummary) -> str:
     if known:
         low = min(known, key=lambda p: p.cost_usd)
         high = max(known, key=lambda p: p.cost_usd)
-        line += (
-            f"\nLow {money(low.cost_usd)} ({low.day:%b %d}) · High {money(high.cost_usd)} ({high.day:%b %d})"
-        )
+        low_text = f"{format_usd(low.cost_usd)} ({low.day:%b %d})"
+        line += f"\nLow {low_text} · High {format_usd(high.cost_usd)} ({high.day:%b %d})"
     gaps = len(points) - len(known)
     if gaps:
         line += f"\n{plural(gaps, 'day')} without usage data (·)"

@@ -20,16 +20,21 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dagster import DagsterEventType, DagsterInstance
+from dagster import Config, DagsterEventType, DagsterInstance
+from pydantic import Field
 from sqlalchemy import Engine
 
 from heliox_orchestration.alerts import ledger
-from heliox_orchestration.alerts.delivery import Delivery, deliver
+from heliox_orchestration.alerts.delivery import Delivery
+from heliox_orchestration.alerts.detection import Alert, AlertRun, Detection, deliver_alert, nothing
 from heliox_orchestration.alerts.kinds import (
     ALERT_KEYS_METADATA,
-    RUN_FAILURE,
+    DAY,
     SLACK_DELIVERY_METADATA,
-    run_failure_key,
+    AlertKind,
+    KeyField,
+    for_,
+    register,
 )
 from heliox_orchestration.alerts.messages import SlackMessage, run_failure_message
 from heliox_orchestration.resources.slack import SlackWebhook
@@ -107,6 +112,48 @@ def notice_message(run: FailedRun, settings: Settings, webhook_url: str | None) 
     )
 
 
+class RunFailureNoticeConfig(Config):
+    run_id: str = Field(description="The failed run whose notice is (re)sent.")
+
+
+def detect_run_failure(run: AlertRun) -> Detection:
+    """The notice of a failed run, rebuilt from its events, unless the rule above says none."""
+    assert isinstance(run.config, RunFailureNoticeConfig) and run.instance is not None
+    failed_run_id = run.config.run_id
+    failed = failed_run(run.instance, failed_run_id)
+    tracked = ledger.statuses(run.engine, [k for s in failed.steps for k in (s.slack_keys or ())])
+    reason = why_no_notice(failed, ledger.keys_of_run(run.engine, failed_run_id), tracked)
+    if reason is not None:
+        return nothing(
+            f"No run-failure notice for {failed.job_name} run {failed_run_id}: {reason}.", "no notice"
+        )
+    message = notice_message(failed, run.settings, run.webhook_url)
+    return Detection(
+        [Alert([run_failure_key(failed_run_id)], message)], metadata={"failed_run_id": failed_run_id}
+    )
+
+
+RUN_FAILURE = register(
+    AlertKind(
+        name="run-failure",
+        job_name="run_failure_notice_job",
+        op_name="send_run_failure_notice",
+        description="🚨 Resends a run-failure notice Slack did not take (launched by the redelivery sensor).",
+        fields=(KeyField("run_id"),),
+        relevance="24 hours after each attempt",
+        relevant_until=for_(DAY),
+        detect=detect_run_failure,
+        config=RunFailureNoticeConfig,
+        redelivery_config=lambda f: {"run_id": f["run_id"]},
+        redelivery_scope=lambda f: f["run_id"],
+    )
+)
+
+
+def run_failure_key(run_id: str) -> str:
+    return RUN_FAILURE.key(run_id)
+
+
 def notify_run_failure(
     engine: Engine,
     slack: SlackWebhook,
@@ -114,25 +161,12 @@ def notify_run_failure(
     failed_run_id: str,
     settings: Settings,
     now: dt.datetime,
-    *,
-    sender_run_id: str | None = None,
 ) -> Delivery | str:
-    """Send the notice of a failed run once; the reason as text when it gets none.
-    Raises ``AlertNotDelivered`` when Slack does not take it (the ledger has it as failed)."""
-    run = failed_run(instance, failed_run_id)
-    tracked = ledger.statuses(engine, [k for s in run.steps for k in (s.slack_keys or ())])
-    reason = why_no_notice(run, ledger.keys_of_run(engine, failed_run_id), tracked)
-    if reason is not None:
-        return f"No run-failure notice for {run.job_name} run {failed_run_id}: {reason}."
-    key = run_failure_key(failed_run_id)
-    return deliver(
-        engine,
-        slack,
-        [key],
-        notice_message(run, settings, slack.resolved_url()),
-        alert_type=RUN_FAILURE.name,
-        relevant_until=RUN_FAILURE.relevant_until(RUN_FAILURE.parse(key), now, settings.timezone),
-        now=now,
-        timezone=settings.timezone,
-        run_id=sender_run_id,
-    )
+    """Send the notice of a failed run once (the run-failure sensor); the reason as text when it
+    gets none. Raises ``AlertNotDelivered`` when Slack does not take it (the ledger has it as
+    failed, and the redelivery sensor resends it through ``run_failure_notice_job``)."""
+    config = RunFailureNoticeConfig(run_id=failed_run_id)
+    detection = detect_run_failure(AlertRun(engine, settings, now, config, instance, slack.resolved_url()))
+    if not detection.alerts:
+        return detection.note
+    return deliver_alert(RUN_FAILURE, engine, slack, detection.alerts[0], now=now, timezone=settings.timezone)

@@ -1,36 +1,45 @@
-"""The cost assets: daily GPU costs, idle-GPU recommendations and the daily summary, with their
-asset checks. Built per ``Settings`` (partitions follow ``TIMEZONE``).
+"""The cost assets: daily GPU costs, idle-GPU recommendations and the daily summary, their checks
+and the jobs that refresh them.
 
 Each asset checks its own input rows (its ``valid_usage_rows`` check, evaluated by its op), so
-selecting an asset selects its gate: no job or launch needs to add input checks."""
+selecting an asset selects its gate: no job or launch needs to add input checks. The two
+partitioned assets are built for the local-day partitions of ``TIMEZONE`` (a load-time value);
+everything else is defined once, at module level."""
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import AssetsDefinition, AssetSpec, DailyPartitionsDefinition, Definitions
 
-from heliox_orchestration.assets.checks import build_asset_checks
-from heliox_orchestration.assets.costs import build_daily_gpu_costs, usage_spec
-from heliox_orchestration.assets.recommendations import build_idle_gpu_recommendations
-from heliox_orchestration.assets.shared import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY, USAGE_KEY
+from heliox_orchestration.assets.checks import OUTPUT_CHECKS
+from heliox_orchestration.assets.costs import build_daily_gpu_costs, gpu_usage_hourly
+from heliox_orchestration.assets.keys import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY, USAGE_KEY
+from heliox_orchestration.assets.recommendations import idle_gpu_recommendations
+from heliox_orchestration.assets.refresh import REFRESH_JOBS
 from heliox_orchestration.assets.summary import build_gpu_cost_summary
+from heliox_orchestration.partitions import daily_partitions
 from heliox_orchestration.settings import Settings
 
 __all__ = [
     "DAILY_COSTS_KEY",
     "IDLE_KEY",
+    "OUTPUT_CHECKS",
+    "REFRESH_JOBS",
     "SUMMARY_KEY",
     "USAGE_KEY",
     "build_asset_defs",
+    "cost_assets",
 ]
 
 
+def cost_assets(partitions: DailyPartitionsDefinition) -> list[AssetsDefinition | AssetSpec]:
+    return [
+        gpu_usage_hourly,
+        build_daily_gpu_costs(partitions),
+        idle_gpu_recommendations,
+        build_gpu_cost_summary(partitions),
+    ]
+
+
 def build_asset_defs(settings: Settings) -> Definitions:
-    return Definitions(
-        assets=[
-            usage_spec(),
-            build_daily_gpu_costs(settings),
-            build_idle_gpu_recommendations(settings),
-            build_gpu_cost_summary(settings),
-        ],
-        asset_checks=build_asset_checks(settings),
-    )
+    """The assets and their checks alone (tests and the benchmark materialize them)."""
+    return Definitions(assets=cost_assets(daily_partitions(settings)), asset_checks=OUTPUT_CHECKS)

@@ -2,7 +2,7 @@
 
 Each cost asset validates its input itself, however it is launched (a schedule, a sensor,
 `dagster asset materialize`, the UI's Materialize button): its op evaluates the data-quality
-rules of ``analytics.quality`` over the very ``gpu_usage_hourly`` rows it is about to read,
+rules of ``costs.quality`` over the very ``gpu_usage_hourly`` rows it is about to read,
 reports them as the asset's own check (``check_specs``), and refuses to write when they fail
 (``refusal``: a non-retryable ``Failure`` naming the rule, the counts and example rows).
 
@@ -16,12 +16,11 @@ severity: in a run that includes them, nothing downstream of the checked asset e
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetKey,
     Failure,
@@ -29,17 +28,15 @@ from dagster import (
     asset_check,
 )
 
-from heliox_orchestration.analytics.common import markdown_table
-from heliox_orchestration.assets.shared import DAILY_COSTS_KEY, IDLE_KEY, partition_days, utc_now
+from heliox_orchestration import clock
+from heliox_orchestration.assets.keys import DAILY_COSTS_KEY, IDLE_KEY, partition_days
+from heliox_orchestration.costs.common import markdown_table
+from heliox_orchestration.costs.quality import RuleReport, cell_text, daily_cost_rule_report, gap_days
+from heliox_orchestration.detections.idle import idle_finding_rule_report, latest_evaluation
 from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.resources.settings import HelioxSettings
 from heliox_orchestration.settings import Settings
 
-# The SQL modules (analytics.quality, analytics.idle: SQLAlchemy) load when a check runs, not
-# with the definitions.
-if TYPE_CHECKING:
-    from heliox_orchestration.analytics.quality import RuleReport
-
-# The check every cost asset runs on its own input rows.
 INPUT_CHECK = "valid_usage_rows"
 
 
@@ -85,7 +82,6 @@ def refusal(report: "RuleReport", what: str, scope: str, remedy: str) -> Failure
 
 
 def samples_table(samples: Sequence[Mapping[str, Any]]) -> str:
-    from heliox_orchestration.analytics.quality import cell_text
 
     if not samples:
         return "_none_"
@@ -105,89 +101,80 @@ def _output_days(
     return today - dt.timedelta(days=UNPARTITIONED_DAYS), today
 
 
-def build_asset_checks(settings: Settings) -> list[AssetChecksDefinition]:
-    @asset_check(
-        asset=DAILY_COSTS_KEY,
-        name="valid_rows",
-        blocking=True,
-        description="Blocking. Rows of daily_gpu_costs in the run's days with a negative cost_usd, an "
-        "avg_utilization_pct outside 0-100 or a NULL or blank provider/gpu_type; the burn-rate "
-        "and summary alerts must not report them. The asset's input check (valid_usage_rows) keeps "
-        "such rows out; this one judges what was actually written.",
+@asset_check(
+    asset=DAILY_COSTS_KEY,
+    name="valid_rows",
+    blocking=True,
+    description="Blocking. Rows of daily_gpu_costs in the run's days with a negative cost_usd, an "
+    "avg_utilization_pct outside 0-100 or a NULL or blank provider/gpu_type; the burn-rate "
+    "and summary alerts must not report them. The asset's input check (valid_usage_rows) keeps "
+    "such rows out; this one judges what was actually written.",
+)
+def daily_costs_valid_rows(
+    context: AssetCheckExecutionContext, heliox_db: HelioxDatabase, heliox_settings: HelioxSettings
+) -> AssetCheckResult:
+
+    first, last = _output_days(context, heliox_settings.get(), clock.utc_now())
+    report = daily_cost_rule_report(heliox_db.get_engine(), first, last)
+    return rule_result(
+        report,
+        f"daily_gpu_costs {first}..{last}",
+        "Check the usage rows of those days (daily_gpu_costs:valid_usage_rows) and re-materialize them.",
+        AssetCheckSeverity.ERROR,
     )
-    def daily_costs_valid_rows(
-        context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
-    ) -> AssetCheckResult:
-        from heliox_orchestration.analytics.quality import daily_cost_rule_report
 
-        first, last = _output_days(context, settings, utc_now())
-        report = daily_cost_rule_report(heliox_db.get_engine(), first, last)
-        return rule_result(
-            report,
-            f"daily_gpu_costs {first}..{last}",
-            "Check the usage rows of those days (daily_gpu_costs:valid_usage_rows) and re-materialize them.",
-            AssetCheckSeverity.ERROR,
-        )
 
-    @asset_check(
-        asset=DAILY_COSTS_KEY,
-        name="no_gap_days",
-        description="Warning. Complete local days of the run with no usage rows at all: a gap in the "
-        "data (a broken import), not a $0 day. The summary flags such days instead of showing $0.",
+@asset_check(
+    asset=DAILY_COSTS_KEY,
+    name="no_gap_days",
+    description="Warning. Complete local days of the run with no usage rows at all: a gap in the "
+    "data (a broken import), not a $0 day. The summary flags such days instead of showing $0.",
+)
+def daily_costs_no_gap_days(
+    context: AssetCheckExecutionContext, heliox_db: HelioxDatabase, heliox_settings: HelioxSettings
+) -> AssetCheckResult:
+
+    now = clock.utc_now()
+    first, last = _output_days(context, heliox_settings.get(), now)
+    gaps = gap_days(heliox_db.get_engine(), first, last, now)
+    metadata: dict[str, Any] = {
+        "gap_days": len(gaps),
+        "days": ", ".join(d.isoformat() for d in gaps) or "none",
+    }
+    if not gaps:
+        return AssetCheckResult(passed=True, metadata=metadata, description=f"No gaps in {first}..{last}.")
+    return AssetCheckResult(
+        passed=False,
+        severity=AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=f"No usage data at all on {metadata['days']}: import the missing usage, "
+        "then re-materialize those days.",
     )
-    def daily_costs_no_gap_days(
-        context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
-    ) -> AssetCheckResult:
-        from heliox_orchestration.analytics.quality import gap_days
 
-        now = utc_now()
-        first, last = _output_days(context, settings, now)
-        gaps = gap_days(heliox_db.get_engine(), first, last, now)
-        metadata: dict[str, Any] = {
-            "gap_days": len(gaps),
-            "days": ", ".join(d.isoformat() for d in gaps) or "none",
-        }
-        if not gaps:
-            return AssetCheckResult(
-                passed=True, metadata=metadata, description=f"No gaps in {first}..{last}."
-            )
-        return AssetCheckResult(
-            passed=False,
-            severity=AssetCheckSeverity.WARN,
-            metadata=metadata,
-            description=f"No usage data at all on {metadata['days']}: import the missing usage, "
-            "then re-materialize those days.",
-        )
 
-    @asset_check(
-        asset=IDLE_KEY,
-        name="valid_findings",
-        blocking=True,
-        description="Blocking. Findings of the latest evaluation with negative savings, an idle_pct "
-        "outside 0-100, a severity that does not match idle_days, a streak longer than the observed "
-        "hours or a missing key; the idle-spend alert must not send them.",
+@asset_check(
+    asset=IDLE_KEY,
+    name="valid_findings",
+    blocking=True,
+    description="Blocking. Findings of the latest evaluation with negative savings, an idle_pct "
+    "outside 0-100, a severity that does not match idle_days, a streak longer than the observed "
+    "hours or a missing key; the idle-spend alert must not send them.",
+)
+def idle_valid_findings(context: AssetCheckExecutionContext, heliox_db: HelioxDatabase) -> AssetCheckResult:
+
+    engine = heliox_db.get_engine()
+    with engine.connect() as conn:
+        latest = latest_evaluation(conn)
+    if latest is None:
+        return AssetCheckResult(passed=True, description="No evaluation recorded yet: nothing to check.")
+    report = idle_finding_rule_report(engine, latest.evaluated_at)
+    return rule_result(
+        report,
+        f"the evaluation of {latest.evaluated_at:%Y-%m-%d %H:%M} UTC",
+        "Re-materialize idle_gpu_recommendations; findings computed from checked rows pass, so "
+        "a failure here means the stored findings were edited.",
+        AssetCheckSeverity.ERROR,
     )
-    def idle_valid_findings(
-        context: AssetCheckExecutionContext, heliox_db: HelioxDatabase
-    ) -> AssetCheckResult:
-        from heliox_orchestration.analytics.idle import idle_finding_rule_report, latest_evaluation
 
-        engine = heliox_db.get_engine()
-        with engine.connect() as conn:
-            latest = latest_evaluation(conn)
-        if latest is None:
-            return AssetCheckResult(passed=True, description="No evaluation recorded yet: nothing to check.")
-        report = idle_finding_rule_report(engine, latest.evaluated_at)
-        return rule_result(
-            report,
-            f"the evaluation of {latest.evaluated_at:%Y-%m-%d %H:%M} UTC",
-            "Re-materialize idle_gpu_recommendations; findings computed from checked rows pass, so "
-            "a failure here means the stored findings were edited.",
-            AssetCheckSeverity.ERROR,
-        )
 
-    return [
-        daily_costs_valid_rows,
-        daily_costs_no_gap_days,
-        idle_valid_findings,
-    ]
+OUTPUT_CHECKS = [daily_costs_valid_rows, daily_costs_no_gap_days, idle_valid_findings]

@@ -5,8 +5,9 @@
 
 import datetime as dt
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -15,33 +16,31 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
+    DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     multi_asset,
 )
 
-from heliox_orchestration.analytics.common import markdown_table, model_label, records_of, usd
+from heliox_orchestration import clock
 from heliox_orchestration.assets.checks import INPUT_CHECK, refusal, rule_result
-from heliox_orchestration.assets.shared import (
+from heliox_orchestration.assets.keys import (
     DAILY_COSTS_KEY,
     GROUP,
     KINDS,
     USAGE_KEY,
     partition_days,
     table_metadata,
-    utc_now,
 )
-from heliox_orchestration.money import micros_to_dollars
-from heliox_orchestration.partitions import daily_partitions, local_range_bounds
+from heliox_orchestration.costs.common import markdown_table, model_label, records_of
+from heliox_orchestration.costs.daily_costs import DailyCosts, compute_daily_costs, write_daily_costs
+from heliox_orchestration.costs.quality import RuleReport, days_text, future_usage_report, usage_rule_report
+from heliox_orchestration.costs.summary import top_drivers
+from heliox_orchestration.ingest.pending import release_due_usage
+from heliox_orchestration.money import format_usd, micros_to_dollars
+from heliox_orchestration.partitions import local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
-from heliox_orchestration.settings import Settings
-
-# The SQL modules (SQLAlchemy) and pandas load when a run needs them, not with the definitions.
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from heliox_orchestration.analytics.daily_costs import DailyCosts
-    from heliox_orchestration.analytics.quality import RuleReport
+from heliox_orchestration.resources.settings import HelioxSettings
 
 PREVIEW_ROWS = 10
 FUTURE_CHECK = "no_future_usage"
@@ -70,18 +69,16 @@ written and the run fails with the rule, the counts and example rows. Usage rows
 outside the run's days change no number of this run: `no_future_usage` names them (a warning)."""
 
 
-def usage_spec() -> AssetSpec:
-    return AssetSpec(
-        USAGE_KEY,
-        description=USAGE_DESCRIPTION,
-        group_name=GROUP,
-        kinds={"sql"},
-        metadata=table_metadata("gpu_usage_hourly"),
-    )
+gpu_usage_hourly = AssetSpec(
+    USAGE_KEY,
+    description=USAGE_DESCRIPTION,
+    group_name=GROUP,
+    kinds={"sql"},
+    metadata=table_metadata("gpu_usage_hourly"),
+)
 
 
 def daily_costs_metadata(costs: "DailyCosts", rows_written: int) -> dict[str, Any]:
-    from heliox_orchestration.analytics.summary import top_drivers
 
     totals = costs.day_totals()
     total = micros_to_dollars(sum(totals["cost_micros"]))
@@ -92,8 +89,8 @@ def daily_costs_metadata(costs: "DailyCosts", rows_written: int) -> dict[str, An
         "dagster/row_count": rows_written,
         "days": len(costs.days),
         "total_cost_usd": MetadataValue.float(float(total)),
-        "total_cost": f"{usd(total)} ({total} exact)",
-        "top_model": f"{top[0].label}: {usd(top[0].cost_usd)}" if top else "none (no usage data)",
+        "total_cost": f"{format_usd(total)} ({total} exact)",
+        "top_model": f"{top[0].label}: {format_usd(top[0].cost_usd)}" if top else "none (no usage data)",
         "days_without_data": ", ".join(gaps) or "none",
         "preview": MetadataValue.md(_preview(costs.rows)),
     }
@@ -107,7 +104,7 @@ def daily_costs_metadata(costs: "DailyCosts", rows_written: int) -> dict[str, An
                     "day": str,
                     "hours_in_day": str,
                     "has_data": str,
-                    "cost_usd": usd,
+                    "cost_usd": format_usd,
                     "usage_rows": "{:,}".format,
                 },
             )
@@ -129,15 +126,38 @@ def _preview(rows: "pd.DataFrame") -> str:
             "provider": str,
             "gpu_type": str,
             "model_name": model_label,
-            "cost_usd": usd,
+            "cost_usd": format_usd,
             "gpu_hours": "{:,}".format,
             "avg_utilization_pct": lambda v: "n/a" if v is None else f"{v:.1f}%",
         },
     )
 
 
-def build_daily_gpu_costs(settings: Settings) -> AssetsDefinition:
-    partitions = daily_partitions(settings)
+DAILY_COSTS_CHECKS = [
+    AssetCheckSpec(
+        INPUT_CHECK,
+        asset=DAILY_COSTS_KEY,
+        blocking=True,
+        description="Blocking. Run by the asset itself, however it is launched: the rows of "
+        "gpu_usage_hourly in the run's local days: cost_usd not a number (text, NaN), negative "
+        "or above the hourly maximum (Infinity included), gpu_utilization_pct not a number or "
+        "outside 0-100, gpu_count below 1, usage_hour not a UTC hour start (or not in the "
+        "canonical text form on SQLite), a NULL or blank key, or usage_hour after now. If any "
+        "row fails, the asset writes nothing and its run fails naming the rows.",
+    ),
+    AssetCheckSpec(
+        FUTURE_CHECK,
+        asset=DAILY_COSTS_KEY,
+        description="Warning. Rows of gpu_usage_hourly anywhere whose hour has not started "
+        "yet (usually local time stored as UTC, or a mistyped date). One inside the run's "
+        "days also fails valid_usage_rows; one after today is in no alert's numbers and "
+        "blocks nothing.",
+    ),
+]
+
+
+def build_daily_gpu_costs(partitions: DailyPartitionsDefinition) -> AssetsDefinition:
+    """The asset on local-day partitions, which follow ``TIMEZONE`` when the definitions load."""
 
     # multi_asset: its backfill_policy is stable API (on @asset it is still a beta parameter).
     @multi_asset(
@@ -153,43 +173,20 @@ def build_daily_gpu_costs(settings: Settings) -> AssetsDefinition:
                 metadata=table_metadata("daily_gpu_costs", "daily_gpu_cost_days"),
             )
         ],
-        check_specs=[
-            AssetCheckSpec(
-                INPUT_CHECK,
-                asset=DAILY_COSTS_KEY,
-                blocking=True,
-                description="Blocking. Run by the asset itself, however it is launched: the rows of "
-                "gpu_usage_hourly in the run's local days: cost_usd not a number (text, NaN), negative "
-                "or above the hourly maximum (Infinity included), gpu_utilization_pct not a number or "
-                "outside 0-100, gpu_count below 1, usage_hour not a UTC hour start (or not in the "
-                "canonical text form on SQLite), a NULL or blank key, or usage_hour after now. If any "
-                "row fails, the asset writes nothing and its run fails naming the rows.",
-            ),
-            AssetCheckSpec(
-                FUTURE_CHECK,
-                asset=DAILY_COSTS_KEY,
-                description="Warning. Rows of gpu_usage_hourly anywhere whose hour has not started "
-                "yet (usually local time stored as UTC, or a mistyped date). One inside the run's "
-                "days also fails valid_usage_rows; one after today is in no alert's numbers and "
-                "blocks nothing.",
-            ),
-        ],
+        check_specs=DAILY_COSTS_CHECKS,
         partitions_def=partitions,
         # One run for a whole backfill range: the SQL aggregates all its days in one query.
         backfill_policy=BackfillPolicy.single_run(),
     )
     def daily_gpu_costs_asset(
-        context: AssetExecutionContext, heliox_db: HelioxDatabase
+        context: AssetExecutionContext, heliox_db: HelioxDatabase, heliox_settings: HelioxSettings
     ) -> Iterator[MaterializeResult | AssetCheckResult]:
-        from heliox_orchestration.analytics.daily_costs import compute_daily_costs, write_daily_costs
-        from heliox_orchestration.analytics.quality import days_text, future_usage_report, usage_rule_report
-        from heliox_orchestration.ingest.pending import release_due_usage
-
-        release_due_usage(heliox_db.get_engine(), utc_now())  # imported hours that have started since
+        settings = heliox_settings.get()
+        engine = heliox_db.get_engine()
+        now = clock.utc_now()
+        release_due_usage(engine, now)  # imported hours that have started since
         days = partition_days(context.op_execution_context)
         assert days is not None, "daily_gpu_costs is partitioned"
-        engine = heliox_db.get_engine()
-        now = utc_now()
         span = days[0].isoformat() if days[0] == days[1] else f"{days[0]} to {days[1]}"
         scope = days_text(*days, settings.timezone)
         bounds = local_range_bounds(*days, settings.timezone)

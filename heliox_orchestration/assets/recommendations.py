@@ -4,14 +4,13 @@
 # resource annotation types of the decorated functions.
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetsDefinition,
     Config,
     Failure,
     MaterializeResult,
@@ -20,15 +19,20 @@ from dagster import (
 )
 from pydantic import Field
 
-from heliox_orchestration.analytics.common import markdown_table, records_of, usd
+from heliox_orchestration import clock
 from heliox_orchestration.assets.checks import INPUT_CHECK, rule_result
-from heliox_orchestration.assets.shared import GROUP, IDLE_KEY, KINDS, USAGE_KEY, table_metadata, utc_now
+from heliox_orchestration.assets.keys import GROUP, IDLE_KEY, KINDS, USAGE_KEY, table_metadata
+from heliox_orchestration.costs.common import markdown_table, records_of
+from heliox_orchestration.detections.idle import (
+    SEVERITIES,
+    IdleEvaluation,
+    compute_idle_evaluation,
+    write_idle_evaluation,
+)
+from heliox_orchestration.ingest.pending import release_due_usage
+from heliox_orchestration.money import format_usd
 from heliox_orchestration.resources.database import HelioxDatabase
-from heliox_orchestration.settings import Settings
-
-# The SQL modules (SQLAlchemy) load when a run needs them, not with the definitions.
-if TYPE_CHECKING:
-    from heliox_orchestration.analytics.idle import IdleEvaluation
+from heliox_orchestration.resources.settings import HelioxSettings
 
 
 class IdleRecommendationsConfig(Config):
@@ -40,7 +44,7 @@ class IdleRecommendationsConfig(Config):
 
     def as_of_instant(self) -> dt.datetime:
         if not self.as_of:
-            return utc_now()
+            return clock.utc_now()
         try:
             parsed = dt.datetime.fromisoformat(self.as_of)
         except ValueError:
@@ -51,7 +55,6 @@ class IdleRecommendationsConfig(Config):
 
 
 def idle_metadata(evaluation: "IdleEvaluation") -> dict[str, Any]:
-    from heliox_orchestration.analytics.idle import SEVERITIES
 
     findings = evaluation.findings
     by_severity = {s: int((findings["severity"] == s).sum()) if len(findings) else 0 for s in SEVERITIES}
@@ -71,7 +74,7 @@ def idle_metadata(evaluation: "IdleEvaluation") -> dict[str, Any]:
                     "title": str,
                     "detail": str,
                     "resource_id": str,
-                    "monthly_savings_usd": lambda v: f"{usd(v)}/month",
+                    "monthly_savings_usd": lambda v: f"{format_usd(v)}/month",
                 },
                 empty="_No idle GPUs: no resource met the idle rule in the window._",
             )
@@ -150,44 +153,39 @@ as `daily_gpu_costs`). A GPU with a failing row is not judged: it is withheld fr
 and every other GPU is judged as usual."""
 
 
-def build_idle_gpu_recommendations(settings: Settings) -> AssetsDefinition:
-    @asset(
-        key=IDLE_KEY,
-        description=IDLE_DESCRIPTION,
-        deps=[USAGE_KEY],
-        group_name=GROUP,
-        kinds=KINDS,
-        metadata=table_metadata(
-            "idle_gpu_recommendations", "idle_gpu_evaluations", "idle_gpu_withheld_resources"
-        ),
-        check_specs=[
-            AssetCheckSpec(
-                INPUT_CHECK,
-                asset=IDLE_KEY,
-                description="Warning. Run by the asset itself, however it is launched: the rows of "
-                "gpu_usage_hourly in the idle window, by the rules of daily_gpu_costs:valid_usage_rows. "
-                "A GPU with a failing row is withheld (not judged) and named here with its rows; "
-                "every other GPU is judged and alerted on as usual.",
-            )
-        ],
+@asset(
+    key=IDLE_KEY,
+    description=IDLE_DESCRIPTION,
+    deps=[USAGE_KEY],
+    group_name=GROUP,
+    kinds=KINDS,
+    metadata=table_metadata(
+        "idle_gpu_recommendations", "idle_gpu_evaluations", "idle_gpu_withheld_resources"
+    ),
+    check_specs=[
+        AssetCheckSpec(
+            INPUT_CHECK,
+            asset=IDLE_KEY,
+            description="Warning. Run by the asset itself, however it is launched: the rows of "
+            "gpu_usage_hourly in the idle window, by the rules of daily_gpu_costs:valid_usage_rows. "
+            "A GPU with a failing row is withheld (not judged) and named here with its rows; "
+            "every other GPU is judged and alerted on as usual.",
+        )
+    ],
+)
+def idle_gpu_recommendations(
+    context: AssetExecutionContext,
+    config: IdleRecommendationsConfig,
+    heliox_db: HelioxDatabase,
+    heliox_settings: HelioxSettings,
+) -> MaterializeResult:
+    engine = heliox_db.get_engine()
+    release_due_usage(engine, clock.utc_now())  # imported hours that have started since
+    evaluation = compute_idle_evaluation(engine, heliox_settings.get(), config.as_of_instant())
+    written = write_idle_evaluation(engine, evaluation)
+    context.log.info(
+        f"idle_gpu_recommendations: {written} findings as of {evaluation.as_of:%Y-%m-%d %H:%M} UTC"
     )
-    def idle_gpu_recommendations_asset(
-        context: AssetExecutionContext, config: IdleRecommendationsConfig, heliox_db: HelioxDatabase
-    ) -> MaterializeResult:
-        from heliox_orchestration.analytics.idle import compute_idle_evaluation, write_idle_evaluation
-        from heliox_orchestration.ingest.pending import release_due_usage
-
-        release_due_usage(heliox_db.get_engine(), utc_now())  # imported hours that have started since
-        engine = heliox_db.get_engine()
-        evaluation = compute_idle_evaluation(engine, settings, config.as_of_instant())
-        written = write_idle_evaluation(engine, evaluation)
-        context.log.info(
-            f"idle_gpu_recommendations: {written} findings as of {evaluation.as_of:%Y-%m-%d %H:%M} UTC"
-        )
-        if evaluation.withheld:
-            context.log.warning(f"{len(evaluation.withheld)} GPUs not judged: their usage rows fail checks")
-        return MaterializeResult(
-            metadata=idle_metadata(evaluation), check_results=[withheld_result(evaluation)]
-        )
-
-    return idle_gpu_recommendations_asset
+    if evaluation.withheld:
+        context.log.warning(f"{len(evaluation.withheld)} GPUs not judged: their usage rows fail checks")
+    return MaterializeResult(metadata=idle_metadata(evaluation), check_results=[withheld_result(evaluation)])

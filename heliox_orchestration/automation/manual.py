@@ -16,27 +16,24 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from heliox_orchestration.automation.refresh_jobs import (
-    COSTS_REFRESH_JOB,
-    IDLE_REFRESH_JOB,
-    SUMMARY_REFRESH_JOB,
-)
-from heliox_orchestration.automation.run_config import STARTED_BY_HELIOX_RUN, STARTED_BY_TAG, op_config
-from heliox_orchestration.automation.schedules import summary_run_config
+from dagster import DagsterInstance
+from dagster._core.execution.api import execute_run
+from dagster._core.execution.job_execution_result import JobExecutionResult
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.remote_representation.code_location import InProcessCodeLocation
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._utils.error import SerializableErrorInfo
+
+from heliox_orchestration.alerts.catalog import kind_named, kinds_with
+from heliox_orchestration.automation.run_config import STARTED_BY_HELIOX_RUN, STARTED_BY_TAG
+from heliox_orchestration.partitions import PARTITION_TAG
 from heliox_orchestration.settings import Settings
 
-if TYPE_CHECKING:
-    from dagster import DagsterInstance
-    from dagster._core.execution.job_execution_result import JobExecutionResult
-    from dagster._core.remote_representation.code_location import InProcessCodeLocation
-    from dagster._utils.error import SerializableErrorInfo
-
-RUN_KINDS = ("daily-summary", "burn-rate", "idle-spend")
+RUN_KINDS = kinds_with("manual")
 LOCATION_NAME = "heliox_orchestration"  # workspace.yaml, deploy/workspace.yaml, the code server
 DEFINITIONS_MODULE = "heliox_orchestration.definitions"
-PARTITION_TAG = "dagster/partition"
 # `heliox run` prints each run's outcome itself, in one line (the run's logs are in the UI).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # Steps run in this process, one after the other (the default executor forks one per step).
@@ -100,8 +97,6 @@ class HelioxLocation:
         # What `dagster job launch` does to create a run (dagster/_cli/job.py, _create_run), then
         # what the run worker does with it (`dagster api execute_run`), in this process. Dagster
         # has no public API that creates a run of a code location.
-        from dagster._core.execution.api import execute_run
-
         remote_job = self.repository.get_full_job(job_name)
         config = {**QUIET, **IN_PROCESS, **(run_config or {})}
         tags = {**remote_job.tags, STARTED_BY_TAG: STARTED_BY_HELIOX_RUN}
@@ -155,9 +150,6 @@ def outcome_of(job_name: str, result: JobExecutionResult) -> StepOutcome:
 
 @contextmanager
 def heliox_location(instance: DagsterInstance) -> Iterator[HelioxLocation]:
-    from dagster._core.remote_origin import InProcessCodeLocationOrigin
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-
     origin = InProcessCodeLocationOrigin(
         LoadableTargetOrigin(executable_path=sys.executable, module_name=DEFINITIONS_MODULE),
         location_name=LOCATION_NAME,
@@ -167,27 +159,13 @@ def heliox_location(instance: DagsterInstance) -> Iterator[HelioxLocation]:
 
 
 def run_check(kind: str, location: HelioxLocation, settings: Settings, now: dt.datetime) -> list[StepOutcome]:
-    """Refresh, then alert; stops after a failed refresh (bad numbers never alert)."""
-    today = settings.today(now)
-    if kind == "daily-summary":
-        report_date = today - dt.timedelta(days=1)
-        refresh = location.run(
-            SUMMARY_REFRESH_JOB, summary_run_config(report_date), partition_key=report_date.isoformat()
-        )
-        alert_job, alert_config = "daily_summary_job", {"report_date": report_date.isoformat()}
-        op = "send_daily_summary"
-    elif kind == "burn-rate":
-        refresh = location.run(COSTS_REFRESH_JOB, partition_key=today.isoformat())
-        alert_job, alert_config, op = (
-            "burn_rate_alert_job",
-            {"day": today.isoformat()},
-            "send_burn_rate_alert",
-        )
-    elif kind == "idle-spend":
-        refresh = location.run(IDLE_REFRESH_JOB)
-        alert_job, alert_config, op = "idle_spend_alert_job", {}, "send_idle_spend_alert"
-    else:
-        raise ValueError(f"unknown check {kind!r}; choose one of {', '.join(RUN_KINDS)}")
+    """Refresh, then alert, as the kind's registry entry says; stops after a failed refresh (bad
+    numbers never alert)."""
+    alert_kind = kind_named(kind)
+    manual = alert_kind.manual
+    if manual is None:
+        raise ValueError(f"{kind} cannot be run by hand; choose one of {', '.join(RUN_KINDS)}")
+    refresh = location.run(manual.refresh_job, partition_key=manual.partition(settings, now))
     if not refresh.success:
         return [refresh]
-    return [refresh, location.run(alert_job, op_config(op, **alert_config))]
+    return [refresh, location.run(alert_kind.job_name, alert_kind.run_config(**manual.config(settings, now)))]

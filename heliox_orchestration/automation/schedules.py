@@ -2,8 +2,6 @@
 
 # No `from __future__ import annotations`: Dagster inspects the schedule functions' context type.
 
-import datetime as dt
-
 from dagster import (
     DefaultScheduleStatus,
     RunRequest,
@@ -12,25 +10,12 @@ from dagster import (
     schedule,
 )
 
-from heliox_orchestration.automation.refresh_jobs import (
-    COSTS_REFRESH_JOB,
-    IDLE_REFRESH_JOB,
-    SUMMARY_REFRESH_JOB,
-)
-from heliox_orchestration.automation.run_config import op_config
+from heliox_orchestration.assets.refresh import COSTS_REFRESH_JOB, IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
 from heliox_orchestration.settings import Settings
 
 
-def local_tick_day(context: ScheduleEvaluationContext, settings: Settings) -> dt.date:
-    """The local calendar day of the tick (its scheduled time, not when the daemon ran it)."""
-    return context.scheduled_execution_time.astimezone(settings.tz).date()
-
-
-def summary_run_config(report_date: dt.date) -> dict:
-    return op_config("gpu_cost_summary", report_date=report_date.isoformat())
-
-
 def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
+    """The three checks' schedules: their crons and time zone are load-time settings."""
     running = DefaultScheduleStatus.RUNNING
 
     @schedule(
@@ -42,7 +27,8 @@ def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
         description="Refresh today's daily_gpu_costs partition; the burn-rate sensor alerts on it.",
     )
     def burn_rate_check_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-        day = local_tick_day(context, settings)
+        # The local day of the tick's scheduled time, not of when the daemon ran it.
+        day = settings.today(context.scheduled_execution_time)
         return RunRequest(partition_key=day.isoformat(), tags={"heliox/trigger": "burn-rate-check"})
 
     @schedule(
@@ -62,13 +48,12 @@ def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
         execution_timezone=settings.timezone,
         job_name=SUMMARY_REFRESH_JOB,
         default_status=running,
-        description="Materialize yesterday's costs and the summary; the daily summary follows.",
+        description="Materialize yesterday's costs and summary partitions; the daily summary follows.",
     )
     def daily_summary_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-        report_date = local_tick_day(context, settings) - dt.timedelta(days=1)
+        report_date = settings.yesterday(context.scheduled_execution_time)
         return RunRequest(
             partition_key=report_date.isoformat(),
-            run_config=summary_run_config(report_date),
             tags={"heliox/trigger": "daily-summary", "heliox/report_date": report_date.isoformat()},
         )
 

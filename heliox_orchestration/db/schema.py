@@ -124,7 +124,7 @@ gpu_usage_hourly = Table(
     Column("gpu_utilization_pct", Numeric(5, 2, asdecimal=False), nullable=True),
     PrimaryKeyConstraint("resource_id", "usage_hour", name="pk_gpu_usage_hourly"),
     CheckConstraint("gpu_count >= 1", name="ck_gpu_usage_hourly_gpu_count"),
-    # New databases refuse what no query can sum (see analytics/quality.py, whose rules still
+    # New databases refuse what no query can sum (see costs/quality.py, whose rules still
     # catch these rows in tables created before the constraints: tables are never altered).
     CheckConstraint(
         f"typeof(cost_usd) IN ('integer', 'real') AND abs(cost_usd) < {MONEY_LIMIT}",
@@ -372,23 +372,3 @@ alert_ledger = Table(
     CheckConstraint("status IN ('sending', 'sent', 'failed', 'previewed')", name="ck_alert_ledger_status"),
 )
 Index("ix_alert_ledger_created_at", alert_ledger.c.created_at)
-
-
-# --- The column catalog: the tables' columns as plain data (db/table_columns.py). ---
-# The asset definitions show each table's columns in the Dagster catalog. They read the
-# generated module instead of this one, so that loading the definitions does not import
-# SQLAlchemy (docs/performance.md, goal 6); a test keeps the two in step.
-
-
-def table_columns() -> dict[str, tuple[tuple[str, str, str | None], ...]]:
-    """Name, type and comment of every column of every table."""
-    return {
-        table.name: tuple((c.name, str(c.type.compile()).lower(), c.comment) for c in table.columns)
-        for table in metadata.sorted_tables
-    }
-
-
-if __name__ == "__main__":  # `make table-columns` writes db/table_columns.py from this
-    print('"""The columns of the Heliox tables as plain data, for the asset catalog.\n')
-    print('Generated from db/schema.py by `make table-columns`; do not edit."""\n')
-    print(f"TABLE_COLUMNS: dict[str, tuple[tuple[str, str, str | None], ...]] = {table_columns()!r}")

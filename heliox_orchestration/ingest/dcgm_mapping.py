@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # percent, 0-100
 ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"  # ratio, 0-1: read x 100
 METRIC_SCALE = {GPU_UTIL: 1.0, ENGINE_ACTIVE: 100.0}
@@ -209,8 +211,6 @@ def load_mapping(path: str | Path | None) -> DcgmMapping:
     Raises ``MappingError`` with one line naming the file and the key."""
     if path is None or not str(path).strip():
         return DcgmMapping()
-    import yaml
-
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))

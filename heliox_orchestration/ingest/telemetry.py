@@ -33,7 +33,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from heliox_orchestration.ingest.dcgm_mapping import (
     ENGINE_ACTIVE,
@@ -43,9 +46,6 @@ from heliox_orchestration.ingest.dcgm_mapping import (
     describe_series,
 )
 from heliox_orchestration.ingest.prometheus import PrometheusClient, Series
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 HOUR_MS = 3_600_000
 AGGREGATE_LABEL = "heliox_aggregate"
@@ -227,7 +227,6 @@ def _series_points(
     results: Sequence[tuple[str, Sequence[Series]]],
 ) -> Iterator[tuple[str, dict[str, str], Any, Any, Any]]:
     """(metric, labels, hour starts in ms, sums, counts) per series, sums and counts aligned."""
-    import numpy as np
 
     for metric, series_list in results:
         parts: dict[tuple[tuple[str, str], ...], dict[str, Series]] = {}
@@ -253,8 +252,6 @@ def aggregate_hours(
 ) -> tuple[pd.DataFrame, FetchStats]:
     """Resource-hours from the sum/count series of ``hourly_query`` (one entry per request:
     its metric and its series). Pure: the rules of the module docstring, vectorised."""
-    import numpy as np
-    import pandas as pd
 
     stats = FetchStats()
     parts: list[tuple[int, Any, Any, Any]] = []

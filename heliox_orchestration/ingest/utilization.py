@@ -23,12 +23,13 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine, and_, delete, exists, func, or_, select, update
 
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_utilization_hourly, money_sum_micros
 from heliox_orchestration.ingest.dcgm_mapping import DcgmMapping
+from heliox_orchestration.ingest.prometheus import PrometheusClient
 from heliox_orchestration.ingest.telemetry import (
     FetchStats,
     Progress,
@@ -38,9 +39,6 @@ from heliox_orchestration.ingest.telemetry import (
     hour_chunks,
 )
 from heliox_orchestration.money import format_usd, micros_to_dollars
-
-if TYPE_CHECKING:
-    from heliox_orchestration.ingest.prometheus import PrometheusClient
 
 FILL_CHUNK_HOURS = 24
 

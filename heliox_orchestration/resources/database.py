@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 
 from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
 from pydantic import PrivateAttr
+from sqlalchemy import Engine
 
+from heliox_orchestration.db.engine import (
+    embedded_database_url,
+    ensure_schema,
+    make_engine,
+    mask_url,
+    usage_is_empty,
+)
+from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.settings import load_settings
-
-# db.engine (SQLAlchemy) loads when a run or sensor opens the database, not with the definitions.
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -35,14 +39,12 @@ class HelioxDatabase(ConfigurableResource):
         return not self.url
 
     def effective_url(self) -> str:
-        from heliox_orchestration.db.engine import embedded_database_url
 
         if self.url:
             return self.url
         return embedded_database_url(load_settings().embedded_database_path)
 
     def masked_url(self) -> str:
-        from heliox_orchestration.db.engine import mask_url
 
         return mask_url(self.effective_url())
 
@@ -56,7 +58,6 @@ class HelioxDatabase(ConfigurableResource):
         return self._engine
 
     def _shared_engine(self, url: str) -> Engine:
-        from heliox_orchestration.db.engine import ensure_schema, make_engine, mask_url, usage_is_empty
 
         with _engines_lock:
             engine = _engines.get(url)
@@ -65,7 +66,6 @@ class HelioxDatabase(ConfigurableResource):
                 ensure_schema(engine)
                 if self.is_embedded and usage_is_empty(engine):
                     # Imported here: the generator needs numpy and pandas, definitions do not.
-                    from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 
                     settings = load_settings()
                     report = seed_demo(engine, FleetSpec(timezone=settings.timezone))

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from dagster import ConfigurableResource, EnvVar, InitResourceContext, get_dagster_logger
 from pydantic import Field
 
+from heliox_orchestration.resources.slack_transport import post
 from heliox_orchestration.resources.slack_types import (
     WEBHOOK_URL_VAR,
     DeliveryPolicy,
@@ -203,9 +204,6 @@ class SlackWebhook(ConfigurableResource):
                 webhook=mask_webhook_url(None),
                 preview_text=text,
             )
-        # Imported here: slack-sdk loads when a message is sent, not with the definitions.
-        from heliox_orchestration.resources.slack_transport import post
-
         policy = DeliveryPolicy(
             timeout_seconds=self.timeout_seconds,
             max_retries=self.max_retries,

@@ -20,7 +20,7 @@ window of ``IDLE_LOOKBACK_DAYS`` x 24 completed hours before ``as_of``:
 Per-resource counts, the last active hour and the streak cost are one aggregate query.
 
 A resource with a usage row in the window that fails the data-quality rules
-(``analytics.quality``) is not judged: it is withheld from the query, reported with the
+(``costs.quality``) is not judged: it is withheld from the query, reported with the
 evaluation, and every other resource is judged as usual.
 """
 
@@ -30,8 +30,9 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pandas as pd
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -48,7 +49,7 @@ from sqlalchemy import (
     select,
 )
 
-from heliox_orchestration.analytics.common import (
+from heliox_orchestration.costs.common import (
     HOURS_PER_MONTH,
     NotMaterializedError,
     as_int,
@@ -57,7 +58,7 @@ from heliox_orchestration.analytics.common import (
     records_of,
     utc_hour,
 )
-from heliox_orchestration.analytics.quality import (
+from heliox_orchestration.costs.quality import (
     Rule,
     RuleReport,
     bad_resources_query,
@@ -76,9 +77,6 @@ from heliox_orchestration.db.schema import (
 )
 from heliox_orchestration.reports import IdleFinding, IdleSpendReport, WithheldResource
 from heliox_orchestration.settings import Settings
-
-if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load
-    import pandas as pd
 
 SEVERITY_DAYS = (("high", 7), ("medium", 3))  # streak days at or above which; else "low"
 SEVERITIES = ("high", "medium", "low")
@@ -234,7 +232,6 @@ def _findings_frame(raw: pd.DataFrame) -> pd.DataFrame:
 
 def _by_savings(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Findings highest savings first (ties by resource, for a stable order)."""
-    import pandas as pd
 
     records = sorted(records, key=lambda r: (-r["monthly_savings_usd"], r["resource_id"]))
     return pd.DataFrame(records, columns=FINDING_COLUMNS, dtype=object)

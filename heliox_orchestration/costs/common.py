@@ -1,17 +1,16 @@
-"""Small helpers shared by the analytics modules: result frames, money, labels, markdown."""
+"""Small helpers shared by the cost and detection modules: result frames, labels, markdown."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from heliox_orchestration.money import MICROS, format_usd
+import pandas as pd
+from sqlalchemy import Connection, Executable
 
-if TYPE_CHECKING:  # pandas and SQLAlchemy load when a run needs them, not with the definitions
-    import pandas as pd
-    from sqlalchemy import Connection, Executable
+from heliox_orchestration.money import MICROS
 
 UNATTRIBUTED = "Unattributed"
 HOURS_PER_MONTH = 730  # the monthly cost convention everywhere in Heliox (see db/gpu_prices.py)
@@ -24,7 +23,6 @@ class NotMaterializedError(LookupError):
 def fetch_frame(conn: Connection, query: Executable) -> pd.DataFrame:
     """Rows of ``query`` as an object-dtype frame: values stay exact Python objects (int,
     Decimal, aware datetime, None) instead of being coerced to floats or NaN."""
-    import pandas as pd
 
     result = conn.execute(query)
     return pd.DataFrame(result.all(), columns=list(result.keys()), dtype=object)
@@ -58,11 +56,6 @@ def utc_hour(instant: dt.datetime) -> dt.datetime:
     if instant.tzinfo is None:
         raise ValueError(f"a timezone-aware datetime is required, got {instant!r}")
     return instant.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
-
-
-# ``$12,345.68`` (half-up to the cent), for metadata and check messages. An alias of the one
-# money formatter until its callers use ``format_usd`` directly.
-usd = format_usd
 
 
 def markdown_table(

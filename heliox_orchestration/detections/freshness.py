@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, func, select
 
 from heliox_orchestration.cron import parse_cron
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
+from heliox_orchestration.db.schema import gpu_usage_hourly
 
 
 def newest_usage_hour(engine: Engine, now: dt.datetime) -> dt.datetime | None:
     """The newest ``usage_hour`` that has begun (an index lookup, whatever the table's size).
     A row dated after now is no sign of data arriving: one row of 2099 would otherwise make the
     data look fresh forever (``daily_gpu_costs:no_future_usage`` names such rows)."""
-    # Imported here: the sensors load with the definitions, SQLAlchemy when they query.
-    from sqlalchemy import func, select
-
-    from heliox_orchestration.db.schema import gpu_usage_hourly
 
     u = gpu_usage_hourly.c
     with engine.connect() as conn:

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
-from heliox_orchestration.analytics.common import NotMaterializedError
-from heliox_orchestration.analytics.idle import (
+from heliox_orchestration.costs.common import NotMaterializedError
+from heliox_orchestration.detections.idle import (
     compute_idle_evaluation,
     idle_detail,
     idle_spend_report,

@@ -18,19 +18,19 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING
 
+import pandas as pd
 from sqlalchemy import Engine, delete, select
 
-from heliox_orchestration.analytics.common import NotMaterializedError, model_label, records_of
-from heliox_orchestration.analytics.daily_costs import (
+from heliox_orchestration.costs.common import NotMaterializedError, model_label, records_of
+from heliox_orchestration.costs.daily_costs import (
     DailyCosts,
     LocalDay,
     compute_daily_costs,
     require_materialized,
 )
-from heliox_orchestration.analytics.idle import compute_idle_evaluation
 from heliox_orchestration.db.schema import gpu_cost_summary, gpu_cost_summary_items
+from heliox_orchestration.detections.idle import compute_idle_evaluation
 from heliox_orchestration.money import MICROS, micros_to_dollars
 from heliox_orchestration.reports import (
     BurnRateStatus,
@@ -40,9 +40,6 @@ from heliox_orchestration.reports import (
     IdleFinding,
 )
 from heliox_orchestration.settings import Settings
-
-if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load
-    import pandas as pd
 
 TOP_N = 3
 SERIES_DAYS = 7

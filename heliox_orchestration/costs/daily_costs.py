@@ -15,11 +15,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pandas as pd
 from sqlalchemy import Date, Engine, Select, and_, case, column, delete, func, select, values
 
-from heliox_orchestration.analytics.common import (
+from heliox_orchestration.costs.common import (
     NotMaterializedError,
     as_int,
     dollars_to_micros,
@@ -35,9 +36,6 @@ from heliox_orchestration.db.schema import (
 )
 from heliox_orchestration.money import micros_to_dollars
 from heliox_orchestration.partitions import local_day_bounds
-
-if TYPE_CHECKING:  # pandas loads when a run needs a frame, not when definitions load
-    import pandas as pd
 
 ROW_COLUMNS = [
     "day",
@@ -155,7 +153,6 @@ class DailyCosts:
 
     def day_totals(self) -> pd.DataFrame:
         """One row per day (``DAY_COLUMNS``), days without any usage row included as gaps."""
-        import pandas as pd
 
         groups = dict(iter(self.rows.groupby("day", sort=False))) if len(self.rows) else {}
         records = [_day_record(d, groups.get(d.day)) for d in self.days]
@@ -167,7 +164,6 @@ class DailyCosts:
 
     def merged_with(self, other: DailyCosts) -> DailyCosts:
         """Both sets of days (``other`` wins where they overlap), in day order."""
-        import pandas as pd
 
         if other.timezone != self.timezone:
             raise ValueError(f"cannot merge days of {self.timezone} and {other.timezone}")
@@ -203,7 +199,6 @@ def _day_record(day: LocalDay, group: pd.DataFrame | None) -> dict[str, Any]:
 
 
 def _frame_from_query_rows(raw: pd.DataFrame) -> pd.DataFrame:
-    import pandas as pd
 
     records = []
     for r in records_of(raw):
@@ -225,7 +220,6 @@ def _frame_from_query_rows(raw: pd.DataFrame) -> pd.DataFrame:
 
 def compute_daily_costs(engine: Engine, first: dt.date, last: dt.date, timezone: str) -> DailyCosts:
     """Aggregate ``gpu_usage_hourly`` for the local days ``first`` through ``last``."""
-    import pandas as pd
 
     days = local_days(first, last, timezone)
     with engine.connect() as conn:
@@ -264,7 +258,6 @@ def load_daily_costs(
 ) -> tuple[DailyCosts | None, tuple[dt.date, ...]]:
     """The materialized days of ``first`` through ``last`` and the days that are missing
     (never materialized, or materialized under another ``TIMEZONE``)."""
-    import pandas as pd
 
     wanted = local_days(first, last, timezone)
     with engine.connect() as conn:

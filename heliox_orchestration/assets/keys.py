@@ -6,8 +6,7 @@ import datetime as dt
 
 from dagster import AssetKey, MetadataValue, OpExecutionContext, TableColumn, TableSchema
 
-from heliox_orchestration import clock
-from heliox_orchestration.db.table_columns import TABLE_COLUMNS
+from heliox_orchestration.db.schema import metadata as schema
 
 GROUP = "gpu_costs"
 KINDS = {"pandas", "sql"}
@@ -17,14 +16,13 @@ IDLE_KEY = AssetKey("idle_gpu_recommendations")
 SUMMARY_KEY = AssetKey("gpu_cost_summary")
 
 
-def utc_now() -> dt.datetime:
-    return clock.utc_now()
-
-
 def table_metadata(*tables: str) -> dict[str, object]:
     """Definition metadata: where the asset lives and the columns of its main table (the
     first), for the asset catalog."""
-    columns = [TableColumn(name, type=kind, description=doc) for name, kind, doc in TABLE_COLUMNS[tables[0]]]
+    columns = [
+        TableColumn(c.name, type=str(c.type.compile()).lower(), description=c.comment)
+        for c in schema.tables[tables[0]].columns
+    ]
     return {
         "dagster/table_name": tables[0],
         "dagster/column_schema": TableSchema(columns=columns),

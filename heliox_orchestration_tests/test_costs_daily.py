@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine, select
 
-from heliox_orchestration.analytics.daily_costs import (
+from heliox_orchestration.costs.daily_costs import (
     compute_daily_costs,
     load_daily_costs,
     local_days,

@@ -37,13 +37,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import NullType
 
-from heliox_orchestration.analytics.common import as_int, usd
+from heliox_orchestration.costs.common import as_int
 from heliox_orchestration.db.schema import (
     SQLITE_HOUR_GLOB,
     daily_gpu_cost_days,
     daily_gpu_costs,
     gpu_usage_hourly,
 )
+from heliox_orchestration.money import format_usd
 from heliox_orchestration.reports import WithheldResource
 
 SAMPLE_ROWS = 5
@@ -122,7 +123,7 @@ def usage_rules(dialect: str, max_hourly_cost: Decimal, now: dt.datetime | None 
             ("cost_usd",),
         ),
         Rule(
-            f"cost_usd above {usd(max_hourly_cost)} an hour",
+            f"cost_usd above {format_usd(max_hourly_cost)} an hour",
             cost > max_hourly_cost,
             "an infinite or implausible cost: check the row's units and currency (HELIOX_MAX_HOURLY_COST_USD "
             "sets the limit)",

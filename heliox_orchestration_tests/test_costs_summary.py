@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
-from heliox_orchestration.analytics.common import NotMaterializedError
-from heliox_orchestration.analytics.daily_costs import compute_daily_costs, write_daily_costs
-from heliox_orchestration.analytics.summary import (
+from heliox_orchestration.costs.common import NotMaterializedError
+from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
+from heliox_orchestration.costs.summary import (
     burn_rate_status,
     cost_summary,
     load_burn_rate_status,

@@ -1,0 +1,3 @@
+from heliox_orchestration.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""What every ``heliox`` command shares: the click group, one-line errors, the database they
+open and the progress bar."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Engine
+
+from heliox_orchestration.db.engine import (
+    DatabaseConfigError,
+    embedded_database_url,
+    ensure_schema,
+    make_engine,
+    mask_url,
+    missing_tables,
+)
+from heliox_orchestration.environment import database_url_problem
+from heliox_orchestration.ingest.focus.validation import ImportInputError
+from heliox_orchestration.settings import (
+    DATABASE_URL_VAR,
+    Settings,
+    SettingsError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+SLACK_LOGGER = "dagster.builtin.slack"  # get_dagster_logger("slack") of the Slack resource
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+
+
+def friendly_errors(func: F) -> F:
+    """Configuration and data errors: one line on stderr, exit code 2, no traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (SettingsError, DatabaseConfigError, ImportInputError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_database_url(explicit: str | None, settings: Settings) -> tuple[str, str, bool]:
+    """(url, where it came from, is it the embedded default)."""
+    if explicit:
+        return explicit, "--database-url", False
+    if os.environ.get(DATABASE_URL_VAR):
+        return os.environ[DATABASE_URL_VAR], DATABASE_URL_VAR, False
+    return embedded_database_url(settings.embedded_database_path), "embedded default", True
+
+
+def open_database(explicit: str | None, settings: Settings, *, read_only: bool = False) -> Engine:
+    """The Heliox database; ``read_only`` commands never create or change anything in it (they
+    work on a read-only file or role) and stop with one line when its tables do not exist."""
+    url, source, _ = resolve_database_url(explicit, settings)
+    variable = "--database-url" if source == "--database-url" else DATABASE_URL_VAR
+    problem = database_url_problem(url, variable)
+    if problem:
+        raise DatabaseConfigError(problem)
+    engine = make_engine(url, variable=variable, read_only=read_only)
+    if not read_only:
+        ensure_schema(engine, variable=variable)
+        return engine
+    missing = missing_tables(engine, variable=variable)
+    if missing:
+        raise DatabaseConfigError(
+            f"{variable}={mask_url(url)} has no Heliox tables yet ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}); they are created by the first Dagster run, "
+            "`heliox seed-demo` or `heliox import-focus`."
+        )
+    return engine
+
+
+@contextmanager
+def progress_bar(path: Path, size: int) -> Iterator[Callable[[int], None]]:
+    """The import's progress (a ``ProgressFactory``): a bar on stderr for files big enough to
+    wait for."""
+    if size < PROGRESS_MIN_BYTES:
+        yield lambda _n: None
+        return
+    with click.progressbar(length=size, label=f"Reading {path.name}", file=sys.stderr) as bar:
+        yield bar.update
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Heliox: GPU cost alerting for Slack, orchestrated by Dagster."""
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value < 1:
+        raise click.BadParameter(f"must be at least 1, got {value}.")
+    return value
