@@ -214,6 +214,7 @@ class SlackWebhook(ConfigurableResource):
             backoff_seconds=self.backoff_seconds,
             max_retry_after_seconds=self.max_retry_after_seconds,
             min_interval_seconds=self.min_interval_seconds,
+            variable=self.variable,
         )
         return post(policy, url, payload, digest, log, on_retry)
 
