@@ -162,8 +162,10 @@ def test_a_team_webhook_that_refuses_waits_for_its_own_variable(
     assert not failed.success
     failure = failed.failure_data_for_node("send_idle_spend_alert")
     assert failure is not None and failure.error is not None
-    assert "put its URL in SLACK_WEBHOOK_URL_RESEARCH Then: it is not sent to this webhook again; once "
-    "SLACK_WEBHOOK_URL_RESEARCH is fixed" in failure.error.message
+    assert (
+        "put its URL in SLACK_WEBHOOK_URL_RESEARCH Then: it is not sent to this webhook again; once "
+        "SLACK_WEBHOOK_URL_RESEARCH is fixed" in failure.error.message
+    )
     refused = heliox.ledger()["idle-spend@research:rs-a100:2026-W02"]
     assert refused["status"] == "failed"
     assert refused["refused_webhook"] == webhook_fingerprint(slack_server.url(RESEARCH_PATH))

@@ -11,8 +11,9 @@ the mute ends, what is still true alerts as usual (an idle GPU at the next idle 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from dagster import Failure
@@ -260,7 +261,7 @@ def switched_off(kind: str, settings: Settings) -> str | None:
 
 
 def sensor_hold(
-    kind: AlertKind, engine: Engine, settings: Settings, now: dt.datetime, config: dict[str, object]
+    kind: AlertKind, engine: Engine, settings: Settings, now: dt.datetime, config: Mapping[str, Any]
 ) -> str | None:
     """Why a sensor does not launch ``kind``'s job with ``config``: the kind is switched off, or
     every alert the job would send now is muted (recorded as muted); None: launch it."""

@@ -36,7 +36,6 @@ from heliox_orchestration.alerts.kinds import AlertKeyError, AlertKind, kind_of
 from heliox_orchestration.alerts.mutes import (
     active_mutes,
     kind_wide,
-    record_muted,
     sensor_hold,
     skip_reason,
     switched_off,
@@ -85,15 +84,12 @@ def stale_data_sensor(
     key = stale_key(newest)
     if context.cursor == key:
         return SensorResult(skip_reason="Already alerted for this gap.", cursor=key)
-    held = sensor_hold(STALE_DATA, heliox_db.get_engine(), settings, now, {})
+    config = {"newest_usage_hour": newest.isoformat() if newest else None}
+    held = sensor_hold(STALE_DATA, heliox_db.get_engine(), settings, now, config)
     if held is not None:
-        mutes = active_mutes(heliox_db.get_engine(), now, STALE_DATA.name)
-        if (whole := kind_wide(mutes)) is not None:
-            record_muted(heliox_db.get_engine(), STALE_DATA.name, [(key, whole)], now)
-        # No cursor: when the mute ends, a gap still open is alerted.
+        # The cursor stays: when the mute ends, a gap still open is alerted.
         return SensorResult(skip_reason=held, cursor=context.cursor)
-    newest_text = newest.isoformat() if newest else None
-    request = RunRequest(run_key=key, run_config=STALE_DATA.run_config(newest_usage_hour=newest_text))
+    request = RunRequest(run_key=key, run_config=STALE_DATA.run_config(**config))
     return SensorResult(run_requests=[request], cursor=key)
 
 
@@ -245,7 +241,7 @@ def trigger_sensor(kind: AlertKind) -> SensorDefinition:
         config = trigger.config(refresh)
         if isinstance(config, str):
             return SkipReason(config)
-        held = sensor_hold(kind, heliox_db.get_engine(), heliox_settings.get(), clock.utc_now(), dict(config))
+        held = sensor_hold(kind, heliox_db.get_engine(), heliox_settings.get(), clock.utc_now(), config)
         if held is not None:
             return SkipReason(held)
         return RunRequest(
