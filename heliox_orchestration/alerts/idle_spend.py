@@ -31,7 +31,7 @@ from heliox_orchestration.alerts.preview import Preview
 from heliox_orchestration.alerts.routes import finding_destinations
 from heliox_orchestration.assets.refresh import IDLE_REFRESH_JOB
 from heliox_orchestration.detections.idle import idle_spend_report, load_idle_spend_report
-from heliox_orchestration.detections.resolution import latest_resolutions, open_episodes
+from heliox_orchestration.detections.resolution import latest_episodes, open_episodes
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.reports import IdleFinding, IdleSpendReport
 from heliox_orchestration.settings import Settings
@@ -40,14 +40,21 @@ from heliox_orchestration.settings import Settings
 def _fresh(
     engine: Engine, findings: Sequence[IdleFinding], team: str | None, now: dt.datetime, realert: dt.timedelta
 ) -> tuple[dict[str, IdleFinding], list[IdleFinding]]:
-    """The findings of one destination by key prefix, and those not alerted there recently. An
-    alert sent before the GPU's latest resolution is not recent: it is idle anew."""
+    """The findings of one destination by key prefix, and those to alert there now: not alerted
+    there recently, and not resolved. A GPU idle again after its resolution is news, whenever
+    it was alerted before."""
+    episodes = latest_episodes(engine, [f.resource_id for f in findings])
     by_prefix = {IDLE_SPEND.prefix(f.resource_id, team=team): f for f in findings}
-    resolutions = latest_resolutions(engine, [f.resource_id for f in findings])
     recent: set[str] = set()
     groups: dict[dt.datetime, list[str]] = {}
     for prefix, f in by_prefix.items():
-        since = max(now - realert, resolutions.get(f.resource_id, now - realert))
+        since = now - realert
+        episode = episodes.get(f.resource_id)
+        if episode is not None and episode.resolution_found_at is not None:
+            if episode.reopened_at is None:
+                recent.add(prefix)  # resolved (gone or busy): the idle rule has not caught up
+                continue
+            since = max(since, episode.resolution_found_at)
         groups.setdefault(since, []).append(prefix)
     for since, prefixes in groups.items():
         recent |= ledger.recently_sent(engine, prefixes, since=since)

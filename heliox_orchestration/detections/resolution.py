@@ -4,17 +4,19 @@
   finding's hourly cost (the mean over its idle streak) and monthly cost (x 730).
 * Each idle evaluation (the ``idle_gpu_recommendations`` asset) then looks at every open episode,
   from the evaluation's results and the GPU's usage rows before the evaluation's window end:
-  - still a finding of the evaluation (any severity): still idle, its costs updated;
   - withheld by the evaluation (its rows fail the data rules): unknown, left open;
-  - otherwise it is **resolved, busy again** when its latest ``IDLE_RESOLVE_BUSY_HOURS`` usage
-    rows or more all have a utilization at or above ``IDLE_UTILIZATION_PCT`` (a row of unknown
-    utilization is not busy): resolved from the first of those hours;
-  - or **resolved, gone** when it has had no usage row for ``IDLE_RESOLVE_GONE_HOURS`` hours
-    while the fleet's newest usage row is that much newer (so a stalled import never looks
-    like every GPU was shut down): resolved from the hour after its last row.
+  - **resolved, gone** when it has had no usage row for ``IDLE_RESOLVE_GONE_HOURS`` hours while
+    the fleet's newest usage row is that much newer (so a stalled import never looks like every
+    GPU was shut down): resolved from the hour after its last row. The idle rule still counts
+    the rows it left in its window, so this comes before the evaluation's verdict;
+  - still a finding of the evaluation (any severity): still idle, its costs updated;
+  - otherwise **resolved, busy again** when its latest ``IDLE_RESOLVE_BUSY_HOURS`` usage rows or
+    more all have a utilization at or above ``IDLE_UTILIZATION_PCT`` (a row of unknown
+    utilization is not busy): resolved from the first of those hours.
   A resolution never dates from before the hour of the episode's first alert.
-* A resolved GPU that is a finding again in a later evaluation is *reopened* from its first
-  usage hour at or after the resolution that is not busy; a later idle alert opens a new episode.
+* A resolved GPU is *reopened* by a later evaluation that finds it idle again with a usage row
+  after its resolution that is not busy, from that row's hour; until then it is not alerted as
+  idle again, and a later idle alert opens a new episode.
 
 Savings realized in a local month (``TIMEZONE``) through a report date: over every resolved
 episode, its hourly cost x the number of usage hours (UTC hours, each counted in the local day it
@@ -101,17 +103,15 @@ def _is_open() -> Any:
     return idle_gpu_episodes.c.resolved_at.is_(None)
 
 
-def latest_resolutions(engine: Engine, resource_ids: Iterable[str]) -> dict[str, dt.datetime]:
-    """For each GPU whose latest episode is resolved: when that resolution was found. An idle
-    alert sent before it no longer counts as recent: the GPU is idle anew."""
+def latest_episodes(engine: Engine, resource_ids: Iterable[str]) -> dict[str, Episode]:
+    """The latest episode of each of these GPUs that has one."""
     ids = list(resource_ids)
     if not ids:
         return {}
     e = idle_gpu_episodes.c
     with engine.connect() as conn:
         episodes = _episodes(conn, e.resource_id.in_(ids))
-    latest = {ep.resource_id: ep for ep in episodes}  # ordered by id: the last one wins
-    return {r: ep.resolution_found_at for r, ep in latest.items() if ep.resolution_found_at is not None}
+    return {ep.resource_id: ep for ep in episodes}  # ordered by id: the last one wins
 
 
 @dataclass(frozen=True)
@@ -140,29 +140,39 @@ def _usage_facts(
 
 
 def resolution_of(
-    episode: Episode, facts: UsageFacts, fleet_newest: dt.datetime | None, settings: Settings
+    episode: Episode,
+    facts: UsageFacts,
+    fleet_newest: dt.datetime | None,
+    settings: Settings,
+    *,
+    still_idle: bool = False,
 ) -> tuple[dt.datetime, str, str] | None:
-    """(resolved_at, busy|gone, what changed) of an open episode that is no longer a finding,
-    or None while neither rule holds (see the module's rules)."""
+    """(resolved_at, busy|gone, what changed) of an open episode, or None while neither rule
+    holds (see the module's rules); ``still_idle``: the evaluation still finds it idle."""
     floor = utc_hour(episode.alerted_at)
     gone_after = dt.timedelta(hours=settings.idle_resolve_gone_hours)
     if fleet_newest is not None and (facts.last_hour is None or fleet_newest - facts.last_hour >= gone_after):
         since = facts.last_hour + HOUR if facts.last_hour is not None else floor
         hours = int((fleet_newest + HOUR - since) / HOUR)
         return max(since, floor), GONE, f"no usage data for {hours} hours"
+    if still_idle:
+        return None
     if facts.busy_hours >= settings.idle_resolve_busy_hours and facts.first_busy_hour is not None:
         detail = f"utilization at or above {settings.idle_utilization_pct}% for {facts.busy_hours} hours"
         return max(facts.first_busy_hour, floor), BUSY, detail
     return None
 
 
-def _first_idle_hour(conn: Connection, resource_id: str, since: dt.datetime, threshold: Decimal) -> Any:
+def _first_idle_hour(
+    conn: Connection, resource_id: str, since: dt.datetime, end: dt.datetime, threshold: Decimal
+) -> Any:
     u = gpu_usage_hourly.c
     pct = bindparam("threshold", threshold, type_=Numeric())
     return conn.execute(
         select(func.min(u.usage_hour)).where(
             u.resource_id == resource_id,
             u.usage_hour >= since,
+            u.usage_hour < end,
             or_(u.gpu_utilization_pct.is_(None), u.gpu_utilization_pct < pct),
         )
     ).scalar_one()
@@ -193,23 +203,22 @@ def track_episodes(engine: Engine, evaluation: IdleEvaluation, settings: Setting
             select(func.max(u.usage_hour)).where(u.usage_hour < window.end)
         ).scalar_one()
         for ep in _episodes(conn, _is_open()):
-            finding = findings.get(ep.resource_id)
-            if finding is not None:
-                still_idle += 1
-                conn.execute(
-                    update(idle_gpu_episodes)
-                    .where(e.episode_id == ep.episode_id)
-                    .values(
-                        hourly_cost_usd=finding["hourly_cost_usd"],
-                        monthly_savings_usd=finding["monthly_savings_usd"],
-                    )
-                )
-                continue
             if ep.resource_id in withheld:
                 continue
             facts = _usage_facts(conn, ep.resource_id, window.start, window.end, threshold)
-            outcome = resolution_of(ep, facts, fleet_newest, settings)
+            finding = findings.get(ep.resource_id)
+            outcome = resolution_of(ep, facts, fleet_newest, settings, still_idle=finding is not None)
             if outcome is None:
+                if finding is not None:
+                    still_idle += 1
+                    conn.execute(
+                        update(idle_gpu_episodes)
+                        .where(e.episode_id == ep.episode_id)
+                        .values(
+                            hourly_cost_usd=finding["hourly_cost_usd"],
+                            monthly_savings_usd=finding["monthly_savings_usd"],
+                        )
+                    )
                 continue
             resolved_at, resolution, detail = outcome
             values = {
@@ -225,9 +234,9 @@ def track_episodes(engine: Engine, evaluation: IdleEvaluation, settings: Setting
                 continue
             if evaluation.as_of <= ep.resolution_found_at or ep.resolved_at is None:
                 continue
-            again = _first_idle_hour(conn, ep.resource_id, ep.resolved_at, threshold) or utc_hour(
-                evaluation.as_of
-            )
+            again = _first_idle_hour(conn, ep.resource_id, ep.resolved_at, window.end, threshold)
+            if again is None:
+                continue  # gone, and not back: the evaluation only counts the rows it left
             conn.execute(
                 update(idle_gpu_episodes).where(e.episode_id == ep.episode_id).values(reopened_at=again)
             )
