@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from dagster_shared.serdes import serialize_value
 from sqlalchemy import Engine
 
 from heliox_orchestration.alerts import kinds
@@ -19,6 +20,7 @@ from heliox_orchestration_tests.automation_env import NOW, requests_of
 from heliox_orchestration_tests.routed import (
     CHANNELS,
     MIDNIGHT,
+    ML_PATH,
     RESEARCH_PATH,
     by_channel,
     idle_check,
@@ -145,6 +147,15 @@ def test_three_channels_get_exactly_their_own_alerts(
     assert heliox.run_request(burn, "burn_rate_alert_job").success
     assert heliox.run_job("idle_spend_alert_job").success
     assert sum(len(texts) for texts in by_channel(slack_server).values()) == 5
+
+    # The teams' webhooks reached the runs through EnvVar: no run or event stores them.
+    stored = "".join(
+        serialize_value(run) + "".join(serialize_value(e) for e in heliox.instance.all_logs(run.run_id))
+        for run in heliox.instance.get_runs()
+    )
+    assert "http://127.0.0.1/services/****...aaaa" in stored  # the masked ml-platform webhook
+    for path in (ML_PATH, RESEARCH_PATH):
+        assert path.rsplit("/", 1)[1] not in stored
 
 
 def test_a_team_webhook_that_refuses_waits_for_its_own_variable(
