@@ -161,8 +161,12 @@ class _Destinations:
     def held(self, key: str) -> str | None:
         try:
             name = kind_of(key).name
+            team_of_key(key, self.settings)
         except AlertKeyError:
             return None
+        except UnknownDestination as exc:
+            # Nothing could deliver it: relaunching its job every tick would change nothing.
+            return f"{key}: {exc}."
         if name not in self._held:
             whole = kind_wide(active_mutes(self.engine, self.now, name))
             off = switched_off(name, self.settings)
