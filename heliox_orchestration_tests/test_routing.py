@@ -6,12 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from dagster_shared.serdes import serialize_value
 from sqlalchemy import Engine
 
 from heliox_orchestration.alerts import kinds
+from heliox_orchestration.automation.sensors import redelivery_requests
 from heliox_orchestration.environment import check_environment, load_environment
 from heliox_orchestration.resources.slack import webhook_fingerprint
 from heliox_orchestration.routing import RoutingError, TeamRoute, parse_routing
@@ -293,3 +295,20 @@ def test_a_routing_file_parses_to_team_routes() -> None:
     with pytest.raises(RoutingError):
         parse_routing({"teams": {"ml": {"webhook_env": "A", "burn_rate_threshold_usd": True}}})
     assert kinds.destination_label("ml") == "ml"
+
+
+def test_redelivery_compares_each_key_with_its_own_destination_and_holds_back_the_undeliverable() -> None:
+    """A refused key waits while its destination's webhook is the one that refused it; a key
+    for a team the routing file no longer names is held back, not relaunched every tick."""
+    row = SimpleNamespace(status="failed", attempts=1, updated_at=NOW, refused_webhook="team-fp")
+    default_key, team_key, gone_key = (
+        "burn-rate:2026-01-09:100",
+        "burn-rate@ml-platform:2026-01-09:100",
+        "burn-rate@old-team:2026-01-09:100",
+    )
+    rows = [SimpleNamespace(**{**row.__dict__, "alert_key": k}) for k in (default_key, team_key, gone_key)]
+    webhooks = {default_key: "default-fp", team_key: "team-fp"}
+    held = {gone_key: "its team is no longer in the routing file"}
+    requests, refused, exhausted, held_back = redelivery_requests(rows, webhooks.get, held.get)
+    assert refused == [team_key] and held_back == [gone_key] and exhausted == []
+    assert list(requests) == [f"redeliver:burn-rate:2026-01-09:{NOW.isoformat()}"]
