@@ -12,7 +12,9 @@ import warnings
 
 from dagster import BetaWarning, Definitions
 
+from heliox_orchestration.alerts.catalog import all_kinds
 from heliox_orchestration.alerts.jobs import alert_jobs
+from heliox_orchestration.alerts.routes import webhook_variables
 from heliox_orchestration.assets import OUTPUT_CHECKS, REFRESH_JOBS, cost_assets
 from heliox_orchestration.automation.schedules import build_schedules
 from heliox_orchestration.automation.sensors import alert_sensors
@@ -35,7 +37,7 @@ def build_defs(settings: Settings) -> Definitions:
         jobs=[*REFRESH_JOBS, *alert_jobs()],
         schedules=build_schedules(settings),
         sensors=alert_sensors(),
-        resources=heliox_resources(settings),
+        resources=heliox_resources(settings, webhook_variables(settings, all_kinds())),
     )
 
 

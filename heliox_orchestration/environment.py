@@ -1,7 +1,8 @@
-"""Everything the code location validates when it loads, in one place: the settings, the
-Slack webhook URL, the Heliox database URL and, with ``HELIOX_ENV=production``, that both URLs
-are set. ``heliox doctor`` runs exactly this, so it can never call a configuration healthy that
-stops the definitions from loading."""
+"""Everything the code location validates when it loads, in one place: the settings, every Slack
+webhook (``SLACK_WEBHOOK_URL``, each alert kind's ``SLACK_WEBHOOK_URL_<KIND>``, each team's
+variable of the routing file), ``ALERTS_ENABLED`` against the alert-kind registry, the Heliox
+database URL and, with ``HELIOX_ENV=production``, that both URLs are set. ``heliox doctor`` runs
+exactly this, so it can never call a configuration healthy that stops the definitions from loading."""
 
 from __future__ import annotations
 
@@ -10,12 +11,23 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from heliox_orchestration.alerts.catalog import all_kinds
 from heliox_orchestration.resources.slack import WEBHOOK_URL_VAR, validate_webhook_url
+from heliox_orchestration.routing import ROUTING_FILE_VAR
 from heliox_orchestration.settings import DATABASE_URL_VAR, Settings, SettingsError, load_settings
 
 ENVIRONMENT_VAR = "HELIOX_ENV"
 DEVELOPMENT = "development"
 PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where one kind's default alerts, or one team's, are sent (``heliox doctor``)."""
+
+    label: str  # "burn-rate" or "team ml-platform"
+    variable: str  # the variable the webhook comes from
+    webhook_url: str | None  # validated; None: preview mode (or invalid, then in problems)
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,7 @@ class EnvironmentCheck:
     problems: tuple[str, ...] = field(default=())
     database_problem: str | None = None  # also in problems
     production: bool = False  # HELIOX_ENV=production: no preview mode, no embedded database
+    destinations: tuple[Destination, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -87,6 +100,55 @@ def database_url_problem(url: str, variable: str = DATABASE_URL_VAR) -> str | No
     return None
 
 
+def _destinations(
+    env: Mapping[str, str], settings: Settings | None, default_url: str | None, problems: list[str]
+) -> tuple[Destination, ...]:
+    """Each kind's default webhook and each routed team's, validated like SLACK_WEBHOOK_URL; a
+    team routed to a variable that is not set, or a SLACK_WEBHOOK_URL_* nobody reads (a typo
+    would send a kind's alerts to the default channel unnoticed), is a problem."""
+    checked: dict[str, str | None] = {WEBHOOK_URL_VAR: default_url}
+
+    def webhook(variable: str) -> str | None:
+        if variable not in checked:
+            checked[variable] = None
+            try:
+                checked[variable] = validate_webhook_url(env.get(variable), variable=variable)
+            except SettingsError as exc:
+                problems.append(str(exc))
+        return checked[variable]
+
+    kinds = all_kinds()
+    destinations = []
+    for kind in kinds:
+        variable = next((v for v in kind.webhook_variables() if env.get(v, "").strip()), WEBHOOK_URL_VAR)
+        destinations.append(Destination(kind.name, variable, webhook(variable)))
+    teams = settings.teams if settings is not None else ()
+    for route in teams:
+        if not env.get(route.webhook_env, "").strip():
+            problems.append(
+                f"{ROUTING_FILE_VAR}={settings.routing_file if settings else ''}: team {route.team!r} is "
+                f"routed to {route.webhook_env}, which is not set; set {route.webhook_env} to the team's "
+                "Slack webhook URL, or remove the team from the file."
+            )
+        destinations.append(Destination(f"team {route.team}", route.webhook_env, webhook(route.webhook_env)))
+    read = {v for kind in kinds for v in kind.webhook_variables()} | {r.webhook_env for r in teams}
+    for name in sorted(env):
+        if name.startswith(f"{WEBHOOK_URL_VAR}_") and name not in read and env[name].strip():
+            problems.append(
+                f"{name} is set but is neither an alert kind's webhook "
+                f"({', '.join(k.webhook_variable for k in kinds)}) nor a team's in {ROUTING_FILE_VAR}; "
+                "correct its name or unset it."
+            )
+    if settings is not None and settings.alerts_enabled:
+        unknown = [name for name in settings.alerts_enabled if name not in {k.name for k in kinds}]
+        if unknown:
+            problems.append(
+                f"ALERTS_ENABLED names {', '.join(map(repr, unknown))}, not an alert kind; "
+                f"choose among {', '.join(k.name for k in kinds)} (or all, none)."
+            )
+    return tuple(destinations)
+
+
 def check_environment(env: Mapping[str, str] | None = None) -> EnvironmentCheck:
     """Validate every load-time setting and collect each problem as one line."""
     env = os.environ if env is None else env
@@ -108,11 +170,14 @@ def check_environment(env: Mapping[str, str] | None = None) -> EnvironmentCheck:
         problems.append(str(exc))
     if missing_webhook:
         problems.append(missing_webhook)
+    destinations = _destinations(env, settings, webhook, problems)
     database_url = env.get(DATABASE_URL_VAR, "").strip() or None
     database_problem = missing_database or (database_url_problem(database_url) if database_url else None)
     if database_problem:
         problems.append(database_problem)
-    return EnvironmentCheck(settings, webhook, database_url, tuple(problems), database_problem, production)
+    return EnvironmentCheck(
+        settings, webhook, database_url, tuple(problems), database_problem, production, destinations
+    )
 
 
 def load_environment(env: Mapping[str, str] | None = None) -> Settings:

@@ -65,6 +65,7 @@ class IdleFinding:
     severity: str  # "high" | "medium" | "low"
     title: str  # "Idle GPU: H100 on AWS"
     detail: str  # "100% idle for 14 days"
+    hourly_cost_usd: Decimal | None = None  # mean over the idle streak (monthly = this x 730)
 
 
 @dataclass(frozen=True)
@@ -108,3 +109,6 @@ class CostSummary:
     potential_savings_monthly_usd: Decimal  # sum over open recommendations
     daily_series: tuple[DailyCostPoint, ...] = field(default=())  # 7 days ending report_date
     gap_days: tuple[dt.date, ...] = ()  # days of the 30 with no usage rows at all (not $0 days)
+    # Resolved idle GPUs' hourly cost x their hours not spent this local month, through
+    # report_date (detections/resolution.py); None: not computed (the stored summary alone).
+    savings_realized_month_usd: Decimal | None = None

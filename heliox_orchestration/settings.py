@@ -18,6 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from heliox_orchestration.cron import CronError, parse_cron
+from heliox_orchestration.routing import ROUTING_FILE_VAR, RoutingError, TeamRoute, load_routing_file
 
 # The secret variables' names (their values are read by the resources, never here).
 DATABASE_URL_VAR = "HELIOX_DATABASE_URL"
@@ -51,10 +52,23 @@ class Settings:
     webserver_url: str | None = None
     prometheus_url: str | None = None
     dcgm_mapping_path: Path | None = None
+    # The alert kinds that are sent; None: all of them (names checked against the registry at load).
+    alerts_enabled: tuple[str, ...] | None = None
+    routing_file: Path | None = None
+    teams: tuple[TeamRoute, ...] = ()  # read from routing_file
+    idle_resolve_busy_hours: int = 6
+    idle_resolve_gone_hours: int = 24
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def alert_enabled(self, kind: str) -> bool:
+        return self.alerts_enabled is None or kind in self.alerts_enabled
+
+    def team_route(self, team: str | None) -> TeamRoute | None:
+        """The route of ``team`` in the routing file; None for a team it does not name."""
+        return next((route for route in self.teams if route.team == team), None)
 
     @property
     def daily_summary_cron(self) -> str:
@@ -81,7 +95,7 @@ class Settings:
             if value is None:
                 continue
             if isinstance(value, tuple):
-                variables[variable] = ",".join(str(v) for v in value)
+                variables[variable] = ",".join(str(v) for v in value) or NO_ALERTS
             elif isinstance(value, dt.date):
                 variables[variable] = value.isoformat()
             else:
@@ -110,12 +124,46 @@ SETTING_VARIABLES: dict[str, str] = {
     "webserver_url": "DAGSTER_WEBSERVER_URL",
     "prometheus_url": "PROMETHEUS_URL",
     "dcgm_mapping_path": "HELIOX_DCGM_MAPPING",
+    "alerts_enabled": "ALERTS_ENABLED",
+    "routing_file": ROUTING_FILE_VAR,
+    "idle_resolve_busy_hours": "IDLE_RESOLVE_BUSY_HOURS",
+    "idle_resolve_gone_hours": "IDLE_RESOLVE_GONE_HOURS",
 }
+ALL_ALERTS, NO_ALERTS = "all", "none"
 
 
 # Name, default shown in docs, description. The README's table is checked against this list.
 ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("SLACK_WEBHOOK_URL", "(unset: preview mode)", "Slack Incoming Webhook URL. Secret."),
+    # One per alert kind, derived from its registry name (a test keeps them in step).
+    ("SLACK_WEBHOOK_URL_BURN_RATE", "(unset: SLACK_WEBHOOK_URL)", "Webhook of the burn-rate alerts. Secret."),
+    (
+        "SLACK_WEBHOOK_URL_IDLE_SPEND",
+        "(unset: SLACK_WEBHOOK_URL)",
+        "Webhook of the idle-spend alerts. Secret.",
+    ),
+    (
+        "SLACK_WEBHOOK_URL_IDLE_RESOLVED",
+        "(unset: SLACK_WEBHOOK_URL_IDLE_SPEND)",
+        "Webhook of the resolved idle GPUs. Secret.",
+    ),
+    (
+        "SLACK_WEBHOOK_URL_DAILY_SUMMARY",
+        "(unset: SLACK_WEBHOOK_URL)",
+        "Webhook of the daily summary. Secret.",
+    ),
+    (
+        "SLACK_WEBHOOK_URL_STALE_DATA",
+        "(unset: SLACK_WEBHOOK_URL)",
+        "Webhook of the stale-data alerts. Secret.",
+    ),
+    (
+        "SLACK_WEBHOOK_URL_RUN_FAILURE",
+        "(unset: SLACK_WEBHOOK_URL)",
+        "Webhook of the run-failure notices. Secret.",
+    ),
+    (ROUTING_FILE_VAR, "(unset: no teams)", "YAML file routing each team's alerts to its own webhook."),
+    ("ALERTS_ENABLED", "all", "Alert kinds sent (comma-separated names, all or none)."),
     (DATABASE_URL_VAR, "sqlite:///data/heliox.db", "SQLAlchemy URL of the Heliox database."),
     (
         "HELIOX_ENV",
@@ -134,6 +182,16 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("IDLE_MIN_OBSERVED_HOURS", "24", "Hours a GPU must be observed to be judged."),
     ("IDLE_MIN_IDLE_SHARE_PCT", "95", "Share of idle hours that makes a finding, %."),
     ("IDLE_REALERT_DAYS", "7", "Days before the same idle GPU is alerted again."),
+    (
+        "IDLE_RESOLVE_BUSY_HOURS",
+        "6",
+        "Hours at or above IDLE_UTILIZATION_PCT that resolve an alerted idle GPU.",
+    ),
+    (
+        "IDLE_RESOLVE_GONE_HOURS",
+        "24",
+        "Hours without usage rows (while other GPUs report) that resolve it.",
+    ),
     ("STALE_DATA_HOURS", "6", "Newest usage older than this raises a stale-data alert."),
     (
         "HELIOX_MAX_HOURLY_COST_USD",
@@ -230,6 +288,33 @@ def _prometheus_url(env: Mapping[str, str]) -> str | None:
     return url
 
 
+def _alerts_enabled(env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The kinds named by ``ALERTS_ENABLED``; None for all. Whether each name is a registered
+    kind is checked with the environment (``environment.check_environment``)."""
+    raw = env.get("ALERTS_ENABLED", "").strip()
+    if not raw or raw.lower() == ALL_ALERTS:
+        return None
+    if raw.lower() == NO_ALERTS:
+        return ()
+    names = tuple(dict.fromkeys(name.strip() for name in raw.split(",") if name.strip()))
+    if not names:
+        raise SettingsError(
+            f"ALERTS_ENABLED={raw!r} names no alert kind; give comma-separated kinds, "
+            f"{ALL_ALERTS} or {NO_ALERTS}."
+        )
+    return names
+
+
+def _routing(env: Mapping[str, str]) -> tuple[Path | None, tuple[TeamRoute, ...]]:
+    raw = env.get(ROUTING_FILE_VAR, "").strip()
+    if not raw:
+        return None, ()
+    try:
+        return Path(raw), load_routing_file(raw)
+    except RoutingError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every non-secret setting; raise SettingsError naming the variable."""
     env = os.environ if env is None else env
@@ -260,6 +345,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             )
 
     start_date = _start_date(env, timezone)
+    routing_file, teams = _routing(env)
 
     threshold = _decimal(
         env,
@@ -301,4 +387,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webserver_url=_url(env, "DAGSTER_WEBSERVER_URL"),
         prometheus_url=_prometheus_url(env),
         dcgm_mapping_path=Path(mapping) if (mapping := env.get("HELIOX_DCGM_MAPPING", "").strip()) else None,
+        alerts_enabled=_alerts_enabled(env),
+        routing_file=routing_file,
+        teams=teams,
+        idle_resolve_busy_hours=_int(
+            env, "IDLE_RESOLVE_BUSY_HOURS", Settings.idle_resolve_busy_hours, 1, 24 * 14
+        ),
+        idle_resolve_gone_hours=_int(
+            env, "IDLE_RESOLVE_GONE_HOURS", Settings.idle_resolve_gone_hours, 1, 24 * 14
+        ),
     )

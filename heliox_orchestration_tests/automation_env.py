@@ -4,6 +4,7 @@ chosen instant: what the automation tests drive schedules, sensors and jobs thro
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,10 +25,12 @@ from sqlalchemy import Engine
 
 from heliox_orchestration import clock
 from heliox_orchestration.alerts import ledger
+from heliox_orchestration.alerts.catalog import all_kinds
+from heliox_orchestration.alerts.routes import webhook_variables
 from heliox_orchestration.definitions import build_defs
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.settings import HelioxSettings
-from heliox_orchestration.resources.slack import SlackWebhook
+from heliox_orchestration.resources.slack import SlackRoutes
 from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.crafted import engine_url, hourly, insert
 from heliox_orchestration_tests.slack_server import DEFAULT_PATH, FakeSlackWebhook
@@ -52,9 +55,14 @@ class Heliox:
         self.monkeypatch.setattr(clock, "utc_now", lambda: instant)
 
     def resources(self) -> dict[str, Any]:
+        """The resources of the definitions, with the webhooks the environment holds now."""
+        variables = webhook_variables(self.settings, all_kinds())
+        webhooks = {v: os.environ[v] for v in variables if v in os.environ and v != "SLACK_WEBHOOK_URL"}
         return {
             "heliox_db": HelioxDatabase(url=engine_url(self.engine)),
-            "slack": SlackWebhook(webhook_url=self.slack.url(self.webhook_path), backoff_seconds=0.01),
+            "slack": SlackRoutes(
+                webhook_url=self.slack.url(self.webhook_path), webhooks=webhooks, backoff_seconds=0.01
+            ),
             "heliox_settings": HelioxSettings.of(self.settings),
         }
 
@@ -65,6 +73,7 @@ class Heliox:
             dagster_event=refresh.get_run_success_event(),
             dagster_instance=self.instance,
             dagster_run=refresh.dagster_run,
+            resources=self.resources(),
         )
         return self.defs.resolve_sensor_def(sensor_name)(context)
 

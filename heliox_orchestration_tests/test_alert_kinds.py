@@ -24,6 +24,7 @@ from heliox_orchestration.alerts.messages import connection_test_message
 from heliox_orchestration.alerts.run_failure import run_failure_key
 from heliox_orchestration.alerts.stale_data import NO_DATA, stale_key
 from heliox_orchestration.db.schema import alert_ledger
+from heliox_orchestration.settings import ENVIRONMENT_VARIABLES
 from heliox_orchestration_tests.automation_env import NOW, make_heliox, requests_of
 from heliox_orchestration_tests.slack_server import FakeSlackWebhook, Reply
 
@@ -36,6 +37,7 @@ SAMPLES: dict[str, list[tuple[object, ...]]] = {
         ("x" * 255, "2026-W02"),
         (LONG_ID, "2026-W02"),
     ],
+    "idle-resolved": [("gpu-a", "20260112T0500Z"), (LONG_ID, "20260112T0500Z")],
     "daily-summary": [("2026-01-08",)],
     "stale-data": [("2026-01-09T07:00:00+00:00",), (NO_DATA,)],
     "run-failure": [("35872227-0442-41bc-8165-5f08f3e36c8e",)],
@@ -47,8 +49,45 @@ def test_the_key_limits_are_the_ledger_columns() -> None:
     assert alert_ledger.c.alert_type.type.length == kinds.MAX_KIND_CHARS
     assert set(SAMPLES) == set(kinds.REGISTRY)
     for kind in kinds.REGISTRY.values():
-        # Room is left for one more free-text field (a destination or team) in every key.
-        assert kind.longest_key + FIELD_MAX + 1 <= MAX_KEY_CHARS, kind.name
+        # Every key fits, a team destination included where a kind routes to teams; a kind that
+        # does not still has room for one.
+        assert kind.longest_key <= MAX_KEY_CHARS, kind.name
+        room = 0 if kind.team_routed else FIELD_MAX + 1
+        assert kind.longest_key + room <= MAX_KEY_CHARS, kind.name
+
+
+@pytest.mark.parametrize("team", ["ml-platform", "team:with:colons", "t" * 200, "gpu\x00team"])
+def test_a_team_destination_is_part_of_the_key_and_parses_back(team: str) -> None:
+    idle = kinds.REGISTRY["idle-spend"]
+    key = idle_key(LONG_ID, dt.date(2026, 1, 9), team=team)
+    default = idle_key(LONG_ID, dt.date(2026, 1, 9))
+    assert key != default and len(key) <= MAX_KEY_CHARS
+    assert kinds.check_key(key) is idle
+    assert idle.parse(key) == idle.parse(default)  # the same finding, another destination
+    name, label = kinds.split_destination(key)
+    assert name == "idle-spend" and label == kinds.destination_label(team) and ":" not in label
+    assert key.startswith(idle_key_prefix(LONG_ID, team=team)) and idle.prefix_of(key) == idle_key_prefix(
+        LONG_ID, team=team
+    )
+    assert not default.startswith(idle_key_prefix(LONG_ID, team=team))
+    # A kind that only has a default destination refuses a team, and a team key of it.
+    with pytest.raises(AlertKeyError):
+        kinds.REGISTRY["daily-summary"].key("2026-01-08", team=team)
+    with pytest.raises(AlertKeyError):
+        kinds.check_key("daily-summary@ml:2026-01-08")
+
+
+def test_each_kind_has_its_own_webhook_variable_documented() -> None:
+    documented = {name for name, _, _ in ENVIRONMENT_VARIABLES}
+    for kind in kinds.REGISTRY.values():
+        assert kind.webhook_variable == "SLACK_WEBHOOK_URL_" + kind.name.upper().replace("-", "_")
+        assert kind.webhook_variable in documented, kind.name
+        assert kind.webhook_variables()[-1] == "SLACK_WEBHOOK_URL"
+    assert kinds.REGISTRY["idle-resolved"].webhook_variables() == (
+        "SLACK_WEBHOOK_URL_IDLE_RESOLVED",
+        "SLACK_WEBHOOK_URL_IDLE_SPEND",
+        "SLACK_WEBHOOK_URL",
+    )
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))

@@ -74,6 +74,7 @@ def send_idle_alert(heliox: Heliox) -> ExecuteInProcessResult:
         dagster_event=refresh.get_run_success_event(),
         dagster_instance=heliox.instance,
         dagster_run=refresh.dagster_run,
+        resources=heliox.resources(),
     )
     request = heliox.defs.resolve_sensor_def("idle_spend_alert_sensor")(context)
     assert heliox.run_request(request, "idle_spend_alert_job").success
@@ -95,6 +96,7 @@ def refresh_summary(heliox: Heliox) -> tuple[ExecuteInProcessResult, Any]:
         dagster_event=refresh.get_run_success_event(),
         dagster_instance=heliox.instance,
         dagster_run=refresh.dagster_run,
+        resources=heliox.resources(),
     )
     return refresh, heliox.defs.resolve_sensor_def("daily_summary_sensor")(sensor_context)
 

@@ -166,6 +166,7 @@ def test_idle_alert_lists_only_new_findings(heliox: Heliox) -> None:
         dagster_event=refresh.get_run_success_event(),
         dagster_instance=heliox.instance,
         dagster_run=refresh.dagster_run,
+        resources=heliox.resources(),
     )
     request = idle_sensor(context)
     assert heliox.run_request(request, "idle_spend_alert_job").success
@@ -200,6 +201,7 @@ def test_daily_summary_follows_a_successful_refresh(heliox: Heliox) -> None:
         dagster_event=refresh.get_run_success_event(),
         dagster_instance=heliox.instance,
         dagster_run=refresh.dagster_run,
+        resources=heliox.resources(),
     )
     request = heliox.defs.resolve_sensor_def("daily_summary_sensor")(context)
     assert heliox.run_request(request, "daily_summary_job").success
@@ -219,6 +221,7 @@ def test_alert_sensors_leave_refreshes_of_heliox_run_alone(heliox: Heliox) -> No
             dagster_event=refresh.get_run_success_event(),
             dagster_instance=heliox.instance,
             dagster_run=refresh.dagster_run,
+            resources=heliox.resources(),
         )
         result = heliox.defs.resolve_sensor_def(name)(context)
         assert isinstance(result, SkipReason), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import sys
 from pathlib import Path
@@ -13,7 +14,11 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from heliox_orchestration.automation.manual import LOCATION_NAME, HelioxLocation, error_line, heliox_location
 from heliox_orchestration.cli import cli
+from heliox_orchestration.costs.common import utc_hour
+from heliox_orchestration.db.engine import ensure_schema, make_engine
 from heliox_orchestration.settings import load_settings
+from heliox_orchestration_tests.crafted import hourly, insert
+from heliox_orchestration_tests.routed import ML_PATH, RESEARCH_PATH, ROUTING, by_channel
 from heliox_orchestration_tests.slack_server import FakeSlackWebhook, Reply
 
 ROOT = Path(__file__).parents[1]
@@ -207,3 +212,51 @@ def test_error_line_is_the_first_line_without_module_paths(
 
     expected = line or "OperationalError: (sqlite3) no such table"
     assert error_line(SerializableErrorInfo(message, [], cls_name)) == expected
+
+
+def test_run_idle_spend_routes_each_team_and_honours_a_mute_from_the_command_line(
+    dagster_home: Path, tmp_path: Path, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI path end to end: `heliox mute` one GPU, `heliox run idle-spend` with a routing
+    file sends each team its own findings and the default the rest, `heliox alerts` lists the
+    muted one as muted and `heliox doctor` every destination, masked."""
+    database = f"sqlite:///{tmp_path}/heliox.db"
+    monkeypatch.setenv("HELIOX_DATABASE_URL", database)
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack_server.url())
+    routing = tmp_path / "routing.yaml"
+    routing.write_text(ROUTING)
+    monkeypatch.setenv("HELIOX_ROUTING_FILE", str(routing))
+    monkeypatch.setenv("SLACK_WEBHOOK_URL_ML", slack_server.url(ML_PATH))
+    monkeypatch.setenv("SLACK_WEBHOOK_URL_RESEARCH", slack_server.url(RESEARCH_PATH))
+    engine = make_engine(database)
+    ensure_schema(engine)
+    start = utc_hour(dt.datetime.now(dt.UTC)) - dt.timedelta(days=14)
+    for resource, team in (("ml-h100-1", "ml-platform"), ("ml-h100-2", "ml-platform"), ("orphan-l4", None)):
+        insert(engine, hourly(resource, start, 14 * 24, "2.00", 0.5, team=team))
+    runner = CliRunner()
+    muted = runner.invoke(
+        cli, ["mute", "idle-spend", "--resource", "ml-h100-1", "--for", "1d", "--reason", "reimaging"]
+    )
+    assert muted.exit_code == 0, muted.output
+
+    result = runner.invoke(cli, ["run", "idle-spend"])
+    assert result.exit_code == 0, result.output
+    received = by_channel(slack_server)
+    assert received["ml-platform"] == [
+        "⚠️ Idle GPU Spend Detected (team ml-platform): 1 issue, $1,460.00/month potential savings"
+    ]
+    assert received["default"] == ["⚠️ Idle GPU Spend Detected: 1 issue, $1,460.00/month potential savings"]
+    assert received["research"] == []
+
+    listing = runner.invoke(cli, ["alerts"])
+    assert listing.exit_code == 0, listing.output
+    muted_line = next(line for line in listing.output.splitlines() if " muted " in line)
+    assert "idle-spend@ml-platform:ml-h100-1:" in muted_line
+    assert "by " in listing.output and ": reimaging (mute 1)" in listing.output
+
+    doctor = runner.invoke(cli, ["doctor"])
+    assert "team ml-platform" in doctor.output and "SLACK_WEBHOOK_URL_ML" in doctor.output
+    assert "http://127.0.0.1/services/****...aaaa" in doctor.output
+    for path in (ML_PATH, RESEARCH_PATH):
+        secret = path.rsplit("/", 1)[1]
+        assert secret not in doctor.output + result.output + listing.output

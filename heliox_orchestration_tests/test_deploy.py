@@ -390,7 +390,7 @@ def test_every_run_has_a_runtime_bound(
         for job in defs.resolve_all_job_defs()
         if not job.name.startswith("__")  # Dagster's implicit asset job: the instance bound
     }
-    assert len(job_bounds) == 8, job_bounds  # 5 alert-kind jobs and 3 refreshes
+    assert len(job_bounds) == 9, job_bounds  # 6 alert-kind jobs and 3 refreshes
     assert {
         name: bound for name, bound in job_bounds.items() if name.endswith("_refresh_job")
     } == dict.fromkeys(

@@ -4,6 +4,7 @@ morning refresh of that date's ``gpu_cost_summary`` partition."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 from dagster import Config, DagsterRun
 from pydantic import Field
@@ -23,7 +24,9 @@ from heliox_orchestration.alerts.preview import Preview, blocked
 from heliox_orchestration.assets.refresh import SUMMARY_REFRESH_JOB
 from heliox_orchestration.costs.quality import days_text, usage_rule_report
 from heliox_orchestration.costs.summary import cost_summary, load_cost_summary, summary_range
+from heliox_orchestration.detections.resolution import realized_savings
 from heliox_orchestration.partitions import PARTITION_TAG, local_range_bounds, parse_day
+from heliox_orchestration.reports import CostSummary
 from heliox_orchestration.settings import Settings
 
 
@@ -36,11 +39,17 @@ class DailySummaryAlertConfig(Config):
 def detect_daily_summary(run: AlertRun) -> Detection:
     assert isinstance(run.config, DailySummaryAlertConfig)
     report_date = parse_day(run.config.report_date, "report_date") or run.settings.yesterday(run.now)
-    summary = load_cost_summary(run.engine, report_date)
+    summary = with_realized_savings(run.engine, load_cost_summary(run.engine, report_date), run.settings)
     message = daily_summary_message(summary, dashboard_url=run.settings.dashboard_url)
     return Detection(
         [Alert([summary_key(report_date)], message)], metadata={"report_date": report_date.isoformat()}
     )
+
+
+def with_realized_savings(engine: Engine, summary: CostSummary, settings: Settings) -> CostSummary:
+    """The summary with the savings realized this month (``detections/resolution.py``)."""
+    realized = realized_savings(engine, summary.report_date, settings.timezone)
+    return replace(summary, savings_realized_month_usd=realized.amount_usd)
 
 
 def preview_daily_summary(engine: Engine, settings: Settings, run_date: dt.date, now: dt.datetime) -> Preview:
@@ -57,6 +66,7 @@ def preview_daily_summary(engine: Engine, settings: Settings, run_date: dt.date,
         )
     scheduled = dt.datetime.combine(run_date, dt.time(settings.daily_summary_hour), settings.tz)
     summary = cost_summary(engine, report_date, settings, as_of=min(now, scheduled.astimezone(dt.UTC)))
+    summary = with_realized_savings(engine, summary, settings)
     message = daily_summary_message(summary, dashboard_url=settings.dashboard_url)
     return Preview(message, True, f"the daily summary of {report_date}, sent every day")
 

@@ -33,14 +33,28 @@ class AlertRun:
 
 
 @dataclass(frozen=True)
+class Subject:
+    """What an alert key is about, for ``heliox mute --team/--resource/--model``; None: not
+    about one (the fleet's burn rate is about no team)."""
+
+    team: str | None = None
+    resource: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
 class Alert:
-    """One message to deliver once, and the ledger keys that stand for it."""
+    """One message to deliver once, to one destination, and the ledger keys that stand for it."""
 
     keys: Sequence[str]
     message: MessageFor
     names: Mapping[str, str] = field(default_factory=dict)  # key -> what it stands for, in errors
     # Metadata computed from the keys this run won (e.g. how many findings went out).
     metadata_for: Callable[[Sequence[str]], Mapping[str, Any]] | None = None
+    team: str | None = None  # the destination: this team's channel; None: the kind's default one
+    subjects: Mapping[str, Subject] = field(default_factory=dict)  # key -> what it is about
+    # Called with the delivery once Slack took it (or it was previewed).
+    on_delivered: Callable[[Delivery], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """⚠️ Idle GPU Spend Detected: high-severity idle GPUs not alerted in the last
-``IDLE_REALERT_DAYS``, after each successful idle refresh. Each finding has its own ledger key
-(per resource and ISO week), so one message covers exactly the findings this run claimed."""
+``IDLE_REALERT_DAYS`` (or since the GPU's last resolution), after each successful idle refresh.
+Each finding has its own ledger key per destination (per resource and ISO week), so one message
+covers exactly the findings this run claimed: a routed team's in its own channel, its top 3 and
+total; every other finding in the default channel. A delivered alert opens the GPU's episode,
+which its resolution closes (``detections/resolution.py``, ``alerts/idle_resolved.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from collections.abc import Sequence
 from sqlalchemy import Engine
 
 from heliox_orchestration.alerts import ledger
-from heliox_orchestration.alerts.detection import Alert, AlertRun, Detection, nothing
+from heliox_orchestration.alerts.delivery import Delivery
+from heliox_orchestration.alerts.detection import Alert, AlertRun, Detection, Subject, nothing
 from heliox_orchestration.alerts.formatting import plural
 from heliox_orchestration.alerts.kinds import (
     DAY,
@@ -24,50 +28,100 @@ from heliox_orchestration.alerts.kinds import (
 )
 from heliox_orchestration.alerts.messages import SlackMessage, idle_spend_message
 from heliox_orchestration.alerts.preview import Preview
+from heliox_orchestration.alerts.routes import finding_destinations
 from heliox_orchestration.assets.refresh import IDLE_REFRESH_JOB
 from heliox_orchestration.detections.idle import idle_spend_report, load_idle_spend_report
+from heliox_orchestration.detections.resolution import latest_episodes, open_episodes
 from heliox_orchestration.partitions import local_day_bounds
-from heliox_orchestration.reports import IdleSpendReport
+from heliox_orchestration.reports import IdleFinding, IdleSpendReport
 from heliox_orchestration.settings import Settings
 
 
-def detect_idle_spend(run: AlertRun) -> Detection:
+def _fresh(
+    engine: Engine, findings: Sequence[IdleFinding], team: str | None, now: dt.datetime, realert: dt.timedelta
+) -> tuple[dict[str, IdleFinding], list[IdleFinding]]:
+    """The findings of one destination by key prefix, and those to alert there now: not alerted
+    there recently, and not resolved. A GPU idle again after its resolution is news, whenever
+    it was alerted before."""
+    episodes = latest_episodes(engine, [f.resource_id for f in findings])
+    by_prefix = {IDLE_SPEND.prefix(f.resource_id, team=team): f for f in findings}
+    recent: set[str] = set()
+    groups: dict[dt.datetime, list[str]] = {}
+    for prefix, f in by_prefix.items():
+        since = now - realert
+        episode = episodes.get(f.resource_id)
+        if episode is not None and episode.resolution_found_at is not None:
+            if episode.reopened_at is None:
+                recent.add(prefix)  # resolved (gone or busy): the idle rule has not caught up
+                continue
+            since = max(since, episode.resolution_found_at)
+        groups.setdefault(since, []).append(prefix)
+    for since, prefixes in groups.items():
+        recent |= ledger.recently_sent(engine, prefixes, since=since)
+    return by_prefix, [f for prefix, f in by_prefix.items() if prefix not in recent]
+
+
+def _destination_alert(
+    run: AlertRun, report: IdleSpendReport, team: str | None, findings: Sequence[IdleFinding]
+) -> Alert | None:
+    """The alert of one destination: its findings not alerted there recently, and any of its
+    earlier failed deliveries whose finding is still open."""
     settings, engine, now = run.settings, run.engine, run.now
-    report = load_idle_spend_report(engine, severities=("high",))
-    failed = ledger.failed_keys(engine, IDLE_SPEND.prefix(), now)
-    by_prefix = {idle_key_prefix(f.resource_id): f for f in report.findings}
+    failed = ledger.failed_keys(engine, IDLE_SPEND.prefix(team=team), now)
+    by_prefix, fresh = _fresh(engine, findings, team, now, dt.timedelta(days=settings.idle_realert_days))
     # A failed alert whose finding went away is no longer relevant.
     ledger.expire(engine, [k for k in failed if IDLE_SPEND.prefix_of(k) not in by_prefix], now)
-    recent = ledger.recently_sent(
-        engine, list(by_prefix), since=now - dt.timedelta(days=settings.idle_realert_days)
-    )
-    fresh = [f for prefix, f in by_prefix.items() if prefix not in recent]
     if not fresh:
+        return None
+    today = settings.today(now)
+    keys = {idle_key(f.resource_id, today, team=team): f for f in fresh}
+    # An earlier week's failed delivery of a finding goes out with this week's alert.
+    keys.update({k: by_prefix[p] for k in failed if (p := IDLE_SPEND.prefix_of(k)) in by_prefix})
+
+    def claimed(won: Sequence[str]) -> tuple[IdleFinding, ...]:
+        findings = {keys[k] for k in won}
+        return tuple(f for f in fresh if f in findings)
+
+    def message(won: Sequence[str]) -> SlackMessage:
+        # The GPUs Heliox could not judge are named in the default channel only.
+        withheld = report.withheld if team is None else ()
+        idle = IdleSpendReport(report.as_of, claimed(won), withheld)
+        return idle_spend_message(idle, dashboard_url=settings.dashboard_url, team=team)
+
+    def delivered(delivery: Delivery) -> None:
+        open_episodes(engine, claimed(delivery.keys), now)
+
+    return Alert(
+        list(keys),
+        message,
+        names={k: f"resource {f.resource_id}" for k, f in keys.items()},
+        metadata_for=lambda won: {"findings": len(claimed(won))},
+        team=team,
+        subjects={k: Subject(f.team, f.resource_id, f.model_name) for k, f in keys.items()},
+        on_delivered=delivered,
+    )
+
+
+def detect_idle_spend(run: AlertRun) -> Detection:
+    """One alert per destination: each routed team's findings to its channel, the others (and
+    a team's with ``copy_to_default``) to the default one."""
+    report = load_idle_spend_report(run.engine, severities=("high",))
+    destinations: dict[str | None, list[IdleFinding]] = {None: [], **{r.team: [] for r in run.settings.teams}}
+    for f in report.findings:
+        for team in finding_destinations(f.team, run.settings):
+            destinations.setdefault(team, []).append(f)
+    alerts = [
+        alert
+        for team, findings in destinations.items()
+        if (alert := _destination_alert(run, report, team, findings)) is not None
+    ]
+    if not alerts:
         return nothing(
             f"Nothing new: {len(report.findings)} high-severity findings, all alerted recently",
             "nothing new",
             open_findings=len(report.findings),
         )
-    today = settings.today(now)
-    keys = {idle_key(f.resource_id, today): f for f in fresh}
-    # An earlier week's failed delivery of a finding goes out with this week's alert.
-    keys.update({k: by_prefix[p] for k in failed if (p := IDLE_SPEND.prefix_of(k)) in by_prefix})
-
-    def claimed(won: Sequence[str]) -> tuple:
-        findings = {keys[k] for k in won}
-        return tuple(f for f in fresh if f in findings)
-
-    def message(won: Sequence[str]) -> SlackMessage:
-        idle = IdleSpendReport(report.as_of, claimed(won), report.withheld)
-        return idle_spend_message(idle, dashboard_url=settings.dashboard_url)
-
-    alert = Alert(
-        list(keys),
-        message,
-        names={k: f"resource {f.resource_id}" for k, f in keys.items()},
-        metadata_for=lambda won: {"findings": len(claimed(won))},
-    )
-    return Detection([alert])
+    return Detection(alerts)
 
 
 def preview_idle_spend(engine: Engine, settings: Settings, run_date: dt.date, now: dt.datetime) -> Preview:
@@ -108,13 +162,15 @@ IDLE_SPEND = register(
         ),
         manual=ManualRun(IDLE_REFRESH_JOB, partition=lambda s, now: None, config=lambda s, now: {}),
         preview=preview_idle_spend,
+        team_routed=True,
+        mute_scopes=("team", "resource", "model"),
     )
 )
 
 
-def idle_key(resource_id: str, local_day: dt.date) -> str:
-    return IDLE_SPEND.key(resource_id, iso_week(local_day))
+def idle_key(resource_id: str, local_day: dt.date, team: str | None = None) -> str:
+    return IDLE_SPEND.key(resource_id, iso_week(local_day), team=team)
 
 
-def idle_key_prefix(resource_id: str) -> str:
-    return IDLE_SPEND.prefix(resource_id)
+def idle_key_prefix(resource_id: str, team: str | None = None) -> str:
+    return IDLE_SPEND.prefix(resource_id, team=team)

@@ -1,9 +1,12 @@
 """The alert jobs: one job per registered alert kind, each running the one alert op.
 
 The op asks the kind's detection what to send (a plain function over the materialized cost
-assets), then hands each alert to ``delivery``, which claims its ledger keys so that nothing is
-sent twice. Alert runs carry the spec's 5-minute limit (``dagster/max_runtime``, enforced by run
-monitoring) and a retry policy for transient failures; Slack's permanent refusals are not retried.
+assets), drops what a mute holds back (``alerts/mutes.py``; a kind off in ``ALERTS_ENABLED``
+sends nothing), then hands each alert to ``delivery`` with the webhook of its destination
+(``alerts/routes.py``), which claims its ledger keys so that nothing is sent twice. One
+destination's Slack failing does not hold back the others: the run fails after trying them all.
+Alert runs carry the spec's 5-minute limit (``dagster/max_runtime``, enforced by run monitoring)
+and a retry policy for transient failures; Slack's permanent refusals are not retried.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the op signatures' real types.
@@ -24,14 +27,23 @@ from dagster import (
 )
 
 from heliox_orchestration import clock
+from heliox_orchestration.alerts import ledger
 from heliox_orchestration.alerts.catalog import all_kinds
 from heliox_orchestration.alerts.delivery import AlertNotDelivered, Delivery, LedgerIncomplete
 from heliox_orchestration.alerts.detection import Alert, AlertRun, deliver_alert
 from heliox_orchestration.alerts.kinds import ALERT_KEYS_METADATA, SLACK_DELIVERY_METADATA, AlertKind
+from heliox_orchestration.alerts.mutes import (
+    active_mutes,
+    hold_back,
+    muted_summary,
+    record_muted,
+    switched_off,
+)
+from heliox_orchestration.alerts.routes import webhook_for
 from heliox_orchestration.costs.common import NotMaterializedError
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.settings import HelioxSettings
-from heliox_orchestration.resources.slack import WEBHOOK_URL_VAR, SlackWebhook
+from heliox_orchestration.resources.slack import SlackRoutes
 
 ALERT_MAX_RUNTIME_SECONDS = 300
 ALERT_RETRY_POLICY = RetryPolicy(max_retries=2, delay=20, backoff=Backoff.EXPONENTIAL)
@@ -43,25 +55,29 @@ def alert_tags(kind: str) -> dict[str, str]:
     return {"dagster/max_runtime": str(ALERT_MAX_RUNTIME_SECONDS), "heliox/alert": kind}
 
 
-def _slack_failure(exc: AlertNotDelivered, kind: AlertKind) -> Failure:
+def _slack_failure(failures: Sequence[tuple[AlertNotDelivered, str]], kind: AlertKind) -> Failure:
     """The Slack resource has already retried; the run fails visibly and the redelivery sensor
-    sends the alert again while it is relevant, so the op does not retry. A permanent refusal
-    waits for another webhook."""
-    if exc.refused:
-        then = (
-            f"it is not sent to this webhook again; once {WEBHOOK_URL_VAR} is fixed it goes out "
-            f"while still relevant ({kind.relevance}). `heliox alerts` shows it as refused"
-        )
-    else:
-        then = f"alert_redelivery_sensor sends it again in 5-6 minutes, while relevant ({kind.relevance})"
+    sends each alert again while it is relevant, so the op does not retry. A permanent refusal
+    waits for another webhook in the variable its destination reads."""
+    texts = []
+    for exc, variable in failures:
+        if exc.refused:
+            then = (
+                f"it is not sent to this webhook again; once {variable} is fixed it goes out "
+                f"while still relevant ({kind.relevance}). `heliox alerts` shows it as refused"
+            )
+        else:
+            then = f"alert_redelivery_sensor sends it again in 5-6 minutes, while relevant ({kind.relevance})"
+        texts.append(f"{exc} Then: {then}.")
+    first = failures[0][0]
     return Failure(
-        f"{exc} Then: {then}.",
+        " ".join(texts),
         allow_retries=False,
         metadata={
-            "http_status": exc.http_status,
-            "attempts": exc.attempts,
-            SLACK_DELIVERY_METADATA: "refused" if exc.refused else "failed",
-            ALERT_KEYS_METADATA: MetadataValue.json(list(exc.keys)),
+            "http_status": first.http_status,
+            "attempts": sum(exc.attempts for exc, _ in failures),
+            SLACK_DELIVERY_METADATA: "refused" if all(exc.refused for exc, _ in failures) else "failed",
+            ALERT_KEYS_METADATA: MetadataValue.json([k for exc, _ in failures for k in exc.keys]),
         },
     )
 
@@ -113,15 +129,26 @@ def _log_delivery(context: OpExecutionContext, delivery: Delivery) -> None:
         )
 
 
+def _prefixed(metadata: Mapping[str, object], team: str | None) -> dict[str, object]:
+    """The default destination's metadata as it always was; a team's under ``team/<name>/``."""
+    return dict(metadata) if team is None else {f"team/{team}/{k}": v for k, v in metadata.items()}
+
+
 def send_alerts(
     context: OpExecutionContext,
     kind: AlertKind,
     heliox_settings: HelioxSettings,
     heliox_db: HelioxDatabase,
-    slack: SlackWebhook,
+    slack: SlackRoutes,
 ) -> None:
-    """Detect, then deliver each alert once; what happened becomes the op's metadata."""
+    """Detect, drop what is muted, then deliver each alert once to its destination; what
+    happened becomes the op's metadata."""
     settings = heliox_settings.get()
+    off = switched_off(kind.name, settings)
+    if off is not None:
+        context.log.info(f"{off} Nothing sent.")
+        context.add_output_metadata({"delivery": "disabled"})
+        return
     engine = heliox_db.get_engine()
     now = clock.utc_now()
     config = kind.parse_config(context.op_config or {})
@@ -130,22 +157,43 @@ def send_alerts(
         detection = kind.detect(run)
     except NotMaterializedError as exc:
         raise Failure(f"Cannot alert: {exc}", allow_retries=False) from None
-    if not detection.alerts:
-        context.log.info(detection.note)
-        context.add_output_metadata({"delivery": detection.status, **detection.metadata})
-        return
+    detection, muted = hold_back(detection, active_mutes(engine, now, kind.name))
     metadata: dict[str, object] = dict(detection.metadata)
+    if muted:
+        record_muted(engine, kind.name, muted, now)
+        # A muted alert is not redelivered either.
+        ledger.expire(engine, [key for key, _ in muted], now)
+        context.log.info(
+            f"Muted, not sent: {'; '.join(f'{k} ({m.describe(settings.timezone)})' for k, m in muted)}"
+        )
+        metadata["muted"] = MetadataValue.json(muted_summary(muted, settings.timezone))
+    if not detection.alerts:
+        note = f"All {len(muted)} alert key(s) muted." if muted else detection.note
+        context.log.info(note)
+        context.add_output_metadata({"delivery": "muted" if muted else detection.status, **metadata})
+        return
+    slack_failures: list[tuple[AlertNotDelivered, str]] = []
+    ledger_failures: list[Failure] = []
     for alert in detection.alerts:
+        webhook = webhook_for(slack, kind, alert.team, settings)
         try:
             delivery = deliver_alert(
-                kind, engine, slack, alert, now=now, timezone=settings.timezone, run_id=context.run_id
+                kind, engine, webhook, alert, now=now, timezone=settings.timezone, run_id=context.run_id
             )
         except AlertNotDelivered as exc:
-            raise _slack_failure(exc, kind) from None
+            slack_failures.append((exc, webhook.variable))
+            continue
         except LedgerIncomplete as exc:
-            raise _ledger_failure(exc, alert.names) from None
+            ledger_failures.append(_ledger_failure(exc, alert.names))
+            delivery = exc.delivery
         _log_delivery(context, delivery)
-        metadata.update(delivery_metadata(delivery, alert))
+        if alert.on_delivered is not None and delivery.result is not None:
+            alert.on_delivered(delivery)
+        metadata.update(_prefixed(delivery_metadata(delivery, alert), alert.team))
+    if ledger_failures:
+        raise ledger_failures[0]
+    if slack_failures:
+        raise _slack_failure(slack_failures, kind)
     context.add_output_metadata(metadata)
 
 
@@ -162,7 +210,7 @@ def alert_op(kind: AlertKind) -> OpDefinition:
         context: OpExecutionContext,
         heliox_settings: HelioxSettings,
         heliox_db: HelioxDatabase,
-        slack: SlackWebhook,
+        slack: SlackRoutes,
     ) -> None:
         send_alerts(context, kind, heliox_settings, heliox_db, slack)
 

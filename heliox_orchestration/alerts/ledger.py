@@ -174,18 +174,23 @@ def record(
         )
 
 
-def recently_sent(engine: Engine, key_prefixes: Iterable[str], since: dt.datetime) -> set[str]:
-    """Which of ``key_prefixes`` have a key sent at or after ``since``: the prefix plus one last
-    field (so ``idle-spend:gpu:`` does not match the keys of a resource named ``gpu:2026-W02``)."""
+def recently_sent(
+    engine: Engine, key_prefixes: Iterable[str], since: dt.datetime, *, previewed: bool = False
+) -> set[str]:
+    """Which of ``key_prefixes`` have a key sent (or, with ``previewed``, previewed) at or after
+    ``since``: the prefix plus one last field (so ``idle-spend:gpu:`` does not match the keys
+    of a resource named ``gpu:2026-W02``)."""
     prefixes = list(key_prefixes)
     if not prefixes:
         return set()
     c = alert_ledger.c
+    delivered = and_(c.status == SENT, c.sent_at >= since)
+    if previewed:
+        delivered = or_(delivered, and_(c.status == PREVIEWED, c.updated_at >= since))
     with engine.connect() as conn:
         keys = conn.execute(
             select(c.alert_key).where(
-                c.status == SENT,
-                c.sent_at >= since,
+                delivered,
                 or_(*(c.alert_key.startswith(p, autoescape=True) for p in prefixes)),
             )
         ).scalars()

@@ -190,25 +190,32 @@ def _dashboard(dashboard_url: str | None, text: str = REVIEW_DASHBOARD) -> str:
     return link(dashboard_url, text) if dashboard_url else text
 
 
-def burn_rate_message(status: BurnRateStatus, *, dashboard_url: str | None = None) -> SlackMessage:
-    """The 🔥 High Burn Rate Alert; below the threshold (e.g. in a preview) it says so instead."""
+def burn_rate_message(
+    status: BurnRateStatus, *, dashboard_url: str | None = None, team: str | None = None
+) -> SlackMessage:
+    """The 🔥 High Burn Rate Alert (of the fleet, or of ``team``'s spend against its own
+    threshold); below the threshold (e.g. in a preview) it says so instead."""
     day = status.day.isoformat()
     cost = format_usd(status.cost_usd) + (" so far" if status.is_today else "")
     if not status.has_data:
         cost += " (no usage data)"
     threshold = format_usd(status.threshold_usd)
+    whose = f"Team {label(team)}'s daily GPU spending" if team else "Daily GPU spending"
+    spend = f"team {label(team)}'s GPU spend" if team else "GPU spend"
     lines = [f"Date: {day}", f"Daily Cost: {cost}", f"Threshold: {threshold}"]
+    if team:
+        lines.insert(0, f"Team: {label(team)}")
     if status.is_over:
-        title, intro = "🔥 High Burn Rate Alert", "Daily GPU spending has exceeded the threshold!"
+        title, intro = "🔥 High Burn Rate Alert", f"{whose} has exceeded the threshold!"
         lines.append(f"Over by: {format_usd(status.over_by_usd)} ({percent(status.over_pct)})")
         fallback = (
-            f"{title}: GPU spend on {day} is {cost}, over the {threshold} threshold by "
+            f"{title}: {spend} on {day} is {cost}, over the {threshold} threshold by "
             f"{format_usd(status.over_by_usd)} ({percent(status.over_pct)})"
         )
     else:
-        title, intro = "✅ GPU Spend Within Threshold", "Daily GPU spending is within the threshold."
+        title, intro = "✅ GPU Spend Within Threshold", f"{whose} is within the threshold."
         lines.append(f"Under by: {format_usd(-status.over_by_usd)} ({percent(-status.over_pct)})")
-        fallback = f"{title}: GPU spend on {day} is {cost}, within the {threshold} threshold"
+        fallback = f"{title}: {spend} on {day} is {cost}, within the {threshold} threshold"
     if status.is_today and status.projected_cost_usd is not None:
         lines.append(f"Projected End of Day: {format_usd(status.projected_cost_usd)}{_hourly_rate(status)}")
 
@@ -246,8 +253,11 @@ def _finding(rank: int, finding: IdleFinding) -> str:
     )
 
 
-def idle_spend_message(report: IdleSpendReport, *, dashboard_url: str | None = None) -> SlackMessage:
-    """The ⚠️ Idle GPU Spend alert: totals, then the top 3 findings in the report's ranking."""
+def idle_spend_message(
+    report: IdleSpendReport, *, dashboard_url: str | None = None, team: str | None = None
+) -> SlackMessage:
+    """The ⚠️ Idle GPU Spend alert: totals, then the top 3 findings in the report's ranking
+    (of ``team``'s GPUs only, in the team's channel)."""
     findings = report.findings
     total = f"{format_usd(report.total_monthly_savings_usd)}/month"
     not_judged: list[Block] = [context(_withheld(report.withheld))] if report.withheld else []
@@ -259,6 +269,8 @@ def idle_spend_message(report: IdleSpendReport, *, dashboard_url: str | None = N
     title = "⚠️ Idle GPU Spend Detected"
     high_only = {f.severity for f in findings} == {"high"}
     intro = f"{'High-severity idle' if high_only else 'Idle'} spend recommendations found!"
+    if team:
+        intro = f"{intro[:-1]} for team {label(team)}'s GPUs!"
     blocks = [
         header(title),
         section(intro),
@@ -271,7 +283,8 @@ def idle_spend_message(report: IdleSpendReport, *, dashboard_url: str | None = N
     if dashboard_url:
         review = "Review all recommendations in your Heliox dashboard"
         blocks.append(context(_dashboard(dashboard_url, review)))
-    fallback = f"{title}: {plural(len(findings), 'issue')}, {total} potential savings"
+    whose = f" (team {label(team)})" if team else ""
+    fallback = f"{title}{whose}: {plural(len(findings), 'issue')}, {total} potential savings"
     return SlackMessage.build(fallback, blocks)
 
 
@@ -288,6 +301,7 @@ def daily_summary_message(summary: CostSummary, *, dashboard_url: str | None = N
             f"*Last 7 Days:*\n{format_usd(summary.last_7_days_cost_usd)}",
             f"*Last 30 Days:*\n{format_usd(summary.last_30_days_cost_usd)}",
             f"*Potential Savings:*\n{savings}",
+            *_realized(summary),
         ),
     ]
     if summary.gap_days:
@@ -312,6 +326,12 @@ def daily_summary_message(summary: CostSummary, *, dashboard_url: str | None = N
         f"last 30 days {format_usd(summary.last_30_days_cost_usd)}, potential savings {savings}"
     )
     return SlackMessage.build(fallback, blocks)
+
+
+def _realized(summary: CostSummary) -> list[str]:
+    if summary.savings_realized_month_usd is None:
+        return []
+    return [f"*Savings Realized This Month:*\n{format_usd(summary.savings_realized_month_usd)}"]
 
 
 def _withheld(withheld: Sequence[WithheldResource]) -> str:

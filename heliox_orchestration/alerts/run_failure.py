@@ -37,7 +37,8 @@ from heliox_orchestration.alerts.kinds import (
     register,
 )
 from heliox_orchestration.alerts.messages import SlackMessage, run_failure_message
-from heliox_orchestration.resources.slack import SlackWebhook
+from heliox_orchestration.alerts.mutes import active_mutes, hold_back, record_muted, skip_reason, switched_off
+from heliox_orchestration.resources.slack import SlackRoutes
 from heliox_orchestration.secrets import redact_webhook_url
 from heliox_orchestration.settings import Settings
 
@@ -156,17 +157,28 @@ def run_failure_key(run_id: str) -> str:
 
 def notify_run_failure(
     engine: Engine,
-    slack: SlackWebhook,
+    slack: SlackRoutes,
     instance: DagsterInstance,
     failed_run_id: str,
     settings: Settings,
     now: dt.datetime,
 ) -> Delivery | str:
-    """Send the notice of a failed run once (the run-failure sensor); the reason as text when it
-    gets none. Raises ``AlertNotDelivered`` when Slack does not take it (the ledger has it as
-    failed, and the redelivery sensor resends it through ``run_failure_notice_job``)."""
+    """Send the notice of a failed run once (the run-failure sensor) to the run-failure webhook;
+    the reason as text when it gets none (switched off, muted, or the rule above). Raises
+    ``AlertNotDelivered`` when Slack does not take it (the ledger has it as failed, and the
+    redelivery sensor resends it through ``run_failure_notice_job``)."""
+    off = switched_off(RUN_FAILURE.name, settings)
+    if off is not None:
+        return off
+    webhook = slack.route(RUN_FAILURE.webhook_variables())
     config = RunFailureNoticeConfig(run_id=failed_run_id)
-    detection = detect_run_failure(AlertRun(engine, settings, now, config, instance, slack.resolved_url()))
+    detection = detect_run_failure(AlertRun(engine, settings, now, config, instance, webhook.resolved_url()))
     if not detection.alerts:
         return detection.note
-    return deliver_alert(RUN_FAILURE, engine, slack, detection.alerts[0], now=now, timezone=settings.timezone)
+    detection, muted = hold_back(detection, active_mutes(engine, now, RUN_FAILURE.name))
+    if muted:
+        record_muted(engine, RUN_FAILURE.name, muted, now)
+        return skip_reason(muted[0][1], settings.timezone)
+    return deliver_alert(
+        RUN_FAILURE, engine, webhook, detection.alerts[0], now=now, timezone=settings.timezone
+    )

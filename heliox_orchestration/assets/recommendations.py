@@ -29,6 +29,7 @@ from heliox_orchestration.detections.idle import (
     compute_idle_evaluation,
     write_idle_evaluation,
 )
+from heliox_orchestration.detections.resolution import track_episodes
 from heliox_orchestration.ingest.pending import release_due_usage
 from heliox_orchestration.money import format_usd
 from heliox_orchestration.resources.database import HelioxDatabase
@@ -180,12 +181,23 @@ def idle_gpu_recommendations(
     heliox_settings: HelioxSettings,
 ) -> MaterializeResult:
     engine = heliox_db.get_engine()
+    settings = heliox_settings.get()
     release_due_usage(engine, clock.utc_now())  # imported hours that have started since
-    evaluation = compute_idle_evaluation(engine, heliox_settings.get(), config.as_of_instant())
+    evaluation = compute_idle_evaluation(engine, settings, config.as_of_instant())
     written = write_idle_evaluation(engine, evaluation)
     context.log.info(
         f"idle_gpu_recommendations: {written} findings as of {evaluation.as_of:%Y-%m-%d %H:%M} UTC"
     )
     if evaluation.withheld:
         context.log.warning(f"{len(evaluation.withheld)} GPUs not judged: their usage rows fail checks")
-    return MaterializeResult(metadata=idle_metadata(evaluation), check_results=[withheld_result(evaluation)])
+    # Alerted idle GPUs that stopped costing money idle (detections/resolution.py).
+    changes = track_episodes(engine, evaluation, settings)
+    for episode in changes.resolved:
+        context.log.info(f"Resolved idle GPU {episode.resource_id!r}: {episode.resolution_detail}")
+    metadata = {
+        **idle_metadata(evaluation),
+        "alerted_gpus_still_idle": changes.still_idle,
+        "alerted_gpus_resolved": len(changes.resolved),
+        "resolved_gpus_idle_again": changes.reopened,
+    }
+    return MaterializeResult(metadata=metadata, check_results=[withheld_result(evaluation)])

@@ -15,7 +15,10 @@ import click
 from dagster import DagsterInstance
 
 from heliox_orchestration.alerts.catalog import kinds_with, preview_message
+from heliox_orchestration.alerts.kinds import AlertKeyError, kind_of
 from heliox_orchestration.alerts.ledger import list_entries, shown_status
+from heliox_orchestration.alerts.mutes import muted_entries
+from heliox_orchestration.alerts.routes import UnknownDestination, team_of_key
 from heliox_orchestration.automation.manual import RUN_KINDS, heliox_location, run_check
 from heliox_orchestration.cli.common import (
     SLACK_LOGGER,
@@ -30,13 +33,13 @@ from heliox_orchestration.db.engine import (
 )
 from heliox_orchestration.environment import load_environment
 from heliox_orchestration.resources.slack import (
-    WEBHOOK_URL_VAR,
     SlackConfigError,
+    validate_webhook_url,
     webhook_fingerprint,
-    webhook_url_from_env,
 )
 from heliox_orchestration.settings import (
     DATABASE_URL_VAR,
+    Settings,
     load_settings,
 )
 
@@ -133,7 +136,8 @@ def run_command(kind: str) -> None:
 )
 @friendly_errors
 def alerts_command(since: dt.datetime | None, limit: int, database_url: str | None) -> None:
-    """List the alert ledger, newest first: what was sent, previewed, failed or refused, and why."""
+    """List the alert ledger, newest first: what was sent, previewed, failed, refused or muted,
+    and why."""
 
     settings = load_settings()
     url = resolve_database_url(database_url, settings)[0]
@@ -143,26 +147,42 @@ def alerts_command(since: dt.datetime | None, limit: int, database_url: str | No
         return
     engine = open_database(database_url, settings, read_only=True)
     start = dt.datetime.combine(since.date(), dt.time(), settings.tz) if since else None
-    entries = list_entries(engine, since=start, limit=limit)
+    entries = [(e["created_at"], e) for e in list_entries(engine, since=start, limit=limit)]
+    entries += [(m["muted_at"], m) for m in muted_entries(engine, since=start, limit=limit)]
+    entries = sorted(entries, key=lambda pair: pair[0], reverse=True)[:limit]
     if not entries:
         click.echo("No alerts in the ledger" + (f" since {since:%Y-%m-%d}." if since else "."))
         return
-    try:
-        current = webhook_fingerprint(webhook_url_from_env())
-    except SlackConfigError:
-        current = None
     click.echo(f"{'created (' + settings.timezone + ')':<26} {'status':<10} {'tries':>5} {'http':>4}  key")
-    for e in entries:
-        created = e["created_at"].astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+    for at, e in entries:
+        created = at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+        if "mute" in e:
+            click.echo(f"{created:<26} {'muted':<10} {'':>5} {'':>4}  {e['alert_key']}")
+            click.echo(f"{'':<26} {e['mute'].describe(settings.timezone)}")
+            continue
         http = e["http_status"] or ""
         status = shown_status(e)
         click.echo(f"{created:<26} {status:<10} {e['attempts']:>5} {http:>4}  {e['alert_key']}")
         if e["last_error"]:
             click.echo(f"{'':<26} last error: {e['last_error']}")
         if status == "refused":
-            then = (
-                f"not retried while {WEBHOOK_URL_VAR} is this webhook: fix it as the error says"
-                if e["refused_webhook"] == current
-                else f"{WEBHOOK_URL_VAR} has changed since: redelivered while still relevant"
-            )
-            click.echo(f"{'':<26} refused: {then}")
+            click.echo(f"{'':<26} refused: {_refused_then(e['alert_key'], e['refused_webhook'], settings)}")
+
+
+def _refused_then(key: str, refused_webhook: str | None, settings: Settings) -> str:
+    """Whether the webhook its destination reads now is the one that refused it."""
+    try:
+        kind = kind_of(key)
+        team = team_of_key(key, settings)
+    except (AlertKeyError, UnknownDestination):
+        return "its destination is no longer configured: it is not redelivered"
+    route = settings.team_route(team)
+    variables = [route.webhook_env] if route is not None else list(kind.webhook_variables())
+    variable = next((v for v in variables if os.environ.get(v, "").strip()), variables[-1])
+    try:
+        current = webhook_fingerprint(validate_webhook_url(os.environ.get(variable), variable=variable))
+    except SlackConfigError:
+        current = None
+    if refused_webhook == current:
+        return f"not retried while {variable} is this webhook: fix it as the error says"
+    return f"{variable} has changed since: redelivered while still relevant"

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Engine
 
+from heliox_orchestration.alerts.mutes import MuteError
 from heliox_orchestration.db.engine import (
     DatabaseConfigError,
     embedded_database_url,
@@ -42,7 +43,7 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SettingsError, DatabaseConfigError, ImportInputError) as exc:
+        except (SettingsError, DatabaseConfigError, ImportInputError, MuteError) as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
 

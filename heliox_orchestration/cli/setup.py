@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from heliox_orchestration.alerts.catalog import all_kinds
 from heliox_orchestration.alerts.messages import connection_test_message
 from heliox_orchestration.cli.common import (
     cli,
@@ -21,7 +22,7 @@ from heliox_orchestration.db.engine import (
     table_row_counts,
 )
 from heliox_orchestration.db.schema import metadata
-from heliox_orchestration.environment import check_environment
+from heliox_orchestration.environment import EnvironmentCheck, check_environment
 from heliox_orchestration.resources.slack import (
     PREVIEW_LINE,
     WEBHOOK_URL_VAR,
@@ -51,9 +52,11 @@ def doctor() -> None:
         click.echo(enabled_line(check.webhook_url))
     elif not check.production and not os.environ.get(WEBHOOK_URL_VAR, "").strip():
         click.echo(PREVIEW_LINE)
+    _doctor_destinations(check)
     click.echo("\nConfiguration:")
+    webhooks = {d.variable for d in check.destinations} | {k.webhook_variable for k in all_kinds()}
     for name, default, _ in ENVIRONMENT_VARIABLES:
-        if name in (WEBHOOK_URL_VAR, DATABASE_URL_VAR):
+        if name in (WEBHOOK_URL_VAR, DATABASE_URL_VAR) or name in webhooks:
             continue
         value = os.environ.get(name)
         if value and name in MASKED_VARIABLES:
@@ -84,6 +87,17 @@ def doctor() -> None:
                 err=True,
             )
         sys.exit(2)
+
+
+def _doctor_destinations(check: EnvironmentCheck) -> None:
+    """Where each kind's alerts and each routed team's go, every webhook masked."""
+    click.echo("\nSlack destinations (webhooks masked):")
+    width = max((len(d.label) for d in check.destinations), default=10) + 2
+    for d in check.destinations:
+        where = mask_webhook_url(d.webhook_url) if d.webhook_url else "(not set: preview mode)"
+        if not d.webhook_url and os.environ.get(d.variable, "").strip():
+            where = "(invalid: see the error below)"
+        click.echo(f"  {d.label:<{width}}{d.variable:<34} {where}")
 
 
 def _doctor_database(settings: Settings) -> None:

@@ -19,7 +19,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -43,6 +43,7 @@ __all__ = [
     "SlackConfigError",
     "SlackDeliveryError",
     "SlackPostable",
+    "SlackRoutes",
     "SlackSendResult",
     "SlackWebhook",
     "enabled_line",
@@ -159,6 +160,9 @@ class SlackWebhook(ConfigurableResource):
     webhook_url: str | None = Field(
         default=None, description="Incoming Webhook URL (a secret: use EnvVar). Unset: preview mode."
     )
+    variable: str = Field(
+        default=WEBHOOK_URL_VAR, description="The environment variable the URL comes from (in messages)."
+    )
     timeout_seconds: int = Field(default=10, ge=1, description="Timeout of each HTTP request.")
     max_retries: int = Field(default=3, ge=0, le=10, description="Retries after the first attempt.")
     backoff_seconds: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
@@ -171,7 +175,7 @@ class SlackWebhook(ConfigurableResource):
 
     def resolved_url(self) -> str | None:
         """The validated webhook URL, or None in preview mode. Raises ``SlackConfigError``."""
-        return validate_webhook_url(self.webhook_url)
+        return validate_webhook_url(self.webhook_url, variable=self.variable)
 
     @property
     def masked_url(self) -> str:
@@ -194,7 +198,7 @@ class SlackWebhook(ConfigurableResource):
         log = get_dagster_logger("slack")
         if url is None:
             text = message.to_plain_text()
-            log.info(f"Slack preview mode ({WEBHOOK_URL_VAR} is not set); not sent:\n{text}")
+            log.info(f"Slack preview mode ({self.variable} is not set); not sent:\n{text}")
             return SlackSendResult(
                 status="previewed",
                 attempts=0,
@@ -210,5 +214,43 @@ class SlackWebhook(ConfigurableResource):
             backoff_seconds=self.backoff_seconds,
             max_retry_after_seconds=self.max_retry_after_seconds,
             min_interval_seconds=self.min_interval_seconds,
+            variable=self.variable,
         )
         return post(policy, url, payload, digest, log, on_retry)
+
+
+class SlackRoutes(SlackWebhook):
+    """``SLACK_WEBHOOK_URL`` (``webhook_url``) plus the other webhooks alerts are routed to: each
+    alert kind's ``SLACK_WEBHOOK_URL_<KIND>`` and each team's variable of the routing file.
+
+    ``webhooks`` maps a variable's *name* to ``EnvVar(name)`` (only for variables that are set),
+    so no URL enters run config or Dagster's storage; the delivery settings are shared."""
+
+    webhooks: dict[str, str] = Field(
+        default_factory=dict, description="Variable name -> its webhook URL (secrets: use EnvVar)."
+    )
+
+    def route(self, variables: Sequence[str], *, fallback: bool = True) -> SlackWebhook:
+        """The webhook of the first of ``variables`` that is set; else ``SLACK_WEBHOOK_URL`` (or
+        preview mode), or with ``fallback=False`` the first variable's, unset (preview mode). A
+        ``SLACK_WEBHOOK_URL`` in ``variables`` stands for ``webhook_url``."""
+        for variable in variables:
+            if variable == WEBHOOK_URL_VAR:
+                break
+            url = self.webhooks.get(variable)
+            if url is not None and str(url).strip():
+                return self._with(url, variable)
+        if not fallback and variables:
+            return self._with(None, variables[0])
+        return self._with(self.webhook_url, WEBHOOK_URL_VAR)
+
+    def _with(self, url: str | None, variable: str) -> SlackWebhook:
+        return SlackWebhook(
+            webhook_url=url,
+            variable=variable,
+            timeout_seconds=self.timeout_seconds,
+            max_retries=self.max_retries,
+            backoff_seconds=self.backoff_seconds,
+            max_retry_after_seconds=self.max_retry_after_seconds,
+            min_interval_seconds=self.min_interval_seconds,
+        )

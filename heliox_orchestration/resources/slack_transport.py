@@ -237,7 +237,8 @@ def post(
         )
     wait = retry_after_seconds(response.headers or {}) if status == 429 else None
     too_long = wait is not None and wait > policy.max_retry_after_seconds
-    raise _refusal(masked, status, _slack_error_code(body, url), tries, digest, too_long)
+    refusal = _refusal(masked, status, _slack_error_code(body, url), tries, digest, too_long, policy.variable)
+    raise refusal
 
 
 def _times(attempts: int) -> str:
@@ -245,7 +246,13 @@ def _times(attempts: int) -> str:
 
 
 def _refusal(
-    masked: str, status: int, code: str, attempts: int, digest: str, wait_too_long: bool
+    masked: str,
+    status: int,
+    code: str,
+    attempts: int,
+    digest: str,
+    wait_too_long: bool,
+    variable: str = WEBHOOK_URL_VAR,
 ) -> SlackDeliveryError:
     # Slack's error strings for a refusal are permanent whatever the HTTP status they came with.
     retryable = (status == 429 or status >= 500) and code not in SLACK_ERROR_HELP
@@ -259,6 +266,8 @@ def _refusal(
         why = "unexpected answer: a Slack webhook answers 'ok'; check that the URL is a Slack webhook"
     else:
         why = f"check {WEBHOOK_URL_VAR}; Slack's error string says what it refused"
+    if variable != WEBHOOK_URL_VAR:
+        why = why.replace(WEBHOOK_URL_VAR, variable)
     return SlackDeliveryError(
         f"Slack refused the message to {masked} (HTTP {status} {code}): {why}",
         attempts=attempts,

@@ -113,6 +113,7 @@ class DeliveryPolicy:
     backoff_seconds: float
     max_retry_after_seconds: float
     min_interval_seconds: float
+    variable: str = WEBHOOK_URL_VAR  # where the URL comes from: what a refusal tells to fix
 
 
 def retry_after_seconds(headers: Mapping[str, Any], now: dt.datetime | None = None) -> float | None:
