@@ -1,7 +1,8 @@
 """Everything the code location validates when it loads, in one place: the settings, the
-Slack webhook URL, the Heliox database URL and, with ``HELIOX_ENV=production``, that both URLs
-are set. ``heliox doctor`` runs exactly this, so it can never call a configuration healthy that
-stops the definitions from loading."""
+Slack webhook URL, the Heliox database URL, with ``PROMETHEUS_URL`` the Prometheus credentials
+and the DCGM label mapping, and, with ``HELIOX_ENV=production``, that both URLs are set.
+``heliox doctor`` runs exactly this, so it can never call a configuration healthy that stops the
+definitions from loading."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from heliox_orchestration.ingest.dcgm_mapping import MappingError, load_mapping
+from heliox_orchestration.ingest.prometheus import (
+    BEARER_TOKEN_VAR,
+    PASSWORD_VAR,
+    USERNAME_VAR,
+    PrometheusConfigError,
+    validate_credentials,
+)
 from heliox_orchestration.resources.slack import WEBHOOK_URL_VAR, validate_webhook_url
 from heliox_orchestration.settings import DATABASE_URL_VAR, Settings, SettingsError, load_settings
 
@@ -87,6 +96,23 @@ def database_url_problem(url: str, variable: str = DATABASE_URL_VAR) -> str | No
     return None
 
 
+def prometheus_problems(env: Mapping[str, str], settings: Settings) -> list[str]:
+    """With ``PROMETHEUS_URL`` set: credentials given by halves or twice, or a label mapping file
+    that cannot be used (the utilization pulls would fail on every run)."""
+    if settings.prometheus_url is None:
+        return []
+    problems = []
+    try:
+        validate_credentials(env.get(BEARER_TOKEN_VAR), env.get(USERNAME_VAR), env.get(PASSWORD_VAR))
+    except PrometheusConfigError as exc:
+        problems.append(str(exc))
+    try:
+        load_mapping(settings.dcgm_mapping_path)
+    except MappingError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 def check_environment(env: Mapping[str, str] | None = None) -> EnvironmentCheck:
     """Validate every load-time setting and collect each problem as one line."""
     env = os.environ if env is None else env
@@ -101,6 +127,8 @@ def check_environment(env: Mapping[str, str] | None = None) -> EnvironmentCheck:
         settings = load_settings(env)
     except SettingsError as exc:
         problems.append(str(exc))
+    if settings is not None:
+        problems += prometheus_problems(env, settings)
     missing_webhook, missing_database = _production_problems(env) if production else (None, None)
     try:
         webhook = validate_webhook_url(env.get(WEBHOOK_URL_VAR))

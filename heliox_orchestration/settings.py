@@ -51,6 +51,7 @@ class Settings:
     webserver_url: str | None = None
     prometheus_url: str | None = None
     dcgm_mapping_path: Path | None = None
+    focus_dir: Path | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -110,6 +111,7 @@ SETTING_VARIABLES: dict[str, str] = {
     "webserver_url": "DAGSTER_WEBSERVER_URL",
     "prometheus_url": "PROMETHEUS_URL",
     "dcgm_mapping_path": "HELIOX_DCGM_MAPPING",
+    "focus_dir": "HELIOX_FOCUS_DIR",
 }
 
 
@@ -148,6 +150,11 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("PROMETHEUS_USERNAME", "(unset)", "Basic-auth user for Prometheus (with the password)."),
     ("PROMETHEUS_PASSWORD", "(unset)", "Basic-auth password for Prometheus. Secret."),
     ("HELIOX_DCGM_MAPPING", "(unset: defaults)", "YAML file mapping DCGM labels to resources, teams."),
+    (
+        "HELIOX_FOCUS_DIR",
+        "(unset: no landing folder)",
+        "Folder watched for FOCUS exports (CSV, CSV.gz, Parquet) to import.",
+    ),
 )
 
 
@@ -230,6 +237,20 @@ def _prometheus_url(env: Mapping[str, str]) -> str | None:
     return url
 
 
+def _folder(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise SettingsError(
+            f"{name}={raw} {what}; create the folder (or mount it into every Heliox container), "
+            f"or unset {name}."
+        )
+    return path
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every non-secret setting; raise SettingsError naming the variable."""
     env = os.environ if env is None else env
@@ -301,4 +322,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webserver_url=_url(env, "DAGSTER_WEBSERVER_URL"),
         prometheus_url=_prometheus_url(env),
         dcgm_mapping_path=Path(mapping) if (mapping := env.get("HELIOX_DCGM_MAPPING", "").strip()) else None,
+        focus_dir=_folder(env, "HELIOX_FOCUS_DIR"),
     )
