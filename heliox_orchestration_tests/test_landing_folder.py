@@ -20,6 +20,7 @@ from dagster import AssetKey, DagsterEventType, ExecuteInProcessResult, SensorRe
 from sqlalchemy import Engine, func, select
 
 from heliox_orchestration.db.schema import gpu_usage_hourly
+from heliox_orchestration.automation.manual import error_line
 from heliox_orchestration.definitions import build_defs
 from heliox_orchestration.ingest.landing import (
     SETTLE_SECONDS,
@@ -261,7 +262,7 @@ def test_a_bad_file_fails_its_run_with_file_line_and_column_and_writes_nothing(
     (failure,) = bad_run.get_step_failure_events()
     error = failure.step_failure_data.error
     assert error is not None and error.cls_name == "Failure"
-    assert error.message.strip().endswith(
+    assert error_line(error) == (
         f"{(landing / 'bad.csv').resolve()}, line 5, column EffectiveCost: '12,50' is not a number"
     ), error.message
     assert usage_rows(heliox.engine) == before

@@ -53,7 +53,10 @@ from heliox_orchestration.resources.settings import HelioxSettings
 FOCUS_IMPORT_JOB = "focus_import_job"
 IMPORT_OP = "import_focus_export"
 USAGE_IMPORT_TAG = "heliox/usage_import"
-IMPORT_TAGS = {USAGE_IMPORT_TAG: "focus"}
+# Run monitoring fails an import still going after this (docs/operations.md, "Run limits"): the
+# longest bound of a Heliox job, since an import's time grows with its file.
+IMPORT_MAX_RUNTIME_SECONDS = 1800
+IMPORT_TAGS = {USAGE_IMPORT_TAG: "focus", "dagster/max_runtime": str(IMPORT_MAX_RUNTIME_SECONDS)}
 LOG_PROGRESS_BYTES = 8 * 1024 * 1024
 HOUR = dt.timedelta(hours=1)
 
