@@ -16,7 +16,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from dagster import BetaWarning, Definitions
+from dagster import BetaWarning, Definitions, in_process_executor
 
 from heliox_orchestration.alerts.jobs import alert_jobs
 from heliox_orchestration.assets import OUTPUT_CHECKS, REFRESH_JOBS, cost_assets
@@ -66,6 +66,11 @@ def build_defs(settings: Settings) -> Definitions:
         schedules=schedules,
         sensors=sensors,
         resources=heliox_resources(settings),
+        # Every run executes its steps in its run worker. Dagster's default starts one more
+        # process per step, each importing Heliox again (about 3 CPU-seconds): on 2 cores that
+        # tripled a refresh run and put the import -> Slack path past 90 s. No Heliox job has
+        # steps that could run in parallel to any benefit.
+        executor=in_process_executor,
     )
 
 

@@ -19,8 +19,8 @@ import pytest
 from dagster import AssetKey, DagsterEventType, ExecuteInProcessResult, SensorResult
 from sqlalchemy import Engine, func, select
 
-from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration.automation.manual import error_line
+from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration.definitions import build_defs
 from heliox_orchestration.ingest.landing import (
     SETTLE_SECONDS,

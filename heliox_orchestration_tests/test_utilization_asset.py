@@ -20,8 +20,8 @@ from dagster import (
 from sqlalchemy import Engine, func, select
 
 from heliox_orchestration.assets.sources import DEMO_FLEET_KEY, FOCUS_EXPORTS_KEY, UTILIZATION_KEY
-from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_utilization_hourly
 from heliox_orchestration.automation.manual import error_line
+from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_utilization_hourly
 from heliox_orchestration.definitions import build_defs
 from heliox_orchestration.environment import check_environment
 from heliox_orchestration.settings import Settings
@@ -90,7 +90,9 @@ def test_a_backfill_day_pulls_its_hours_fills_the_cost_rows_and_reports_the_join
     )
     assert run.success
     stored = stored_hours(heliox.engine)
-    assert len(stored) == 6 * 24 and {h for _, h in stored} == {day + dt.timedelta(hours=h) for h in range(24)}
+    assert len(stored) == 6 * 24 and {h for _, h in stored} == {
+        day + dt.timedelta(hours=h) for h in range(24)
+    }
 
     by_key = {e.asset_key: e for e in run.get_asset_materialization_events()}
     meta = {k: getattr(v, "value", v) for k, v in by_key[UTILIZATION_KEY].materialization.metadata.items()}
@@ -114,7 +116,10 @@ def test_a_backfill_day_pulls_its_hours_fills_the_cost_rows_and_reports_the_join
     assert set(filled) == {BUSY_HOST, IDLE_HOST} and filled[IDLE_HOST] < 5 < filled[BUSY_HOST]
 
     # The cost rows changed: gpu_usage_hourly reports it, and their local day is refreshed.
-    usage = {k: getattr(v, "value", v) for k, v in by_key[AssetKey("gpu_usage_hourly")].materialization.metadata.items()}
+    usage = {
+        k: getattr(v, "value", v)
+        for k, v in by_key[AssetKey("gpu_usage_hourly")].materialization.metadata.items()
+    }
     assert (usage["first_hour"], usage["last_hour"]) == (day.isoformat(), at(4, 23).isoformat())
     refreshes = requests_of(heliox.tick("new_usage_sensor"))
     assert [r.tags.get(RANGE_START) for r in refreshes] == ["2026-10-03"]  # local days in Los Angeles
@@ -157,7 +162,9 @@ def test_prometheus_unreachable_fails_the_run_in_one_line_without_secrets(
     assert PASSWORD not in stored and PASSWORD not in str(run.dagster_run.run_config)
 
 
-def test_without_prometheus_url_neither_the_asset_nor_its_schedule_exists(tmp_path: Path, mapping: Path) -> None:
+def test_without_prometheus_url_neither_the_asset_nor_its_schedule_exists(
+    tmp_path: Path, mapping: Path
+) -> None:
     plain = build_defs(Settings())
     assert UTILIZATION_KEY not in set(plain.resolve_all_asset_keys())
     assert "gpu_utilization_pull_schedule" not in {s.name for s in plain.schedules or []}

@@ -33,7 +33,6 @@ from dagster import (
     Failure,
     MetadataValue,
     OpExecutionContext,
-    in_process_executor,
     job,
     op,
 )
@@ -180,7 +179,6 @@ def import_focus_export(
     description="Import one FOCUS export file of HELIOX_FOCUS_DIR (focus_landing_sensor launches one "
     "run per new or changed file).",
     tags=IMPORT_TAGS,
-    executor_def=in_process_executor,
 )
 def focus_import_job() -> None:
     import_focus_export()
