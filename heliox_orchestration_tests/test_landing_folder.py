@@ -267,6 +267,10 @@ def test_a_bad_file_fails_its_run_with_file_line_and_column_and_writes_nothing(
     ), error.message
     assert usage_rows(heliox.engine) == before
     assert bad_run.get_asset_materialization_events() == []
+    # The operator hears of it in Slack: the run-failure notice carries the same line.
+    heliox.run_failure_tick(bad_run.run_id)
+    (notice,) = heliox.texts()
+    assert "focus_import_job" in notice and "line 5, column EffectiveCost: '12,50' is not a number" in notice
     # The same bad file is not retried on every tick; a fixed version is imported.
     assert requests_of(heliox.tick("focus_landing_sensor", bad_tick.cursor)) == []
     rows[3]["EffectiveCost"] = "12.50"
