@@ -573,6 +573,8 @@ def test_helm_daemon_matches_the_production_instance(helm: dict[str, Any]) -> No
     queued = coordinator["config"]["queuedRunCoordinator"]
     assert queued["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
     assert queued["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert queued["dequeueUseThreads"] == instance["run_coordinator"]["config"]["dequeue_use_threads"]
+    assert queued["dequeueNumWorkers"] == instance["run_coordinator"]["config"]["dequeue_num_workers"]
     # The chart's schema wants every tick status when retention is given per status.
     assert set(helm["retention"]["sensor"]["purgeAfterDays"]) == {"skipped", "success", "failure", "started"}
     assert helm["telemetry"]["enabled"] is False
