@@ -19,11 +19,12 @@ What it does (docs/operations.md, "Run it by hand against PostgreSQL", is the sa
    twice), and the runs and backfills in Dagster's PostgreSQL storage.
 5. Real signals in, with no command: two FOCUS exports dropped into ``HELIOX_FOCUS_DIR`` (a CSV
    charging today over the threshold, and October for two GPU hosts of the test Prometheus:
-   Parquet where pyarrow is installed, else CSV.gz) and a backfill of one day of ``gpu_utilization_hourly`` from the real Prometheus
-   (``prometheus_server.py``; without it, this step runs without Prometheus, except under
-   ``CI=true``). The daemon imports each file (``focus_landing_sensor``), refreshes the days they
-   touched (``new_usage_sensor``), and the burn-rate alert for today reaches Slack at most 90 s
-   after today's import run ends; October's hosts get their utilization; past days never alert.
+   Parquet where pyarrow is installed, else CSV.gz) and a backfill of one day of
+   ``gpu_utilization_hourly`` from the real Prometheus (``prometheus_server.py``; without it,
+   this step runs without Prometheus, except under ``CI=true``). The daemon imports each file
+   (``focus_landing_sensor``), refreshes the days they touched (``new_usage_sensor``), and the
+   burn-rate alert for today reaches Slack at most 90 s after today's import run ends; October's
+   hosts get their utilization; past days never alert.
 6. Backfills the same 14 days again, SIGKILLs the daemon once the backfill's run exists and
    before the backfill is done, restarts it, and checks that the backfill completes with one run,
    every day materialized once and stored once, and nothing more in Slack.
