@@ -1,8 +1,9 @@
 """Everything the code location validates when it loads, in one place: the settings, every Slack
 webhook (``SLACK_WEBHOOK_URL``, each alert kind's ``SLACK_WEBHOOK_URL_<KIND>``, each team's
 variable of the routing file), ``ALERTS_ENABLED`` against the alert-kind registry, the Heliox
-database URL and, with ``HELIOX_ENV=production``, that both URLs are set. ``heliox doctor`` runs
-exactly this, so it can never call a configuration healthy that stops the definitions from loading."""
+database URL, with ``PROMETHEUS_URL`` the Prometheus credentials and the DCGM label mapping, and,
+with ``HELIOX_ENV=production``, that both URLs are set. ``heliox doctor`` runs exactly this, so it
+can never call a configuration healthy that stops the definitions from loading."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from heliox_orchestration.alerts.catalog import all_kinds
+from heliox_orchestration.ingest.dcgm_mapping import MappingError, load_mapping
+from heliox_orchestration.ingest.prometheus import (
+    BEARER_TOKEN_VAR,
+    PASSWORD_VAR,
+    USERNAME_VAR,
+    PrometheusConfigError,
+    validate_credentials,
+)
 from heliox_orchestration.resources.slack import WEBHOOK_URL_VAR, validate_webhook_url
 from heliox_orchestration.routing import ROUTING_FILE_VAR
 from heliox_orchestration.settings import DATABASE_URL_VAR, Settings, SettingsError, load_settings
@@ -149,6 +158,23 @@ def _destinations(
     return tuple(destinations)
 
 
+def prometheus_problems(env: Mapping[str, str], settings: Settings) -> list[str]:
+    """With ``PROMETHEUS_URL`` set: credentials given by halves or twice, or a label mapping file
+    that cannot be used (the utilization pulls would fail on every run)."""
+    if settings.prometheus_url is None:
+        return []
+    problems = []
+    try:
+        validate_credentials(env.get(BEARER_TOKEN_VAR), env.get(USERNAME_VAR), env.get(PASSWORD_VAR))
+    except PrometheusConfigError as exc:
+        problems.append(str(exc))
+    try:
+        load_mapping(settings.dcgm_mapping_path)
+    except MappingError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 def check_environment(env: Mapping[str, str] | None = None) -> EnvironmentCheck:
     """Validate every load-time setting and collect each problem as one line."""
     env = os.environ if env is None else env
@@ -163,6 +189,8 @@ def check_environment(env: Mapping[str, str] | None = None) -> EnvironmentCheck:
         settings = load_settings(env)
     except SettingsError as exc:
         problems.append(str(exc))
+    if settings is not None:
+        problems += prometheus_problems(env, settings)
     missing_webhook, missing_database = _production_problems(env) if production else (None, None)
     try:
         webhook = validate_webhook_url(env.get(WEBHOOK_URL_VAR))

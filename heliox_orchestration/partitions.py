@@ -49,3 +49,20 @@ def parse_day(value: str | None, name: str) -> dt.date | None:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise Failure(f"{name}={value!r} is not a date; use YYYY-MM-DD.", allow_retries=False) from None
+
+
+def local_days_of(first_hour: dt.datetime, last_hour: dt.datetime, timezone: str) -> tuple[dt.date, dt.date]:
+    """The local days (inclusive) of the UTC hours ``first_hour``..``last_hour`` (hour starts)."""
+    tz = ZoneInfo(timezone)
+    return first_hour.astimezone(tz).date(), last_hour.astimezone(tz).date()
+
+
+def merge_day_spans(spans: list[tuple[dt.date, dt.date]]) -> list[tuple[dt.date, dt.date]]:
+    """Overlapping or adjacent spans of days merged, in order."""
+    merged: list[tuple[dt.date, dt.date]] = []
+    for first, last in sorted(spans):
+        if merged and first <= merged[-1][1] + dt.timedelta(days=1):
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged

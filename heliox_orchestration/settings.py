@@ -58,6 +58,7 @@ class Settings:
     teams: tuple[TeamRoute, ...] = ()  # read from routing_file
     idle_resolve_busy_hours: int = 6
     idle_resolve_gone_hours: int = 24
+    focus_dir: Path | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -128,6 +129,7 @@ SETTING_VARIABLES: dict[str, str] = {
     "routing_file": ROUTING_FILE_VAR,
     "idle_resolve_busy_hours": "IDLE_RESOLVE_BUSY_HOURS",
     "idle_resolve_gone_hours": "IDLE_RESOLVE_GONE_HOURS",
+    "focus_dir": "HELIOX_FOCUS_DIR",
 }
 ALL_ALERTS, NO_ALERTS = "all", "none"
 
@@ -206,6 +208,11 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("PROMETHEUS_USERNAME", "(unset)", "Basic-auth user for Prometheus (with the password)."),
     ("PROMETHEUS_PASSWORD", "(unset)", "Basic-auth password for Prometheus. Secret."),
     ("HELIOX_DCGM_MAPPING", "(unset: defaults)", "YAML file mapping DCGM labels to resources, teams."),
+    (
+        "HELIOX_FOCUS_DIR",
+        "(unset: no landing folder)",
+        "Folder watched for FOCUS exports (CSV, CSV.gz, Parquet) to import.",
+    ),
 )
 
 
@@ -315,6 +322,20 @@ def _routing(env: Mapping[str, str]) -> tuple[Path | None, tuple[TeamRoute, ...]
         raise SettingsError(str(exc)) from None
 
 
+def _folder(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise SettingsError(
+            f"{name}={raw} {what}; create the folder (or mount it into every Heliox container), "
+            f"or unset {name}."
+        )
+    return path
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every non-secret setting; raise SettingsError naming the variable."""
     env = os.environ if env is None else env
@@ -396,4 +417,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         idle_resolve_gone_hours=_int(
             env, "IDLE_RESOLVE_GONE_HOURS", Settings.idle_resolve_gone_hours, 1, 24 * 14
         ),
+        focus_dir=_folder(env, "HELIOX_FOCUS_DIR"),
     )

@@ -44,12 +44,10 @@ POLL_SECONDS = 0.25
 FINISHED_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
 UNFINISHED_RUN = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
 
-# Runs the tests launch execute their steps in the run worker's process. Dagster's default
-# executor starts one more process per step, each importing Heliox again (about 3 CPU-seconds):
-# on a 2-CPU machine the first half of the end-to-end test alone then took over 3 minutes. The
-# launchpad and the backfill dialog take the same run config; the runs the sensors launch keep
-# the default.
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+# The run config the tests add to the runs they launch: none. The code location's executor runs
+# every run's steps in its worker process (heliox_orchestration/definitions.py), as launched from
+# the launchpad, the backfill dialog, a schedule or a sensor alike.
+IN_PROCESS: dict[str, Any] = {}
 
 T = TypeVar("T")
 

@@ -384,18 +384,21 @@ def test_every_run_has_a_runtime_bound(
     instance_bound = monitoring["max_runtime_seconds"]
     assert instance_bound == 3600
     assert monitoring["poll_interval_seconds"] == 30
-    defs = build_defs(Settings())
+    # Every optional source on: the Prometheus pull and the landing folder's imports too.
+    defs = build_defs(Settings(prometheus_url="http://prometheus:9090", focus_dir=tmp_path))
     job_bounds = {
         job.name: int(job.tags["dagster/max_runtime"])
         for job in defs.resolve_all_job_defs()
         if not job.name.startswith("__")  # Dagster's implicit asset job: the instance bound
     }
-    assert len(job_bounds) == 9, job_bounds  # 6 alert-kind jobs and 3 refreshes
+    assert len(job_bounds) == 11, job_bounds  # 6 alert-kind jobs, 3 refreshes, 2 imports
     assert {
         name: bound for name, bound in job_bounds.items() if name.endswith("_refresh_job")
     } == dict.fromkeys(
         ("gpu_costs_refresh_job", "idle_recommendations_refresh_job", "daily_summary_refresh_job"), 600
     )
+    assert job_bounds.pop("gpu_utilization_pull_job") == 900
+    assert job_bounds.pop("focus_import_job") == 1800
     assert {bound for name, bound in job_bounds.items() if not name.endswith("_refresh_job")} == {300}
     assert max(job_bounds.values()) < instance_bound
 
@@ -570,6 +573,8 @@ def test_helm_daemon_matches_the_production_instance(helm: dict[str, Any]) -> No
     queued = coordinator["config"]["queuedRunCoordinator"]
     assert queued["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
     assert queued["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert queued["dequeueUseThreads"] == instance["run_coordinator"]["config"]["dequeue_use_threads"]
+    assert queued["dequeueNumWorkers"] == instance["run_coordinator"]["config"]["dequeue_num_workers"]
     # The chart's schema wants every tick status when retention is given per status.
     assert set(helm["retention"]["sensor"]["purgeAfterDays"]) == {"skipped", "success", "failure", "started"}
     assert helm["telemetry"]["enabled"] is False

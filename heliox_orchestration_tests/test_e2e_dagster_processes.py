@@ -17,18 +17,28 @@ What it does (docs/operations.md, "Run it by hand against PostgreSQL", is the sa
 4. Checks the aggregates (each day once, totals equal to the usage), Slack (exactly one daily
    summary, no burn-rate alert although every backfilled day is over the threshold, no message
    twice), and the runs and backfills in Dagster's PostgreSQL storage.
-5. Backfills the same 14 days again, SIGKILLs the daemon once the backfill's run exists and
+5. Real signals in, with no command: two FOCUS exports dropped into ``HELIOX_FOCUS_DIR`` (a CSV
+   charging today over the threshold, and October for two GPU hosts of the test Prometheus:
+   Parquet where pyarrow is installed, else CSV.gz) and a backfill of one day of
+   ``gpu_utilization_hourly`` from the real Prometheus (``prometheus_server.py``; without it,
+   this step runs without Prometheus, except under ``CI=true``). The daemon imports each file
+   (``focus_landing_sensor``), refreshes the days they touched (``new_usage_sensor``), and the
+   burn-rate alert for today reaches Slack at most 90 s after today's import run ends; October's
+   hosts get their utilization; past days never alert.
+6. Backfills the same 14 days again, SIGKILLs the daemon once the backfill's run exists and
    before the backfill is done, restarts it, and checks that the backfill completes with one run,
    every day materialized once and stored once, and nothing more in Slack.
 
 The instance file is ``deploy/dagster.yaml`` unmodified: the intervals that set the pace (the
-daemon's 30-second sensor and backfill loops) are not instance settings. The runs the test
-launches run their steps in process (see ``IN_PROCESS``); everything else is as in production.
+daemon's sensor and backfill loops, the sensors' minimum intervals) are not instance settings.
+Everything is as in production.
 
-The schedules run by default, so an hourly burn-rate check (or the 10:00/16:00 idle check, or the
-09:00 summary) may fire while the test runs. The test is built to hold either way: no usage exists
-for today (so today is never over the threshold), and any summary the 09:00 schedule requests is
-for the same day, which the alert ledger sends only once.
+The schedules run by default, so an hourly burn-rate check (or the 10:00/16:00 idle check, the
+09:00 summary, the hourly utilization pull) may fire while the test runs. The test is built to hold
+either way: until step 5 no usage exists for today (so today is not over the threshold), today's
+alert is sent once whoever checks first (the ledger), any summary the 09:00 schedule requests is
+for the same day, which the alert ledger sends only once, and the test Prometheus holds no recent
+hours to pull.
 """
 
 from __future__ import annotations
@@ -65,10 +75,16 @@ from heliox_orchestration_tests.dagster_processes import (
     slack_texts,
     tags_of,
 )
+from heliox_orchestration_tests.e2e_ingestion import (
+    assert_telemetry_joined,
+    ingestion_env,
+    land_real_signals,
+    optional_prometheus,
+)
 from heliox_orchestration_tests.slack_server import FakeSlackWebhook
 
-# The whole test, fixtures included, stays under 5 minutes (about 2.5 on a 2-CPU machine).
-pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(300)]
+# The whole test, fixtures included, stays under 7 minutes (about 4 on a 2-CPU machine).
+pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(420)]
 
 BACKFILL_DAYS = 14
 # Every backfilled demo day costs about $2,000: over this threshold, so an alert on a past day
@@ -185,12 +201,17 @@ def stored_backfill_status(dagster_engine: Engine, backfill_id: str) -> str:
         ).scalar_one()
 
 
-def assert_slack_holds_one_summary(slack: FakeSlackWebhook, report_date: dt.date) -> None:
+def assert_slack_holds_one_summary(
+    slack: FakeSlackWebhook, report_date: dt.date, burn_rate_day: dt.date | None = None
+) -> None:
+    """One summary; a burn-rate alert for ``burn_rate_day`` only (a backfilled day never alerts)."""
     texts = slack_texts(slack)
     summaries = [t for t in texts if "Heliox Daily Summary" in t]
     assert len(summaries) == 1, texts
     assert report_date.isoformat() in summaries[0], summaries[0]
-    assert [t for t in texts if "High Burn Rate" in t] == [], texts
+    burn_rate = [t for t in texts if "High Burn Rate" in t]
+    assert len(burn_rate) == (burn_rate_day is not None), texts
+    assert all(str(burn_rate_day) in t for t in burn_rate), burn_rate
     assert [t for t in texts if "Heliox Run Failed" in t] == [], texts
     bodies = [r.body for r in slack.requests]
     assert len(bodies) == len(set(bodies)), "a Slack message was posted twice"
@@ -223,14 +244,19 @@ def seed_fleet(yesterday: dt.date) -> Callable[[dict[str, str], Path, str], None
 
 
 def test_webserver_and_daemon_on_postgres_end_to_end(
-    tmp_path: Path, create_postgres_database: Callable[[str], str], slack_server: FakeSlackWebhook
+    tmp_path: Path,
+    create_postgres_database: Callable[[str], str],
+    slack_server: FakeSlackWebhook,
+    request: pytest.FixtureRequest,
 ) -> None:
     today = dt.datetime.now(dt.UTC).date()
     yesterday = today - dt.timedelta(days=1)
     days = [today - dt.timedelta(days=n) for n in range(BACKFILL_DAYS + 1, 1, -1)]  # 14 days before it
+    prometheus = optional_prometheus(request)
+    settings_env = {**SETTINGS_ENV, **ingestion_env(tmp_path, prometheus)}
 
     with deployment(
-        tmp_path, create_postgres_database, slack_server, SETTINGS_ENV, prepare=seed_fleet(yesterday)
+        tmp_path, create_postgres_database, slack_server, settings_env, prepare=seed_fleet(yesterday)
     ) as deploy:
         gql = deploy.graphql
 
@@ -309,7 +335,27 @@ def test_webserver_and_daemon_on_postgres_end_to_end(
         assert stored_backfill_status(deploy.dagster_engine, first_backfill) == "COMPLETED_SUCCESS"
         deploy.log(f"checked: {len(days)} days once each, 1 summary in Slack, {len(stored)} runs in Postgres")
 
-        # --- 5. the same 14 days again; the daemon dies while the backfill is under way
+        # --- 5. real signals in: exports dropped into the landing folder, telemetry backfilled
+        landed = land_real_signals(deploy, Path(settings_env["HELIOX_FOCUS_DIR"]), prometheus, today)
+        if landed["backfill"] is not None:
+            done = deploy.wait_for(
+                "the utilization backfill", lambda: finished_backfill(gql, landed["backfill"])
+            )
+            assert done["status"] == "COMPLETED_SUCCESS", done
+            assert [r["status"] for r in done["runs"]] == ["SUCCESS"]  # one run per UTC day
+            assert_telemetry_joined(deploy)
+        deploy.wait_for("no run in progress", lambda: no_run_in_progress(gql))
+        assert_slack_holds_one_summary(slack_server, yesterday, burn_rate_day=today)
+        burn_rate_keys = {k: v for k, v in ledger(deploy.heliox_engine).items() if k.startswith("burn-rate:")}
+        assert burn_rate_keys == {f"burn-rate:{today}:100": ("sent", 1)}, burn_rate_keys
+        assert [
+            s for s in stored_runs(deploy.dagster_engine).values() if s[1] in ("FAILURE", "CANCELED")
+        ] == []
+        deploy.log(
+            f"checked: imports, refreshes and today's alert by the daemon alone ({landed['latency']:.1f} s)"
+        )
+
+        # --- 6. the same 14 days again; the daemon dies while the backfill is under way
         second_requested = dt.datetime.now(dt.UTC)
         second_backfill = launch_backfill(gql, days)
         # Kill the daemon as soon as the backfill daemon has created the backfill's run: the run is
@@ -349,7 +395,7 @@ def test_webserver_and_daemon_on_postgres_end_to_end(
             rewritten = {k: v for k, v in after_second[day].items() if k != "computed_at"}
             assert rewritten == {k: v for k, v in after_first[day].items() if k != "computed_at"}
         assert materializations_per_partition(deploy.dagster_engine, second_backfill) == expected
-        assert_slack_holds_one_summary(slack_server, yesterday)
+        assert_slack_holds_one_summary(slack_server, yesterday, burn_rate_day=today)
         assert ledger(deploy.heliox_engine)[f"daily-summary:{yesterday}"] == ("sent", 1)
         stored = stored_runs(deploy.dagster_engine)
         assert stored[second_run["runId"]][1] == "SUCCESS"

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dagster import AssetsDefinition, AssetSpec, DailyPartitionsDefinition, Definitions
 
 from heliox_orchestration.assets.checks import OUTPUT_CHECKS
-from heliox_orchestration.assets.costs import build_daily_gpu_costs, gpu_usage_hourly
+from heliox_orchestration.assets.costs import build_daily_gpu_costs
 from heliox_orchestration.assets.keys import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY, USAGE_KEY
 from heliox_orchestration.assets.recommendations import idle_gpu_recommendations
 from heliox_orchestration.assets.refresh import REFRESH_JOBS
+from heliox_orchestration.assets.sources import usage_sources
 from heliox_orchestration.assets.summary import build_gpu_cost_summary
 from heliox_orchestration.partitions import daily_partitions
 from heliox_orchestration.settings import Settings
@@ -31,9 +32,13 @@ __all__ = [
 ]
 
 
-def cost_assets(partitions: DailyPartitionsDefinition) -> list[AssetsDefinition | AssetSpec]:
+def cost_assets(
+    partitions: DailyPartitionsDefinition, *, with_telemetry: bool = False
+) -> list[AssetsDefinition | AssetSpec]:
+    """The cost assets, and ``gpu_usage_hourly`` with its sources upstream (``with_telemetry``:
+    the Prometheus asset is part of the definitions too)."""
     return [
-        gpu_usage_hourly,
+        *usage_sources(with_telemetry),
         build_daily_gpu_costs(partitions),
         idle_gpu_recommendations,
         build_gpu_cost_summary(partitions),

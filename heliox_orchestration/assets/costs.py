@@ -1,4 +1,4 @@
-"""``gpu_usage_hourly`` (the external input) and ``daily_gpu_costs`` (daily aggregates)."""
+"""``daily_gpu_costs``: daily aggregates of ``gpu_usage_hourly`` (whose sources are in ``sources``)."""
 
 # No `from __future__ import annotations`: Dagster inspects the real context, config and
 # resource annotation types of the decorated functions.
@@ -45,13 +45,6 @@ from heliox_orchestration.resources.settings import HelioxSettings
 PREVIEW_ROWS = 10
 FUTURE_CHECK = "no_future_usage"
 
-USAGE_DESCRIPTION = """Hourly GPU usage and cost, one row per GPU resource per hour (UTC).
-
-Written outside Dagster (the FOCUS importer, `heliox seed-demo`); Dagster never materializes it.
-Each cost asset validates the rows it reads itself (its `valid_usage_rows` check): the run's
-local days for `daily_gpu_costs`, the idle window for `idle_gpu_recommendations`, the 30 days of
-`gpu_cost_summary`."""
-
 DAILY_COSTS_DESCRIPTION = """Daily GPU cost: one row per local day, provider, GPU type and model.
 
 A day is a calendar day in `TIMEZONE` (23 or 25 hours on DST change days); today is a partition
@@ -67,15 +60,6 @@ is launched): a negative, non-numeric, infinite or implausible cost, a utilizati
 an hour not stored as a UTC hour, a blank key, or an hour after now. If any row fails, nothing is
 written and the run fails with the rule, the counts and example rows. Usage rows after now
 outside the run's days change no number of this run: `no_future_usage` names them (a warning)."""
-
-
-gpu_usage_hourly = AssetSpec(
-    USAGE_KEY,
-    description=USAGE_DESCRIPTION,
-    group_name=GROUP,
-    kinds={"sql"},
-    metadata=table_metadata("gpu_usage_hourly"),
-)
 
 
 def daily_costs_metadata(costs: "DailyCosts", rows_written: int) -> dict[str, Any]:

@@ -114,10 +114,15 @@ def today_refreshed(context: SensorEvaluationContext, cursor: BurnRateCursor, to
     return refreshed
 
 
+# Every 15 s: one cheap event-log query per tick, and a refresh that lands today's usage (an
+# import, through new_usage_sensor) reaches Slack well inside 90 s.
+BURN_RATE_INTERVAL_SECONDS = 15
+
+
 @sensor(
     name="burn_rate_sensor",
     job=alert_job(BURN_RATE),
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=BURN_RATE_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
     description="Alerts once per local day when today's daily_gpu_costs is over the threshold, "
     "and once more per escalation level; the same for each team with a threshold of its own in "

@@ -36,8 +36,6 @@ LOCATION_NAME = "heliox_orchestration"  # workspace.yaml, deploy/workspace.yaml,
 DEFINITIONS_MODULE = "heliox_orchestration.definitions"
 # `heliox run` prints each run's outcome itself, in one line (the run's logs are in the UI).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-# Steps run in this process, one after the other (the default executor forks one per step).
-IN_PROCESS: dict[str, Any] = {"execution": {"config": {"in_process": {}}}}
 
 
 @dataclass(frozen=True)
@@ -98,7 +96,8 @@ class HelioxLocation:
         # what the run worker does with it (`dagster api execute_run`), in this process. Dagster
         # has no public API that creates a run of a code location.
         remote_job = self.repository.get_full_job(job_name)
-        config = {**QUIET, **IN_PROCESS, **(run_config or {})}
+        # Steps run in this process, one after the other: the code location's executor.
+        config = {**QUIET, **(run_config or {})}
         tags = {**remote_job.tags, STARTED_BY_TAG: STARTED_BY_HELIOX_RUN}
         if partition_key is not None:
             tags[PARTITION_TAG] = partition_key

@@ -5,5 +5,6 @@
 the demo fleet. GPU utilization from Prometheus (NVIDIA DCGM exporter): ``prometheus`` is the
 HTTP client, ``dcgm_mapping`` the label mapping (``HELIOX_DCGM_MAPPING``), ``telemetry`` the
 hourly query and its aggregation rules, ``utilization`` the storage, the join with the cost rows
-and the reports. Nothing here imports Dagster.
+and the reports. ``landing`` decides which files of the FOCUS landing folder are new or changed.
+Nothing here imports Dagster.
 """

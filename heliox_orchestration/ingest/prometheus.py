@@ -84,18 +84,7 @@ class PrometheusClient:
         backoff_seconds: float = DEFAULT_BACKOFF_SECONDS,
     ) -> None:
         self.url = validate_url(url)
-        bearer_token = (bearer_token or "").strip() or None
-        username = (username or "").strip() or None
-        password = password or None
-        if bearer_token and (username or password):
-            raise PrometheusConfigError(
-                f"Set either {BEARER_TOKEN_VAR} or {USERNAME_VAR}/{PASSWORD_VAR}, not both."
-            )
-        if bool(username) != bool(password):
-            missing = PASSWORD_VAR if username else USERNAME_VAR
-            raise PrometheusConfigError(
-                f"Basic auth needs both {USERNAME_VAR} and {PASSWORD_VAR}; {missing} is not set."
-            )
+        bearer_token, username, password = validate_credentials(bearer_token, username, password)
         if attempts < 1 or connect_timeout <= 0 or read_timeout <= 0:
             raise ValueError("attempts must be at least 1 and timeouts positive")
         self._bearer_token = bearer_token
@@ -286,6 +275,25 @@ class PrometheusClient:
 
     def _error(self, kind: str, what: str) -> PrometheusError:
         return PrometheusError(kind, redact_secrets(f"Prometheus at {self.url} {what}", self._secrets))
+
+
+def validate_credentials(
+    bearer_token: str | None, username: str | None, password: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """The credentials, blanks as None; refused when both kinds, or half of basic auth, are set."""
+    bearer_token = (bearer_token or "").strip() or None
+    username = (username or "").strip() or None
+    password = password or None
+    if bearer_token and (username or password):
+        raise PrometheusConfigError(
+            f"Set either {BEARER_TOKEN_VAR} or {USERNAME_VAR}/{PASSWORD_VAR}, not both."
+        )
+    if bool(username) != bool(password):
+        missing = PASSWORD_VAR if username else USERNAME_VAR
+        raise PrometheusConfigError(
+            f"Basic auth needs both {USERNAME_VAR} and {PASSWORD_VAR}; {missing} is not set."
+        )
+    return bearer_token, username, password
 
 
 def validate_url(url: str) -> str:

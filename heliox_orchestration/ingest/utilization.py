@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Engine, and_, delete, exists, func, or_, select, text, update
 
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_utilization_hourly, money_sum_micros
 from heliox_orchestration.ingest.dcgm_mapping import DcgmMapping
@@ -41,6 +41,8 @@ from heliox_orchestration.ingest.telemetry import (
 from heliox_orchestration.money import format_usd, micros_to_dollars
 
 FILL_CHUNK_HOURS = 24
+# Any fixed 64-bit number, other than ingest.pending's: "HXUTIL" in ASCII.
+UTILIZATION_WRITE_LOCK = 0x48585554494C
 
 
 @dataclass
@@ -117,6 +119,10 @@ def replace_utilization_hours(engine: Engine, chunk: UtilizationChunk, fetched_a
         r["utilization_pct"] = float(r["utilization_pct"])
         r["coverage"] = float(r["coverage"])
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two pulls of the same hours (the hourly schedule and a backfill) take turns: each
+            # replaces the hours whole, instead of the second failing on the first's new rows.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UTILIZATION_WRITE_LOCK})
         deleted = conn.execute(
             delete(t).where(t.c.usage_hour >= chunk.start, t.c.usage_hour < chunk.end)
         ).rowcount

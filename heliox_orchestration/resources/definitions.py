@@ -11,6 +11,7 @@ from dagster import EnvVar
 
 from heliox_orchestration.resources import env_secret
 from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.resources.prometheus import PrometheusSource
 from heliox_orchestration.resources.settings import HelioxSettings
 from heliox_orchestration.resources.slack import WEBHOOK_URL_VAR, SlackRoutes, webhook_url_from_env
 from heliox_orchestration.settings import DATABASE_URL_VAR, Settings
@@ -28,8 +29,11 @@ def heliox_resources(settings: Settings, webhook_variables: Iterable[str] = ()) 
     """``webhook_variables``: every variable an alert may be routed to (``alerts.routes``)."""
     # A malformed webhook URL stops loading here, with one message, rather than at the first alert.
     webhook_url_from_env()
-    return {
+    resources: dict[str, Any] = {
         "heliox_db": HelioxDatabase(url=env_secret(DATABASE_URL_VAR)),
         "slack": slack_routes(webhook_variables),
         "heliox_settings": HelioxSettings.of(settings),
     }
+    if settings.prometheus_url is not None:
+        resources["prometheus"] = PrometheusSource.from_environment()
+    return resources
