@@ -215,6 +215,11 @@ query LocationStatus {
   }
 }"""
 
+RELOAD_LOCATION = """
+mutation ReloadLocation($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) { __typename }
+}"""
+
 DAEMON_HEALTH = """
 query DaemonHealth {
   instance {
@@ -318,6 +323,13 @@ def location_loaded(gql: GraphQL) -> bool:
     location = entry["locationOrLoadError"]
     assert location["__typename"] == "RepositoryLocation", f"{LOCATION} failed to load: {location}"
     return True
+
+
+def reload_location(gql: GraphQL) -> None:
+    """Ask the webserver to reconnect to the code location now (as the UI's Reload button does)
+    instead of waiting for its next check, e.g. after the code server was restarted."""
+    result = gql(RELOAD_LOCATION, name=LOCATION)["reloadRepositoryLocation"]
+    assert result["__typename"] == "WorkspaceLocationEntry", result
 
 
 def daemons_heartbeating_since(gql: GraphQL, since: float) -> list[str] | None:

@@ -34,6 +34,8 @@ from heliox_orchestration_tests.dagster_processes import (
     deployment,
     finished_run,
     launch_run,
+    location_loaded,
+    reload_location,
     run_messages,
     runs,
     sensor_ticks,
@@ -125,6 +127,9 @@ def test_orphaned_alert_run_ends_within_its_bound_and_blocks_nothing(
         deploy.wait_for("the run worker to be gone", lambda: process_gone(worker), 10)
         code_server.start("dagster-code-server-restarted")
         deploy.wait_for_code_server()
+        # The webserver may still hold the location as unreachable: reconnect it before launching.
+        reload_location(gql)
+        deploy.wait_for("the code location to reload", lambda: location_loaded(gql))
         deploy.log("code server and run worker SIGKILLed; code server restarted")
 
         # --- 3. the same kind of alert is not held back by the orphaned run
