@@ -19,6 +19,7 @@ from heliox_orchestration.db.engine import DatabaseConfigError, ensure_schema, m
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_pending
 from heliox_orchestration.db.schema_version import head_revision, migrate, schema_status
 from heliox_orchestration.db.usage_partitions import month_partitions
+from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import load_settings
 from heliox_orchestration_tests import schema_v01
 
@@ -104,6 +105,10 @@ def test_a_v01_database_is_refused_then_migrated_in_place_keeping_every_row(v01_
     assert "\n" not in str(refused.value)
     with pytest.raises(DatabaseConfigError, match="heliox migrate"):
         open_database(v01_url, load_settings(), read_only=True)  # readers too
+    with pytest.raises(DatabaseConfigError, match="heliox migrate"):
+        HelioxDatabase(url=v01_url).get_engine()  # the resource of every Dagster run
+    doctor = CliRunner(env={"HELIOX_DATABASE_URL": v01_url}).invoke(cli, ["doctor"])
+    assert doctor.exit_code == 2 and "run `heliox migrate`" in doctor.output
 
     report = migrate(engine)
 
