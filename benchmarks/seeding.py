@@ -34,8 +34,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
 from heliox_orchestration.db.engine import make_engine, mask_url
+from heliox_orchestration.db.migrate import migrate
 from heliox_orchestration.db.schema import gpu_usage_hourly, metadata
-from heliox_orchestration.db.schema_version import migrate
 from heliox_orchestration.db.usage_partitions import month_partitions
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 

@@ -12,7 +12,7 @@ from heliox_orchestration.alerts import ledger
 from heliox_orchestration.alerts.idle_spend import idle_key, idle_key_prefix
 from heliox_orchestration.alerts.kinds import AlertKeyError
 from heliox_orchestration.db.engine import DatabaseConfigError, ensure_schema
-from heliox_orchestration.db.schema_version import add_missing_nullable_columns, migrate
+from heliox_orchestration.db.migrate import add_missing_nullable_columns, migrate
 
 NOW = dt.datetime(2026, 1, 9, 17, 0, tzinfo=dt.UTC)
 UNTIL = NOW + dt.timedelta(hours=6)

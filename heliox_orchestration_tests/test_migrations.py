@@ -16,8 +16,9 @@ from sqlalchemy import Engine, create_engine, inspect, select, text
 from heliox_orchestration.cli import cli
 from heliox_orchestration.cli.common import open_database
 from heliox_orchestration.db.engine import DatabaseConfigError, ensure_schema, make_engine
+from heliox_orchestration.db.migrate import migrate, script_revisions
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_pending
-from heliox_orchestration.db.schema_version import head_revision, migrate, schema_status
+from heliox_orchestration.db.schema_version import HEAD_REVISION, REVISIONS, head_revision, schema_status
 from heliox_orchestration.db.usage_partitions import month_partitions
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.settings import load_settings
@@ -170,3 +171,8 @@ def test_a_database_from_a_newer_heliox_is_refused(sqlite_engine: Engine) -> Non
         conn.execute(text("UPDATE heliox_schema_version SET version_num = '9999'"))
     with pytest.raises(DatabaseConfigError, match=r"newer Heliox.*upgrade Heliox"):
         ensure_schema(sqlite_engine)
+
+
+def test_the_revisions_the_schema_check_knows_are_the_revision_files() -> None:
+    # schema_version.py does not import Alembic (the definitions load it): it lists them itself.
+    assert script_revisions() == list(REVISIONS) and REVISIONS[-1] == HEAD_REVISION
