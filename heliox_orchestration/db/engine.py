@@ -158,7 +158,7 @@ def _unreachable(engine: Engine, variable: str, exc: BaseException, what: str = 
 def ensure_schema(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> None:
     """What every writer does before writing: a fresh database is created at the head revision;
     one whose schema is out of date is refused with one line ("run `heliox migrate`"). Never
-    alters an existing table (``heliox migrate`` does, see db/schema_version.py)."""
+    alters an existing table (``heliox migrate`` does, see db/migrate.py)."""
     try:
         with engine.connect() as conn:
             status = schema_status(conn)

@@ -1,1 +1,1 @@
-"""Alembic revisions of the Heliox schema (run through ``heliox_orchestration.db.schema_version``)."""
+"""Alembic revisions of the Heliox schema (run by ``heliox_orchestration.db.migrate``)."""

@@ -1,4 +1,4 @@
-"""Alembic environment: always online, on the connection ``schema_version`` hands over (in its
+"""Alembic environment: always online, on the connection ``db.migrate`` hands over (in its
 transaction), with Heliox's own version table."""
 
 from alembic import context
