@@ -4,6 +4,7 @@ HELIOX_RETENTION_DAYS applied by usage_maintenance_job (partitions dropped / row
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +16,7 @@ from heliox_orchestration.assets.maintenance import usage_maintenance_job
 from heliox_orchestration.db.bulk import insert_usage_frame
 from heliox_orchestration.db.retention import retention_cutoff, usage_upkeep
 from heliox_orchestration.db.schema import daily_gpu_cost_days, gpu_usage_hourly
-from heliox_orchestration.db.usage_partitions import month_partitions
+from heliox_orchestration.db.usage_partitions import ensure_usage_partitions, month_partitions
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.settings import HelioxSettings
 from heliox_orchestration.settings import SettingsError, load_settings
@@ -165,3 +166,22 @@ def test_usage_maintenance_job_logs_what_it_removed(sqlite_engine: Engine) -> No
     assert metadata["retention_days"].value == 365
     assert metadata["rows_removed"].value == 0
     assert _count(sqlite_engine) == 2 * len(HOURS)
+
+
+def test_two_writers_creating_the_same_month_take_turns(postgres_engine: Engine) -> None:
+    month = dt.datetime(2027, 5, 10, tzinfo=UTC)
+    barrier = threading.Barrier(2)
+    created: list[list[str]] = []
+
+    def writer() -> None:
+        with postgres_engine.begin() as conn:
+            barrier.wait()
+            created.append(ensure_usage_partitions(conn, month, month))
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(created) == [[], ["gpu_usage_hourly_2027_05"]]
+    assert "gpu_usage_hourly_2027_05" in _partitions(postgres_engine)
