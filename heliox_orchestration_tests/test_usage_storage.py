@@ -185,3 +185,16 @@ def test_two_writers_creating_the_same_month_take_turns(postgres_engine: Engine)
         thread.join()
     assert sorted(created) == [[], ["gpu_usage_hourly_2027_05"]]
     assert "gpu_usage_hourly_2027_05" in _partitions(postgres_engine)
+
+
+def test_a_writer_creating_a_month_does_not_lock_readers_out_for_its_whole_transaction(
+    postgres_engine: Engine,
+) -> None:
+    hours = pd.date_range("2027-08-01", periods=3, freq="h", tz="UTC")
+    with postgres_engine.begin() as writer:
+        insert_usage_frame(writer, _frame(hours))  # creates August, then writes (not yet committed)
+        with postgres_engine.connect() as reader:
+            reader.execute(text("SET lock_timeout = '2s'"))  # a lock wait fails fast instead of hanging
+            assert reader.execute(text("SELECT count(*) FROM gpu_usage_hourly")).scalar() == 0
+            assert "gpu_usage_hourly_2027_08" in [p.name for p in month_partitions(reader)]
+    assert _count(postgres_engine) == 6

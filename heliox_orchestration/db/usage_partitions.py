@@ -82,8 +82,13 @@ def month_partitions(conn: Connection) -> list[MonthPartition]:
 
 
 def ensure_usage_partitions(conn: Connection, first: dt.datetime, last: dt.datetime) -> list[str]:
-    """Create the month partitions for ``first`` through ``last`` that do not exist yet, in the
-    caller's transaction; returns the names created. Call it before writing those hours."""
+    """Create the month partitions for ``first`` through ``last`` that do not exist yet; returns
+    the names created. Call it before writing those hours.
+
+    Creating a partition locks the whole table (ACCESS EXCLUSIVE) until its transaction ends, so
+    when the caller's transaction holds no lock on the table yet, the months are created in a
+    short transaction of their own (an empty month left behind by a failed write is harmless);
+    otherwise in the caller's transaction, which could not wait for itself."""
     if not is_partitioned(conn):
         return []
     wanted = months_between(first, last)
@@ -91,6 +96,24 @@ def ensure_usage_partitions(conn: Connection, first: dt.datetime, last: dt.datet
     missing = [p for p in wanted if p.name not in existing]
     if not missing:
         return []
+    if conn.in_transaction() and not _holds_usage_lock(conn):
+        with conn.engine.begin() as own:
+            return _create_months(own, missing)
+    return _create_months(conn, missing)
+
+
+def _holds_usage_lock(conn: Connection) -> bool:
+    held = conn.execute(
+        text(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() "
+            "AND relation IN (to_regclass(:parent), to_regclass(:default)))"
+        ),
+        {"parent": PARENT, "default": USAGE_DEFAULT_PARTITION},
+    )
+    return bool(held.scalar())
+
+
+def _create_months(conn: Connection, missing: list[MonthPartition]) -> list[str]:
     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_LOCK})
     existing = {p.name for p in month_partitions(conn)}  # another writer may have made them
     created = []
