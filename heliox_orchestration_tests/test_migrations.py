@@ -176,3 +176,13 @@ def test_a_database_from_a_newer_heliox_is_refused(sqlite_engine: Engine) -> Non
 def test_the_revisions_the_schema_check_knows_are_the_revision_files() -> None:
     # schema_version.py does not import Alembic (the definitions load it): it lists them itself.
     assert script_revisions() == list(REVISIONS) and REVISIONS[-1] == HEAD_REVISION
+
+
+def test_a_table_new_in_the_schema_is_created_by_migrate_without_a_revision(any_engine: Engine) -> None:
+    with any_engine.begin() as conn:
+        conn.execute(text("DROP TABLE muted_alerts"))  # as if a newer Heliox had added it
+    with pytest.raises(DatabaseConfigError, match=r"lacks tables muted_alerts: run `heliox migrate`"):
+        ensure_schema(any_engine)
+    report = migrate(any_engine)
+    assert report.created_tables == ["muted_alerts"] and report.after.current
+    assert "muted_alerts" in inspect(any_engine).get_table_names()
