@@ -59,6 +59,8 @@ class Settings:
     idle_resolve_busy_hours: int = 6
     idle_resolve_gone_hours: int = 24
     focus_dir: Path | None = None
+    # Days of hourly usage rows kept; None: all (see db/retention.py).
+    retention_days: int | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -130,6 +132,7 @@ SETTING_VARIABLES: dict[str, str] = {
     "idle_resolve_busy_hours": "IDLE_RESOLVE_BUSY_HOURS",
     "idle_resolve_gone_hours": "IDLE_RESOLVE_GONE_HOURS",
     "focus_dir": "HELIOX_FOCUS_DIR",
+    "retention_days": "HELIOX_RETENTION_DAYS",
 }
 ALL_ALERTS, NO_ALERTS = "all", "none"
 
@@ -213,7 +216,14 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "(unset: no landing folder)",
         "Folder watched for FOCUS exports (CSV, CSV.gz, Parquet) to import.",
     ),
+    (
+        "HELIOX_RETENTION_DAYS",
+        "(unset: keep all)",
+        "Days of hourly usage rows kept; older months are dropped daily (docs/operations.md).",
+    ),
 )
+# The daily summary reads 30 local days of usage rows: retention keeps at least that and today.
+MIN_RETENTION_DAYS = 32
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -418,4 +428,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "IDLE_RESOLVE_GONE_HOURS", Settings.idle_resolve_gone_hours, 1, 24 * 14
         ),
         focus_dir=_folder(env, "HELIOX_FOCUS_DIR"),
+        retention_days=_retention_days(env),
     )
+
+
+def _retention_days(env: Mapping[str, str]) -> int | None:
+    if not env.get("HELIOX_RETENTION_DAYS", "").strip():
+        return None
+    days = _int(env, "HELIOX_RETENTION_DAYS", 0, MIN_RETENTION_DAYS, 36_500)
+    lookback = _int(env, "IDLE_LOOKBACK_DAYS", Settings.idle_lookback_days, 1, 90)
+    if days <= lookback:
+        raise SettingsError(
+            f"HELIOX_RETENTION_DAYS={days} would drop usage rows the idle rule reads "
+            f"(IDLE_LOOKBACK_DAYS={lookback}); keep more days than that, or unset it to keep all."
+        )
+    return days

@@ -391,7 +391,7 @@ def test_every_run_has_a_runtime_bound(
         for job in defs.resolve_all_job_defs()
         if not job.name.startswith("__")  # Dagster's implicit asset job: the instance bound
     }
-    assert len(job_bounds) == 11, job_bounds  # 6 alert-kind jobs, 3 refreshes, 2 imports
+    assert len(job_bounds) == 12, job_bounds  # 6 alert-kind jobs, 3 refreshes, 2 imports, upkeep
     assert {
         name: bound for name, bound in job_bounds.items() if name.endswith("_refresh_job")
     } == dict.fromkeys(
@@ -399,6 +399,7 @@ def test_every_run_has_a_runtime_bound(
     )
     assert job_bounds.pop("gpu_utilization_pull_job") == 900
     assert job_bounds.pop("focus_import_job") == 1800
+    assert job_bounds.pop("usage_maintenance_job") == 900
     assert {bound for name, bound in job_bounds.items() if not name.endswith("_refresh_job")} == {300}
     assert max(job_bounds.values()) < instance_bound
 

@@ -14,6 +14,7 @@ import pandas as pd
 from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, Table, delete, select, tuple_
 
 from heliox_orchestration.db.schema import gpu_usage_hourly, sqlite_datetime_text
+from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
 from heliox_orchestration.money import micros_to_dollars
 
 COLUMNS = [c.name for c in gpu_usage_hourly.columns]
@@ -46,13 +47,23 @@ def micros_real(micros: Any) -> list[float]:
 
 def insert_usage_frame(conn: Connection, frame: pd.DataFrame, table: Table = gpu_usage_hourly) -> None:
     """COPY on PostgreSQL/psycopg2, raw ``executemany`` on SQLite, SQLAlchemy ``executemany``
-    otherwise. ``table`` must have the columns of ``gpu_usage_hourly``."""
+    otherwise. ``table`` must have the columns of ``gpu_usage_hourly``; writing to that table, the
+    month partitions of the frame's hours are created first."""
+    if table is gpu_usage_hourly and len(frame):
+        ensure_frame_partitions(conn, frame)
+    if "pricing_category" not in frame.columns:  # a source without FOCUS PricingCategory
+        frame = frame.assign(pricing_category=None)
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
         _copy_postgres(conn, frame, table.name)
     elif conn.dialect.name == "sqlite":
         _executemany_sqlite(conn, frame, table.name)
     else:
         _insert_core(conn, frame, table)
+
+
+def ensure_frame_partitions(conn: Connection, frame: pd.DataFrame) -> None:
+    hours = frame["usage_hour"]
+    ensure_usage_partitions(conn, hours.min().to_pydatetime(), hours.max().to_pydatetime())
 
 
 def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
@@ -77,13 +88,15 @@ def _executemany_sqlite(conn: Connection, frame: pd.DataFrame, table_name: str) 
     hours = [sqlite_datetime_text(h) for h in frame["usage_hour"].dt.to_pydatetime()]
     costs = micros_real(frame["cost_micros"])
     values = frame[COLUMNS[1:8]].astype(object).where(frame[COLUMNS[1:8]].notna(), None)
+    pricing = frame["pricing_category"].astype(object).where(frame["pricing_category"].notna(), None)
     rows = [
-        (hour, *rest, cost, util)
-        for hour, rest, cost, util in zip(
+        (hour, *rest, cost, util, category)
+        for hour, rest, cost, util, category in zip(
             hours,
             values.itertuples(index=False, name=None),
             costs,
             frame["gpu_utilization_pct"].tolist(),
+            pricing.tolist(),
             strict=True,
         )
     ]
@@ -104,7 +117,7 @@ def _insert_core(conn: Connection, frame: pd.DataFrame, table: Table) -> None:
             "cost_usd": micros_to_dollars(micros),
         }
         for row, micros in zip(
-            values[[*COLUMNS[:-2], "gpu_utilization_pct"]].to_dict("records"),
+            values[[*COLUMNS[:8], "gpu_utilization_pct", "pricing_category"]].to_dict("records"),
             frame["cost_micros"].tolist(),
             strict=True,
         )
@@ -157,6 +170,8 @@ def replace_usage_hours(conn: Connection, frame: pd.DataFrame) -> int:
     Call it inside the caller's transaction: the replacement is atomic with everything else the
     caller does.
     """
+    if len(frame):
+        ensure_frame_partitions(conn, frame)
     stage = stage_usage_rows(conn, frame)
     replaced = delete_staged_hours(conn, gpu_usage_hourly)
     conn.execute(gpu_usage_hourly.insert().from_select(COLUMNS, select(*(stage.c[c] for c in COLUMNS))))

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     cast,
+    event,
     func,
 )
 
@@ -122,6 +124,7 @@ gpu_usage_hourly = Table(
     Column("team", String(128), nullable=True),
     Column("cost_usd", Money(), nullable=False, comment="cost of the resource for this hour"),
     Column("gpu_utilization_pct", Numeric(5, 2, asdecimal=False), nullable=True),
+    Column("pricing_category", String(16), nullable=True, comment="FOCUS PricingCategory: Standard | Committed | Dynamic | Other; NULL = not known"),
     PrimaryKeyConstraint("resource_id", "usage_hour", name="pk_gpu_usage_hourly"),
     CheckConstraint("gpu_count >= 1", name="ck_gpu_usage_hourly_gpu_count"),
     # New databases refuse what no query can sum (see costs/quality.py, whose rules still
@@ -149,24 +152,27 @@ gpu_usage_hourly = Table(
         dialect="postgresql"
     ),
     comment="One row per GPU resource per hour.",
+    # PostgreSQL: one partition per UTC month (db/usage_partitions.py creates them ahead of the
+    # writers; retention drops whole months). SQLite keeps a plain table.
+    postgresql_partition_by="RANGE (usage_hour)",
 )
-# The primary key index serves per-resource scans; day-range scans use this one. On PostgreSQL it
-# also carries every column the cost aggregates and checks read (all but region and team), so a
-# day or a window is an index-only scan of consecutive index pages: its cost follows the range,
-# whatever the physical order of the table and however much history it holds. See
-# docs/performance.md.
-Index(
-    "ix_gpu_usage_hourly_usage_hour",
-    gpu_usage_hourly.c.usage_hour,
-    postgresql_include=[
-        "resource_id",
-        "provider",
-        "gpu_type",
-        "gpu_count",
-        "model_name",
-        "cost_usd",
-        "gpu_utilization_pct",
-    ],
+# The primary key index serves per-resource scans; day-range scans use an index on usage_hour. On
+# PostgreSQL that is a BRIN index (a few pages per month partition): rows arrive in time order, so
+# a day is a handful of block ranges of one partition, and the table stays near its heap size. See
+# docs/performance.md. SQLite has neither partitions nor BRIN and keeps a B-tree.
+Index("ix_gpu_usage_hourly_usage_hour", gpu_usage_hourly.c.usage_hour).ddl_if(dialect="sqlite")
+Index("brin_gpu_usage_hourly_usage_hour", gpu_usage_hourly.c.usage_hour, postgresql_using="brin").ddl_if(
+    dialect="postgresql"
+)
+# Rows of a month without its partition yet land here; writers create the month first
+# (usage_partitions.ensure_usage_partitions), which moves any such rows into it.
+USAGE_DEFAULT_PARTITION = "gpu_usage_hourly_default"
+event.listen(
+    gpu_usage_hourly,
+    "after_create",
+    DDL(f"CREATE TABLE {USAGE_DEFAULT_PARTITION} PARTITION OF gpu_usage_hourly DEFAULT").execute_if(
+        dialect="postgresql"
+    ),
 )
 
 # Hours of imported charges that have not started yet (a daily charge for today is spread over

@@ -31,6 +31,7 @@ from sqlalchemy import Engine, delete
 from heliox_orchestration.db.bulk import insert_usage_frame
 from heliox_orchestration.db.gpu_prices import GPU_PRICES
 from heliox_orchestration.db.schema import gpu_usage_hourly
+from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
 from heliox_orchestration.money import micros_to_dollars
 
 DEMO_PREFIX = "demo-"
@@ -228,6 +229,7 @@ def seed_demo(
     rows = 0
     total_micros = 0
     with engine.begin() as conn:
+        ensure_usage_partitions(conn, start, end - dt.timedelta(hours=1))
         in_range = (
             (gpu_usage_hourly.c.usage_hour >= start)
             & (gpu_usage_hourly.c.usage_hour < end)

@@ -21,10 +21,11 @@ import datetime as dt
 from dataclasses import dataclass
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, delete, exists, select, text, tuple_
+from sqlalchemy import Connection, Engine, delete, exists, func, select, text, tuple_
 
 from heliox_orchestration.db.bulk import COLUMNS, delete_staged_hours, drop_stage, stage_usage_rows
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_pending
+from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
 
 # Any fixed 64-bit number works; this one spells "HELIOX" in ASCII.
 USAGE_WRITE_LOCK = 0x48454C494F58
@@ -47,6 +48,10 @@ def write_imported_hours(conn: Connection, frame: pd.DataFrame, now: dt.datetime
     ``gpu_usage_pending``, replacing the stored rows of the same resource-hours in both tables.
     Runs in the caller's transaction."""
     _serialize_usage_writes(conn)
+    started_hours = frame["usage_hour"][frame["usage_hour"] <= pd.Timestamp(now)]
+    if len(started_hours):
+        first, last = started_hours.min().to_pydatetime(), started_hours.max().to_pydatetime()
+        ensure_usage_partitions(conn, first, last)
     stage = stage_usage_rows(conn, frame)
     replaced = delete_staged_hours(conn, gpu_usage_hourly) + delete_staged_hours(conn, gpu_usage_pending)
     started = stage.c.usage_hour <= now
@@ -84,6 +89,9 @@ def _release(conn: Connection, now: dt.datetime) -> int:
         return 0
     _serialize_usage_writes(conn)
     pending = gpu_usage_pending.c
+    first = conn.execute(select(func.min(pending.usage_hour)).where(due)).scalar()
+    if first is not None:
+        ensure_usage_partitions(conn, first, now)
     conn.execute(
         delete(gpu_usage_hourly).where(
             tuple_(gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.usage_hour).in_(
