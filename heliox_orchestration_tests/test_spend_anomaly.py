@@ -246,3 +246,23 @@ def test_the_alert_runs_from_the_refresh_to_each_destination_exactly_once(
     preview = preview_message("spend-anomaly", sqlite_engine, replace(heliox.settings), DAY, NOW)
     assert preview.would_send and preview.message is not None
     assert "Team research" in preview.message.to_plain_text()
+
+
+def test_a_bad_row_in_the_history_blocks_the_anomalies_alone(
+    sqlite_engine: Engine, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    heliox = routed_heliox(sqlite_engine, slack_server, monkeypatch, tmp_path, timezone=TZ)
+    daily(sqlite_engine, "rs-1", HISTORY, YESTERDAY, "50", team="research")
+    insert(sqlite_engine, hourly("rs-1", local(DAY), 12, "100", 50.0, team="research"))
+    insert(sqlite_engine, hourly("bad", local(DAY - dt.timedelta(days=10)), 1, "-12.29", 50.0))
+    heliox.refresh_today(TODAY)  # today's rows are fine: the burn-rate path goes on
+    (request,) = requests_of(heliox.tick("spend_anomalies_sensor"))
+    refresh = heliox.run_request(request, "spend_anomalies_refresh_job")
+    assert not refresh.success
+    failure = refresh.get_step_failure_events()[0].event_specific_data.error.message
+    assert "spend_anomalies 2026-01-09 was not written: 1 row with negative cost_usd" in failure
+    checks = refresh.get_asset_check_evaluations()
+    assert [(c.check_name, c.passed) for c in checks] == [("valid_usage_rows", False)]
+    with pytest.raises(LookupError):
+        load_anomaly_evaluation(sqlite_engine, DAY, TZ)
+    assert slack_server.requests == []
