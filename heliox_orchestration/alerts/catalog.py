@@ -9,6 +9,7 @@ import datetime as dt
 from sqlalchemy import Engine
 
 from heliox_orchestration.alerts import (
+    budget,
     burn_rate,
     daily_summary,
     idle_resolved,
@@ -30,6 +31,7 @@ KIND_MODULES = (
     stale_data,
     run_failure,
     spend_anomaly,
+    budget,
 )
 
 

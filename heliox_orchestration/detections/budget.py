@@ -3,10 +3,10 @@ budget, and the FORECASTED month-end spend
 
     forecast = month to date + trailing 7-day daily mean x days left in the month
 
-where the trailing mean is over the 7 complete local days before the evaluated one (they may lie
-in the previous month; days without any usage data are gaps, left out of the mean) and the days
-left are the local days of the month after the evaluated one. Months are local months in
-``TIMEZONE``.
+where the trailing mean is over the 7 complete local days up to the evaluated one (for today, the
+7 days before it; they may lie in the previous month; days without any usage data are gaps, left
+out of the mean) and the days left are the local days of the month after the evaluated one.
+Months are local months in ``TIMEZONE``.
 """
 
 from __future__ import annotations
@@ -71,13 +71,16 @@ def budget_status(
     days_with_data: Iterable[dt.date],
     budget_usd: Decimal,
     timezone: str,
+    *,
+    last_complete: dt.date | None = None,
 ) -> BudgetStatus:
     """The month of ``through`` from micro-dollars per local day (the month so far and the 7
-    days before ``through``)."""
+    days ending ``last_complete``: by default the day before ``through``, which may be today)."""
     start = month_start(through)
     mtd = sum(micros for day, micros in daily_micros.items() if start <= day <= through)
     have = set(days_with_data)
-    window = [d for d in trailing_days(through) if d in have]
+    last = last_complete if last_complete is not None else through - dt.timedelta(days=1)
+    window = [d for d in trailing_days(last + dt.timedelta(days=1)) if d in have]
     mean = (
         (Decimal(sum(daily_micros.get(d, 0) for d in window)) / len(window) * MICROS).quantize(
             MICROS, rounding=ROUND_HALF_UP
