@@ -16,8 +16,10 @@ import pytest
 from sqlalchemy import Engine
 
 from heliox_orchestration.alerts.catalog import preview_message
+from heliox_orchestration.alerts.messages import daily_summary_message
 from heliox_orchestration.alerts.spend_messages import budget_message
 from heliox_orchestration.costs.budget_spend import budgets
+from heliox_orchestration.costs.summary import load_cost_summary
 from heliox_orchestration.detections.budget import budget_status, levels_crossed
 from heliox_orchestration.routing import RoutingError, parse_routing
 from heliox_orchestration.settings import Settings, SettingsError, load_settings
@@ -161,3 +163,32 @@ def test_preview_budget_on_a_fleet_without_a_budget_still_shows_the_month(any_en
     assert "Month to date: $600.00" in unset.message.to_plain_text() and "forecast $3,720.00" in unset.note
     preview = preview_message("budget", any_engine, SETTINGS, dt.date(2026, 3, 5), now)
     assert preview.would_send and "Forecast" in preview.message.to_plain_text()  # type: ignore[union-attr]
+
+
+def test_the_daily_summary_gains_the_month_to_date_line(
+    sqlite_engine: Engine, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spend_daily(sqlite_engine, dt.date(2026, 2, 20), dt.date(2026, 3, 5))
+    heliox = make_heliox(sqlite_engine, slack_server, monkeypatch, settings=SETTINGS)
+    heliox.at(dt.datetime(2026, 3, 6, 15, tzinfo=dt.UTC))  # 10:00 in New York
+    assert heliox.run_job("daily_summary_refresh_job", partition_key="2026-03-05").success
+    stored = load_cost_summary(sqlite_engine, dt.date(2026, 3, 5))
+    # Mar 1-5 at $120; the 7 days ending Mar 5 average $120; 26 days left: $600 + $3,120.
+    assert (stored.month_to_date_usd, stored.monthly_budget_usd, stored.month_forecast_usd) == (
+        Decimal(600),
+        Decimal(3000),
+        Decimal(3720),
+    )
+    assert heliox.run_job("daily_summary_job", run_config=_summary_config("2026-03-05")).success
+    (request,) = slack_server.requests
+    assert request.status == 200
+    line = "Month to date: $600.00 of $3,000.00 budget, forecast $3,720.00"
+    assert line in json.dumps(request.json["blocks"], ensure_ascii=False)
+    assert request.json["text"].endswith("; month to date: $600.00 of $3,000.00 budget, forecast $3,720.00")
+    # Without a budget, nothing of it: the spec's message is unchanged.
+    plain = daily_summary_message(replace(stored, monthly_budget_usd=None)).to_plain_text()
+    assert "Month to date" not in plain
+
+
+def _summary_config(report_date: str) -> dict:
+    return {"ops": {"send_daily_summary": {"config": {"report_date": report_date}}}}
