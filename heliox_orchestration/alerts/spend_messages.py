@@ -37,7 +37,7 @@ def _hours(anomaly: Anomaly, timezone: str) -> str:
     if anomaly.partial_until is None:
         return "the whole day"
     until = anomaly.partial_until.astimezone(ZoneInfo(timezone))
-    return f"so far: 00:00-{until:%H:%M} ({timezone}), against the same hours of the baseline days"
+    return f"00:00-{until:%H:%M} ({timezone}) so far, against the same hours of the baseline days"
 
 
 def _anomaly_section(anomaly: Anomaly, timezone: str) -> str:
