@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from dagster import RunRequest, SkipReason
 from sqlalchemy import Engine
 
 from heliox_orchestration.alerts.catalog import preview_message
@@ -192,3 +193,31 @@ def test_the_daily_summary_gains_the_month_to_date_line(
 
 def _summary_config(report_date: str) -> dict:
     return {"ops": {"send_daily_summary": {"config": {"report_date": report_date}}}}
+
+
+def test_the_budget_sensor_follows_todays_refresh_and_a_bad_row_holds_it_back(
+    sqlite_engine: Engine, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spend_daily(sqlite_engine, dt.date(2026, 2, 20), dt.date(2026, 3, 12))
+    heliox = make_heliox(sqlite_engine, slack_server, monkeypatch, settings=SETTINGS)
+    heliox.at(late_evening(dt.date(2026, 3, 13)) - dt.timedelta(hours=1))
+    insert(sqlite_engine, [row("gpu-llm", late_evening(dt.date(2026, 3, 13)) - dt.timedelta(hours=2), "120")])
+    refresh = heliox.refresh_today("2026-03-13")
+    request = heliox.after_success("budget_alert_sensor", refresh)
+    assert isinstance(request, RunRequest)
+    assert heliox.run_request(request, "budget_alert_job").success
+    assert [r.json["text"] for r in slack_server.requests] == [
+        "💰 GPU Budget Alert: the fleet's March 2026 spend $1,560.00 passed 50% of the $3,000.00 budget",
+        "🔮 GPU Budget Forecast Alert: the fleet's March 2026 forecast $3,720.00 exceeds the "
+        "$3,000.00 budget",
+    ]
+    assert set(heliox.ledger()) == {"budget:2026-03:50", "budget:2026-03:forecast"}
+    # A refresh of a day long past is a backfill: no budget alert after it.
+    backfill = heliox.run_job("gpu_costs_refresh_job", partition_key="2026-03-01")
+    assert isinstance(heliox.after_success("budget_alert_sensor", backfill), SkipReason)
+    # A bad row in the month holds the budgets back, and only them.
+    insert(sqlite_engine, [row("bad", late_evening(dt.date(2026, 3, 2)) - dt.timedelta(hours=5), "-3")])
+    result = heliox.run_job("budget_alert_job")
+    assert result.success and len(slack_server.requests) == 2
+    logs = [e.user_message for e in heliox.instance.all_logs(result.run_id) if "held back" in e.user_message]
+    assert logs and "negative cost_usd" in logs[0]
