@@ -23,6 +23,7 @@ from heliox_orchestration.costs.anomaly_store import (
     write_anomaly_evaluation,
 )
 from heliox_orchestration.costs.summary import burn_rate_status
+from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration.detections.anomaly import (
     RECENT,
     WEEKDAY,
@@ -36,7 +37,7 @@ from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.automation_env import NOW, TODAY, requests_of
 from heliox_orchestration_tests.crafted import hourly, insert
 from heliox_orchestration_tests.routed import CHANNELS, routed_heliox
-from heliox_orchestration_tests.slack_server import FakeSlackWebhook, validate_payload
+from heliox_orchestration_tests.slack_server import FakeSlackWebhook, Reply, validate_payload
 
 TZ = "America/New_York"
 SETTINGS = Settings(timezone=TZ)  # burn-rate threshold $10,000, ANOMALY_PCT 50, ANOMALY_MIN_USD 500
@@ -266,3 +267,35 @@ def test_a_bad_row_in_the_history_blocks_the_anomalies_alone(
     with pytest.raises(LookupError):
         load_anomaly_evaluation(sqlite_engine, DAY, TZ)
     assert slack_server.requests == []
+
+
+def test_a_failed_spike_that_went_away_is_not_redelivered(
+    sqlite_engine: Engine, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    heliox = routed_heliox(sqlite_engine, slack_server, monkeypatch, tmp_path, timezone=TZ)
+    daily(sqlite_engine, "rs-1", HISTORY, YESTERDAY, "50", team="ml-platform", model="whisper")
+    insert(
+        sqlite_engine, hourly("rs-1", local(DAY), 12, "100", 50.0, team="ml-platform", model_name="whisper")
+    )
+    assert heliox.run_job("spend_anomalies_refresh_job", partition_key=TODAY).success
+    slack_server.outage(Reply.error(500, "internal_error"))
+    assert not heliox.run_job("spend_anomaly_alert_job").success
+    failed = {k for k, e in heliox.ledger().items() if e["status"] == "failed"}
+    assert failed == {
+        "spend-anomaly:2026-01-09:total:all",
+        "spend-anomaly@ml-platform:2026-01-09:team:ml-platform",
+        "spend-anomaly:2026-01-09:model:whisper",
+    }
+    slack_server.outage(None)
+    # The data is corrected (the hours were billed twice): the spike is gone, nothing redelivers it.
+    with sqlite_engine.begin() as conn:
+        conn.execute(
+            gpu_usage_hourly.update()
+            .where(gpu_usage_hourly.c.usage_hour >= local(DAY))
+            .values(cost_usd=Decimal(50))
+        )
+    assert heliox.run_job("spend_anomalies_refresh_job", partition_key=TODAY).success
+    assert heliox.run_job("spend_anomaly_alert_job").success
+    heliox.at(NOW + dt.timedelta(minutes=6))  # past the redelivery wait
+    assert requests_of(heliox.tick("alert_redelivery_sensor")) == []
+    assert all(r.status == 500 for r in slack_server.requests)

@@ -17,6 +17,7 @@ from dagster import Config, DagsterRun
 from pydantic import Field
 from sqlalchemy import Engine
 
+from heliox_orchestration.alerts import ledger
 from heliox_orchestration.alerts.detection import Alert, AlertRun, Detection, Subject, nothing
 from heliox_orchestration.alerts.kinds import (
     AfterRefresh,
@@ -86,6 +87,12 @@ def detect_spend_anomaly(run: AlertRun) -> Detection:
     day = parse_day(run.config.day, "day") or settings.today(run.now)
     evaluation = load_anomaly_evaluation(run.engine, day, settings.timezone)
     metadata = {"day": day.isoformat(), "baseline": evaluation.baseline_note}
+    routed = destinations(evaluation.anomalies, settings)
+    current = {anomaly_key(a, team) for team, found in routed.items() for a in found}
+    # A failed delivery of a spike the latest evaluation no longer finds is not redelivered.
+    for team in (None, *(t.team for t in settings.teams)):
+        failed = ledger.failed_keys(run.engine, SPEND_ANOMALY.prefix(day.isoformat(), team=team), run.now)
+        ledger.expire(run.engine, [k for k in failed if k not in current], run.now)
     if not evaluation.anomalies:
         return nothing(
             f"{day}: no spend above its baseline ({evaluation.baseline_note})", "no anomaly", **metadata
