@@ -22,6 +22,7 @@ from heliox_orchestration.costs.anomaly_store import (
     load_anomaly_evaluation,
     write_anomaly_evaluation,
 )
+from heliox_orchestration.costs.spend_series import load_spend_series
 from heliox_orchestration.costs.summary import burn_rate_status
 from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration.detections.anomaly import (
@@ -110,9 +111,17 @@ def test_a_weekly_pattern_is_not_an_anomaly(any_engine: Engine) -> None:
         daily(any_engine, "batch", day, day, "10")
     evaluation = evaluate_spend_anomalies(any_engine, monday, SETTINGS, local(monday + dt.timedelta(days=1)))
     assert evaluation.baseline_kind == WEEKDAY and evaluation.anomalies == ()
-    # The same Monday against the previous 14 days (as a young fleet would) is no spike either:
-    # the median of 10 weekdays and 4 weekend days is a weekday.
     assert "same weekday" in evaluation.baseline_note
+    # The same Monday against the previous 14 days (as a young fleet would) is no spike either:
+    # the median of 10 weekdays and 4 weekend days is a weekday's spend.
+    data = load_spend_series(any_engine, monday, TZ)
+    recent = Baseline(RECENT, tuple(monday - dt.timedelta(days=n) for n in range(14, 0, -1)))
+    assert find_anomalies(monday, data.series, recent, Decimal(50), Decimal(500)) == []
+    # But a weekday's spend on a Saturday is: against previous Saturdays it is ten times as much.
+    saturday = monday + dt.timedelta(days=5)
+    daily(any_engine, "batch", saturday, saturday, "100")
+    spike = evaluate_spend_anomalies(any_engine, saturday, SETTINGS, local(saturday + dt.timedelta(days=1)))
+    assert ("total", "all") in keys_of(spike.anomalies)
 
 
 def test_both_thresholds_must_hold() -> None:
