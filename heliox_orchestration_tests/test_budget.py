@@ -66,10 +66,10 @@ def test_the_forecast_crosses_before_the_actual_levels_across_the_month_boundary
 
 
 def test_each_level_alerts_once_per_month_through_slack(
-    sqlite_engine: Engine, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
+    any_engine: Engine, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spend_daily(sqlite_engine, dt.date(2026, 2, 20), dt.date(2026, 4, 2))
-    heliox = make_heliox(sqlite_engine, slack_server, monkeypatch, settings=SETTINGS)
+    spend_daily(any_engine, dt.date(2026, 2, 20), dt.date(2026, 4, 2))
+    heliox = make_heliox(any_engine, slack_server, monkeypatch, settings=SETTINGS)
     sent: dict[str, list[str]] = {}
     for day in [dt.date(2026, 3, 1) + dt.timedelta(days=n) for n in range(33)]:
         heliox.at(late_evening(day) + dt.timedelta(minutes=30))

@@ -202,25 +202,23 @@ def test_the_message_stays_within_block_kit_limits() -> None:
 
 
 def test_the_alert_runs_from_the_refresh_to_each_destination_exactly_once(
-    sqlite_engine: Engine, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    any_engine: Engine, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """research (routed, copy_to_default) doubles by noon: its channel and the default get one
     message each; burn rate stays quiet; a second run and a second tick send nothing."""
     heliox = routed_heliox(
-        sqlite_engine,
+        any_engine,
         slack_server,
         monkeypatch,
         tmp_path,
         timezone=TZ,
         burn_rate_threshold_usd=Decimal(10000),
     )
-    daily(sqlite_engine, "prod-1", HISTORY, YESTERDAY, "300", team="prod", model="GPT-4")
-    insert(sqlite_engine, hourly("prod-1", local(DAY), 12, "300", 50.0, team="prod", model_name="GPT-4"))
-    daily(sqlite_engine, "rs-1", HISTORY, YESTERDAY, "50", team="research", model="alphafold")
+    daily(any_engine, "prod-1", HISTORY, YESTERDAY, "300", team="prod", model="GPT-4")
+    insert(any_engine, hourly("prod-1", local(DAY), 12, "300", 50.0, team="prod", model_name="GPT-4"))
+    daily(any_engine, "rs-1", HISTORY, YESTERDAY, "50", team="research", model="alphafold")
     for rid in ("rs-1", "rs-2"):
-        insert(
-            sqlite_engine, hourly(rid, local(DAY), 12, "50", 50.0, team="research", model_name="alphafold")
-        )
+        insert(any_engine, hourly(rid, local(DAY), 12, "50", 50.0, team="research", model_name="alphafold"))
     heliox.refresh_today(TODAY)
     assert requests_of(heliox.tick("burn_rate_sensor")) == []
     tick = heliox.tick("spend_anomalies_sensor")
@@ -253,7 +251,7 @@ def test_the_alert_runs_from_the_refresh_to_each_destination_exactly_once(
     backfill = heliox.run_job("spend_anomalies_refresh_job", partition_key="2026-01-02")
     assert isinstance(heliox.after_success("spend_anomaly_alert_sensor", backfill), SkipReason)
     # The preview shows the same spikes from the database.
-    preview = preview_message("spend-anomaly", sqlite_engine, replace(heliox.settings), DAY, NOW)
+    preview = preview_message("spend-anomaly", any_engine, replace(heliox.settings), DAY, NOW)
     assert preview.would_send and preview.message is not None
     assert "Team research" in preview.message.to_plain_text()
 
