@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
@@ -131,7 +130,3 @@ def month_line(status: BudgetStatus) -> str:
         f"Month to date: {format_usd(status.month_to_date_usd)} of {format_usd(status.budget_usd)} "
         f"budget, forecast {format_usd(status.forecast_usd)}"
     )
-
-
-def _day(day: dt.date) -> str:
-    return f"{day:%b %d}"
