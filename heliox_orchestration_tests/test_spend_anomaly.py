@@ -16,6 +16,7 @@ from dagster import RunRequest, SkipReason
 from sqlalchemy import Engine
 
 from heliox_orchestration.alerts.catalog import preview_message
+from heliox_orchestration.alerts.mutes import add_mute
 from heliox_orchestration.alerts.spend_messages import spend_anomaly_message
 from heliox_orchestration.costs.anomaly_store import (
     evaluate_spend_anomalies,
@@ -306,3 +307,30 @@ def test_a_failed_spike_that_went_away_is_not_redelivered(
     heliox.at(NOW + dt.timedelta(minutes=6))  # past the redelivery wait
     assert requests_of(heliox.tick("alert_redelivery_sensor")) == []
     assert all(r.status == 500 for r in slack_server.requests)
+
+
+def test_a_model_mute_holds_back_that_spike_only(
+    sqlite_engine: Engine, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    heliox = routed_heliox(sqlite_engine, slack_server, monkeypatch, tmp_path, timezone=TZ)
+    daily(sqlite_engine, "prod-1", HISTORY, YESTERDAY, "300", team="prod", model="GPT-4")
+    insert(sqlite_engine, hourly("prod-1", local(DAY), 12, "300", 50.0, team="prod", model_name="GPT-4"))
+    daily(sqlite_engine, "rs-1", HISTORY, YESTERDAY, "50", team="finance", model="alphafold")
+    for rid in ("rs-1", "rs-2"):
+        insert(sqlite_engine, hourly(rid, local(DAY), 12, "50", 50.0, team="finance", model_name="alphafold"))
+    add_mute(
+        sqlite_engine,
+        "spend-anomaly",
+        scope="model",
+        value="alphafold",
+        until=NOW + dt.timedelta(days=1),
+        reason="planned batch",
+        by="alice",
+        now=NOW,
+    )
+    assert heliox.run_job("spend_anomalies_refresh_job", partition_key=TODAY).success
+    assert heliox.run_job("spend_anomaly_alert_job").success
+    (request,) = slack_server.requests  # finance has no channel: its spike goes to the default
+    assert request.json["text"].startswith("📈 GPU Spend Anomaly: Team finance on 2026-01-09")
+    assert "alphafold" not in json.dumps(request.json)
+    assert set(heliox.ledger()) == {"spend-anomaly:2026-01-09:team:finance"}
