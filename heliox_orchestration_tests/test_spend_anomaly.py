@@ -275,6 +275,10 @@ def test_a_bad_row_in_the_history_blocks_the_anomalies_alone(
     with pytest.raises(LookupError):
         load_anomaly_evaluation(sqlite_engine, DAY, TZ)
     assert slack_server.requests == []
+    # The preview applies the same rules: no message, the same refusal.
+    preview = preview_message("spend-anomaly", sqlite_engine, heliox.settings, DAY, NOW)
+    assert preview.blocked and not preview.would_send
+    assert "spend_anomalies 2026-01-09 would not be written: 1 row with negative cost_usd" in preview.note
 
 
 def test_a_failed_spike_that_went_away_is_not_redelivered(
