@@ -61,6 +61,12 @@ class Settings:
     focus_dir: Path | None = None
     # Days of hourly usage rows kept; None: all (see db/retention.py).
     retention_days: int | None = None
+    # Spend anomaly: a day (or today so far) above its baseline by both this percent and these dollars.
+    anomaly_pct: Decimal = Decimal("50")
+    anomaly_min_usd: Decimal = Decimal("500")
+    # Monthly budget of the fleet (None: no fleet budget); teams' budgets are in the routing file.
+    monthly_budget_usd: Decimal | None = None
+    budget_alert_levels: tuple[int, ...] = (50, 80, 100)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -133,6 +139,10 @@ SETTING_VARIABLES: dict[str, str] = {
     "idle_resolve_gone_hours": "IDLE_RESOLVE_GONE_HOURS",
     "focus_dir": "HELIOX_FOCUS_DIR",
     "retention_days": "HELIOX_RETENTION_DAYS",
+    "anomaly_pct": "ANOMALY_PCT",
+    "anomaly_min_usd": "ANOMALY_MIN_USD",
+    "monthly_budget_usd": "MONTHLY_BUDGET_USD",
+    "budget_alert_levels": "BUDGET_ALERT_LEVELS",
 }
 ALL_ALERTS, NO_ALERTS = "all", "none"
 
@@ -167,6 +177,12 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "(unset: SLACK_WEBHOOK_URL)",
         "Webhook of the run-failure notices. Secret.",
     ),
+    (
+        "SLACK_WEBHOOK_URL_SPEND_ANOMALY",
+        "(unset: SLACK_WEBHOOK_URL)",
+        "Webhook of the spend-anomaly alerts. Secret.",
+    ),
+    ("SLACK_WEBHOOK_URL_BUDGET", "(unset: SLACK_WEBHOOK_URL)", "Webhook of the budget alerts. Secret."),
     (ROUTING_FILE_VAR, "(unset: no teams)", "YAML file routing each team's alerts to its own webhook."),
     ("ALERTS_ENABLED", "all", "Alert kinds sent (comma-separated names, all or none)."),
     (DATABASE_URL_VAR, "sqlite:///data/heliox.db", "SQLAlchemy URL of the Heliox database."),
@@ -197,6 +213,14 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "24",
         "Hours without usage rows (while other GPUs report) that resolve it.",
     ),
+    (
+        "ANOMALY_PCT",
+        "50",
+        "A spend anomaly is at least this % above its baseline (and ANOMALY_MIN_USD above it).",
+    ),
+    ("ANOMALY_MIN_USD", "500", "A spend anomaly is at least these dollars above its baseline."),
+    ("MONTHLY_BUDGET_USD", "(unset: no fleet budget)", "Monthly GPU budget of the fleet, local months."),
+    ("BUDGET_ALERT_LEVELS", "50,80,100", "Month-to-date levels that alert, % of the budget."),
     ("STALE_DATA_HOURS", "6", "Newest usage older than this raises a stale-data alert."),
     (
         "HELIOX_MAX_HOURLY_COST_USD",
@@ -322,6 +346,29 @@ def _alerts_enabled(env: Mapping[str, str]) -> tuple[str, ...] | None:
     return names
 
 
+def _budget_levels(env: Mapping[str, str]) -> tuple[int, ...]:
+    raw = env.get("BUDGET_ALERT_LEVELS", "").strip()
+    if not raw:
+        return Settings.budget_alert_levels
+    problem = (
+        f"BUDGET_ALERT_LEVELS={raw!r} must be comma-separated whole percents from 1 to 1000, "
+        "e.g. '50,80,100'."
+    )
+    try:
+        levels = tuple(sorted({int(p) for p in raw.split(",") if p.strip()}))
+    except ValueError:
+        raise SettingsError(problem) from None
+    if not levels or any(not 1 <= level <= 1000 for level in levels):
+        raise SettingsError(problem)
+    return levels
+
+
+def _optional_decimal(env: Mapping[str, str], name: str, lo: Decimal, hi: Decimal) -> Decimal | None:
+    if not env.get(name, "").strip():
+        return None
+    return _decimal(env, name, lo, lo, hi)
+
+
 def _routing(env: Mapping[str, str]) -> tuple[Path | None, tuple[TeamRoute, ...]]:
     raw = env.get(ROUTING_FILE_VAR, "").strip()
     if not raw:
@@ -429,6 +476,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         focus_dir=_folder(env, "HELIOX_FOCUS_DIR"),
         retention_days=_retention_days(env),
+        anomaly_pct=_decimal(env, "ANOMALY_PCT", Settings.anomaly_pct, Decimal(1), Decimal(10_000)),
+        anomaly_min_usd=_decimal(
+            env, "ANOMALY_MIN_USD", Settings.anomaly_min_usd, Decimal(0), Decimal(1_000_000_000)
+        ),
+        monthly_budget_usd=_optional_decimal(
+            env, "MONTHLY_BUDGET_USD", Decimal("0.01"), Decimal(1_000_000_000_000)
+        ),
+        budget_alert_levels=_budget_levels(env),
     )
 
 

@@ -335,6 +335,10 @@ gpu_cost_summary = Table(
     Column("potential_savings_monthly_usd", Money(), nullable=False),
     Column("recommendations_as_of", UTCDateTime(), nullable=True),
     Column("computed_at", UTCDateTime(), nullable=False),
+    # Set only with MONTHLY_BUDGET_USD: the local month of the report date, through it.
+    Column("monthly_budget_usd", Money(), nullable=True),
+    Column("month_to_date_usd", Money(), nullable=True),
+    Column("month_forecast_usd", Money(), nullable=True, comment="month to date + 7-day mean x days left"),
     comment="Asset gpu_cost_summary: the daily-summary numbers per report date.",
 )
 
@@ -351,6 +355,48 @@ gpu_cost_summary_items = Table(
     PrimaryKeyConstraint("report_date", "kind", "position", name="pk_gpu_cost_summary_items"),
     CheckConstraint("kind IN ('top_model', 'day')", name="ck_gpu_cost_summary_items_kind"),
     comment="Asset gpu_cost_summary: top models and the 7-day series of each report date.",
+)
+
+spend_anomaly_evaluations = Table(
+    "spend_anomaly_evaluations",
+    metadata,
+    Column("day", Date, primary_key=True, comment="local calendar day in TIMEZONE"),
+    Column("timezone", String(64), nullable=False),
+    Column("baseline_kind", String(8), nullable=True, comment="weekday | recent; NULL: no baseline"),
+    Column("baseline_note", String(255), nullable=False, comment="which baseline, or why none"),
+    Column("partial_until", UTCDateTime(), nullable=True, comment="today: end of the hours compared"),
+    Column("anomalies", Integer, nullable=False),
+    Column("computed_at", UTCDateTime(), nullable=False),
+    comment="Asset spend_anomalies: one evaluation per local day.",
+)
+
+spend_anomalies = Table(
+    "spend_anomalies",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("dimension", String(8), nullable=False, comment="total | model | team"),
+    Column("value", String(255), nullable=False, comment="all, the model (or Unattributed), the team"),
+    Column("current_usd", Money(), nullable=False, comment="the day's spend (so far, for today)"),
+    Column("baseline_usd", Money(), nullable=False, comment="median over the baseline days"),
+    Column("baseline_kind", String(8), nullable=False),
+    Column("baseline_days", String(200), nullable=False, comment="comma-separated local days"),
+    Column("partial_until", UTCDateTime(), nullable=True),
+    PrimaryKeyConstraint("day", "dimension", "value", name="pk_spend_anomalies"),
+    comment="Asset spend_anomalies: the series above their baseline by both thresholds.",
+)
+
+spend_anomaly_drivers = Table(
+    "spend_anomaly_drivers",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("dimension", String(8), nullable=False),
+    Column("value", String(255), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("resource_id", String(255), nullable=False),
+    Column("current_usd", Money(), nullable=False),
+    Column("baseline_usd", Money(), nullable=False),
+    PrimaryKeyConstraint("day", "dimension", "value", "position", name="pk_spend_anomaly_drivers"),
+    comment="Asset spend_anomalies: the top 3 resources driving each anomaly.",
 )
 
 # --- Alert ledger (automation): one row per alert key; the unique key decides who sends. ---
