@@ -15,9 +15,11 @@ $(VENV)/.installed: setup.py constraints.txt
 	$(BIN)/python -m pip check
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# The embedded instance file lives under deploy/embedded/, not in this folder: Dagster warns
+# about a dagster.yaml in the working directory that DAGSTER_HOME does not use.
+$(DAGSTER_HOME)/dagster.yaml: deploy/embedded/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp deploy/embedded/dagster.yaml $@
 
 run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/heliox doctor

@@ -18,6 +18,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from heliox_orchestration.cron import CronError, parse_cron
+from heliox_orchestration.home import (
+    HOME_VAR,
+    HomeError,
+    embedded_database_path,
+    installed_checkout,
+    project_home,
+)
 from heliox_orchestration.routing import ROUTING_FILE_VAR, RoutingError, TeamRoute, load_routing_file
 
 # The secret variables' names (their values are read by the resources, never here).
@@ -59,6 +66,8 @@ class Settings:
     idle_resolve_busy_hours: int = 6
     idle_resolve_gone_hours: int = 24
     focus_dir: Path | None = None
+    # The project folder (``home.py``): relative paths of the embedded database are under it.
+    home: Path | None = field(default_factory=installed_checkout)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -77,7 +86,11 @@ class Settings:
 
     @property
     def embedded_database_path(self) -> Path:
-        return self.data_dir / "heliox.db"
+        """The embedded SQLite file: the same from any working directory."""
+        try:
+            return embedded_database_path(self.data_dir, self.home)
+        except HomeError as exc:
+            raise SettingsError(str(exc)) from None
 
     def today(self, now: dt.datetime | None = None) -> dt.date:
         """The current local calendar day in ``TIMEZONE``."""
@@ -130,6 +143,7 @@ SETTING_VARIABLES: dict[str, str] = {
     "idle_resolve_busy_hours": "IDLE_RESOLVE_BUSY_HOURS",
     "idle_resolve_gone_hours": "IDLE_RESOLVE_GONE_HOURS",
     "focus_dir": "HELIOX_FOCUS_DIR",
+    "home": HOME_VAR,
 }
 ALL_ALERTS, NO_ALERTS = "all", "none"
 
@@ -200,7 +214,12 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "10000",
         "Largest plausible cost of one resource-hour; the FOCUS import refuses more.",
     ),
-    ("HELIOX_DATA_DIR", "data", "Folder of the embedded SQLite database."),
+    (
+        HOME_VAR,
+        "(unset: the checkout Heliox is installed from)",
+        "Project folder: a relative HELIOX_DATA_DIR and the default DAGSTER_HOME (.dagster) are under it.",
+    ),
+    ("HELIOX_DATA_DIR", "data", "Folder of the embedded SQLite database (relative: under HELIOX_HOME)."),
     ("HELIOX_DASHBOARD_URL", "(unset)", "Link target of 'Review them in your Heliox dashboard'."),
     ("DAGSTER_WEBSERVER_URL", "(unset)", "Base URL of the Dagster UI, for links to failed runs."),
     ("PROMETHEUS_URL", "(unset)", "Prometheus holding DCGM exporter metrics (docs/importing.md)."),
@@ -418,4 +437,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "IDLE_RESOLVE_GONE_HOURS", Settings.idle_resolve_gone_hours, 1, 24 * 14
         ),
         focus_dir=_folder(env, "HELIOX_FOCUS_DIR"),
+        home=_home(env),
     )
+
+
+def _home(env: Mapping[str, str]) -> Path | None:
+    try:
+        return project_home(env)
+    except HomeError as exc:
+        raise SettingsError(str(exc)) from None

@@ -20,6 +20,7 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from heliox_orchestration.home import EMBEDDED_INSTANCE_FILE
 from heliox_orchestration.settings import ENVIRONMENT_VARIABLES
 from heliox_orchestration_tests.dagster_storage import dagster_storage_env
 
@@ -43,8 +44,9 @@ DAGSTER_STORAGE_VARIABLES = (
     "DAGSTER_POSTGRES_PASSWORD",
     "DAGSTER_POSTGRES_DB",
 )
-# The image sets HELIOX_DATA_DIR itself (the embedded SQLite folder is unused in compose).
-COMPOSE_EXEMPT_SETTINGS = {"HELIOX_DATA_DIR"}
+# The image sets HELIOX_DATA_DIR itself (the embedded SQLite folder is unused in compose); it has
+# no checkout, so no project folder (HELIOX_HOME): it names its database and DAGSTER_HOME.
+COMPOSE_EXEMPT_SETTINGS = {"HELIOX_DATA_DIR", "HELIOX_HOME"}
 INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Z][A-Z0-9_]*)(?P<op>:?[-?])?(?P<rest>.*)\}$")
 
 
@@ -366,7 +368,9 @@ def test_instance_file_is_valid_dagster_instance_config(
 
 
 @pytest.mark.parametrize(
-    "instance_file", [INSTANCE, INSTANCE_URL, ROOT / "dagster.yaml"], ids=lambda p: str(p.relative_to(ROOT))
+    "instance_file",
+    [INSTANCE, INSTANCE_URL, ROOT / EMBEDDED_INSTANCE_FILE],
+    ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_every_run_has_a_runtime_bound(
     instance_file: Path, tmp_path: Path, storage_env: dict[str, str]

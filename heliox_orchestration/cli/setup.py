@@ -23,6 +23,7 @@ from heliox_orchestration.db.engine import (
 )
 from heliox_orchestration.db.schema import metadata
 from heliox_orchestration.environment import EnvironmentCheck, check_environment
+from heliox_orchestration.home import HOME_VAR, HomeError, dagster_home
 from heliox_orchestration.resources.slack import (
     PREVIEW_LINE,
     WEBHOOK_URL_VAR,
@@ -68,13 +69,12 @@ def doctor() -> None:
             _doctor_database(check.settings)
         except DatabaseConfigError as exc:
             problems.append(str(exc))
-    home = os.environ.get("DAGSTER_HOME")
-    click.echo(
-        f"\nDagster home: {home}"
-        if home
-        else "\nDagster home: DAGSTER_HOME is not set (dagster dev uses a temporary folder; "
-        "run storage is lost when it stops)"
-    )
+    project = check.settings.home if check.settings is not None else None
+    click.echo(f"\nProject folder ({HOME_VAR} or the checkout): {project or 'none found'}")
+    try:
+        click.echo(f"Dagster home: {dagster_home(os.environ, project)}")
+    except HomeError as exc:
+        problems.append(str(exc))
     if problems:
         click.echo("", err=True)
         for problem in problems:
