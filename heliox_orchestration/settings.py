@@ -192,7 +192,11 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("BURN_RATE_ESCALATION_PCT", "150,200", "Further alert levels, % of the threshold."),
     ("BURN_RATE_CHECK_CRON", "0 8-20 * * *", "When to refresh today's cost and check burn rate."),
     ("IDLE_SPEND_CHECK_CRON", "0 10,16 * * *", "When to refresh idle findings and alert."),
-    ("HELIOX_START_DATE", "2025-01-01", "First day partition (backfills start here)."),
+    (
+        "HELIOX_START_DATE",
+        "2025-01-01",
+        "First day partition (backfills start here); embedded demo: the demo window's first day.",
+    ),
     ("IDLE_LOOKBACK_DAYS", "14", "Trailing window of the idle-GPU rule, days."),
     ("IDLE_UTILIZATION_PCT", "5", "An hour is idle below this GPU utilization, %."),
     ("IDLE_MIN_OBSERVED_HOURS", "24", "Hours a GPU must be observed to be judged."),
@@ -287,10 +291,17 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
 EARLIEST_START_DATE = dt.date(2000, 1, 1)
 
 
+# Days of the demo fleet the embedded database is filled with (``ingest/demo_fleet.py``).
+DEMO_WINDOW_DAYS = 45
+
+
 def _start_date(env: Mapping[str, str], timezone: str) -> dt.date:
     raw = env.get("HELIOX_START_DATE", "").strip()
-    if not raw:
+    if not raw and env.get(DATABASE_URL_VAR, "").strip():
         return Settings.start_date
+    if not raw:
+        # The embedded demo: partitions start with its window, not years before its data.
+        return dt.datetime.now(ZoneInfo(timezone)).date() - dt.timedelta(days=DEMO_WINDOW_DAYS - 1)
     try:
         day = dt.date.fromisoformat(raw)
     except ValueError:
