@@ -1,6 +1,7 @@
 # Everyday targets. `make run` and `make test` are the README's two quick-start commands.
 PYTHON ?= python3
 VENV ?= .venv
+PORT ?= 3000
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
@@ -8,10 +9,15 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py constraints.txt
+# `make run` needs the runtime packages only; `make test` (and the other targets) add the dev
+# tools. Both pin every version from constraints.txt.
+$(VENV)/.installed-runtime: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-runtime
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip check
 	touch $@
 
@@ -21,10 +27,10 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/embedded/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp deploy/embedded/dagster.yaml $@
 
-run: install $(DAGSTER_HOME)/dagster.yaml
+run: $(VENV)/.installed-runtime $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/heliox doctor
 	$(BIN)/heliox run daily-summary
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dagster dev -w workspace.yaml -p $(PORT)
 
 test: install
 	$(BIN)/pytest -n auto
