@@ -10,10 +10,11 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster
 install: $(VENV)/.installed
 
 # `make run` needs the runtime packages only; `make test` (and the other targets) add the dev
-# tools. Both pin every version from constraints.txt.
+# tools. Both pin every version from constraints.txt. --no-compile: Python compiles the modules
+# it imports on first use, instead of pip compiling every module of every package up front.
 $(VENV)/.installed-runtime: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt -e .
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.installed-runtime
