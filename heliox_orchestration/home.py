@@ -35,10 +35,16 @@ def project_home(env: Mapping[str, str], checkout: Path | None = PACKAGE_CHECKOU
     """The project folder: ``HELIOX_HOME`` (absolute, must exist) or the installed checkout."""
     raw = env.get(HOME_VAR, "").strip()
     if raw:
-        path = Path(raw).expanduser().resolve()
-        if not path.is_dir():
+        path = Path(raw).expanduser()
+        try:
+            is_folder = path.is_dir()
+        except OSError as exc:  # a folder this user may not enter
+            raise HomeError(
+                f"{HOME_VAR}={raw} cannot be read ({exc.strerror}); fix its permissions."
+            ) from None
+        if not is_folder:
             raise HomeError(f"{HOME_VAR}={raw} is not a folder; set it to the Heliox checkout (or unset it).")
-        return path
+        return path.resolve()
     return installed_checkout(checkout) if checkout is not None else None
 
 

@@ -643,7 +643,10 @@ def test_make_runs_dagster_dev_starts_quietly_and_ctrl_c_stops_everything(tmp_pa
     for folder in (project / EMBEDDED_INSTANCE_FILE, home / "dagster.yaml"):
         shutil.copy(ROOT / EMBEDDED_INSTANCE_FILE, folder)
     makefile = (ROOT / "Makefile").read_text()
-    assert "$(BIN)/dagster dev -w workspace.yaml -p $(PORT)\n" in makefile and not (ROOT / "dagster.yaml").exists()
+    assert (
+        "$(BIN)/dagster dev -w workspace.yaml -p $(PORT)\n" in makefile
+        and not (ROOT / "dagster.yaml").exists()
+    )
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "HELIOX_HOME": str(project)}
     log = (tmp_path / "terminal.log").open("w+")
