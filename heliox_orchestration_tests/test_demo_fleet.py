@@ -11,9 +11,11 @@ import pytest
 from dagster import SensorResult, build_sensor_context, instance_for_test
 from sqlalchemy import Engine, func, select
 
+from heliox_orchestration import clock
 from heliox_orchestration.assets.refresh import COSTS_REFRESH_JOB, IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
 from heliox_orchestration.automation.demo import FILLED, NAMED_DATABASE, demo_feed_sensor
 from heliox_orchestration.automation.ingestion import RANGE_END_TAG, RANGE_START_TAG
+from heliox_orchestration.automation.sensors import stale_data_sensor
 from heliox_orchestration.db.engine import ensure_schema, make_engine
 from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
 from heliox_orchestration.ingest.demo_feed import extend_demo_fleet, plant_runaway_job
@@ -214,3 +216,24 @@ def test_partitions_start_with_the_demo_window_only_on_the_embedded_database() -
     assert load_settings({"HELIOX_START_DATE": "2025-06-01"}).start_date == dt.date(2025, 6, 1)
     partitions = daily_partitions(load_settings({}))
     assert partitions.get_first_partition_key() == str(today - dt.timedelta(days=DEMO_WINDOW_DAYS - 1))
+
+
+def test_the_stale_data_sensor_never_alerts_on_the_live_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster restarted the next day: the stale check brings the demo up to date before it looks."""
+    database = HelioxDatabase()
+    engine = database.get_engine()  # seeds the demo up to the last completed hour
+    later = dt.datetime.now(dt.UTC).replace(hour=12, minute=30, second=0, microsecond=0) + dt.timedelta(
+        days=1
+    )
+    monkeypatch.setattr(clock, "utc_now", lambda: later)
+    with instance_for_test() as instance:
+        context = build_sensor_context(
+            instance=instance,
+            resources={"heliox_db": database, "heliox_settings": HelioxSettings.of(load_settings())},
+        )
+        result = stale_data_sensor(context)
+    assert isinstance(result, SensorResult) and not result.run_requests
+    assert result.skip_reason is not None and result.skip_reason.skip_message.startswith(
+        "Fresh: newest usage"
+    )
+    assert demo_rows(engine)[-1][0] == later.replace(minute=0) - dt.timedelta(hours=1)
