@@ -214,3 +214,10 @@ def test_without_a_project_folder_the_embedded_database_and_dagster_home_refuse(
         dagster_home({}, None)
     assert dagster_home({}, tmp_path) == tmp_path / ".dagster"
     assert dagster_home({"DAGSTER_HOME": str(tmp_path / "x")}, ROOT) == tmp_path / "x"
+
+
+def test_doctor_shows_the_partitions_start_in_effect(monkeypatch: pytest.MonkeyPatch) -> None:
+    demo_start = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=44)
+    assert f"HELIOX_START_DATE          {demo_start} (default)" in CliRunner().invoke(cli, ["doctor"]).output
+    monkeypatch.setenv("HELIOX_DATABASE_URL", "sqlite:////nonexistent-folder/heliox.db")
+    assert "HELIOX_START_DATE          2025-01-01 (default)" in CliRunner().invoke(cli, ["doctor"]).output

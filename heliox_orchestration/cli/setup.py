@@ -62,6 +62,8 @@ def doctor() -> None:
         value = os.environ.get(name)
         if value and name in MASKED_VARIABLES:
             value = mask_secret(value, tail=name != "PROMETHEUS_PASSWORD")
+        if not value and name == "HELIOX_START_DATE" and check.settings is not None:
+            default = check.settings.start_date.isoformat()  # the embedded demo's window start
         click.echo(f"  {name:<26} {value if value else default + ' (default)'}")
     problems = list(check.problems)
     if check.settings is not None and check.database_problem is None:
