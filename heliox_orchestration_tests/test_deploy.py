@@ -617,7 +617,7 @@ def test_operations_doc_covers_the_runbook() -> None:
     assert "docs/operations.md" in (ROOT / "README.md").read_text()
 
 
-STOP_SECONDS = 30  # measured: 7-16 s on 2 busy cores, a run being launched at the interrupt included
+STOP_SECONDS = 30  # measured: 8-23 s on 2 busy cores, runs being launched at the interrupt included
 
 
 def _terminal_like() -> None:

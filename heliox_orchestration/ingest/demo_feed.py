@@ -1,8 +1,10 @@
 """The live demo: the embedded database's demo fleet keeps reporting usage while Dagster runs.
 
 ``extend_demo_fleet`` appends the hours since the newest demo row, up to the last completed
-hour, generated as the fleet's seed would have (the same window start, so the same GPUs, prices
-and idle streaks); running it again in the same hour appends nothing. ``plant_runaway_job``
+hour, generated as the fleet the embedded database seeds itself would have (``FleetSpec``
+defaults and the same window start, so the same GPUs, prices and idle streaks; a fleet seeded
+by hand with other ``--gpus`` gets the default fleet's hours); running it again in the same
+hour appends nothing. ``plant_runaway_job``
 adds, once, a runaway training job in today's last completed hour, so a new user sees the
 burn-rate alert on the day they start. Both only ever run on the embedded database
 (``automation/demo.py`` checks): a database the user named is never written to.
