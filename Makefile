@@ -1,6 +1,7 @@
 # Everyday targets. `make run` and `make test` are the README's two quick-start commands.
 PYTHON ?= python3
 VENV ?= .venv
+PORT ?= 3000
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
@@ -8,21 +9,29 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py constraints.txt
+# `make run` needs the runtime packages only; `make test` (and the other targets) add the dev
+# tools. Both pin every version from constraints.txt. --no-compile: Python compiles the modules
+# it imports on first use, instead of pip compiling every module of every package up front.
+$(VENV)/.installed-runtime: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-runtime
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip check
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# The embedded instance file lives under deploy/embedded/, not in this folder: Dagster warns
+# about a dagster.yaml in the working directory that DAGSTER_HOME does not use.
+$(DAGSTER_HOME)/dagster.yaml: deploy/embedded/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp deploy/embedded/dagster.yaml $@
 
-run: install $(DAGSTER_HOME)/dagster.yaml
+run: $(VENV)/.installed-runtime $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/heliox doctor
 	$(BIN)/heliox run daily-summary
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dagster dev -w workspace.yaml -p $(PORT)
 
 test: install
 	$(BIN)/pytest -n auto

@@ -29,6 +29,7 @@ from heliox_orchestration.assets.utilization import (
     gpu_utilization_pull_job,
     utilization_partitions,
 )
+from heliox_orchestration.automation.demo import demo_feed_sensor
 from heliox_orchestration.automation.ingestion import (
     build_utilization_schedule,
     focus_landing_sensor,
@@ -53,7 +54,7 @@ def build_defs(settings: Settings) -> Definitions:
     assets: list[Any] = cost_assets(daily_partitions(settings), with_telemetry=with_telemetry)
     jobs: list[Any] = [*REFRESH_JOBS, *alert_jobs(), usage_maintenance_job]
     schedules: list[Any] = build_schedules(settings)
-    sensors: list[Any] = [*alert_sensors(), new_usage_sensor]
+    sensors: list[Any] = [*alert_sensors(), new_usage_sensor, demo_feed_sensor]
     if with_telemetry:
         hours = utilization_partitions(settings)
         assets.append(build_gpu_utilization_hourly(hours))

@@ -106,7 +106,7 @@ class CostSummary:
     last_30_days_cost_usd: Decimal  # the 30 complete local days ending with report_date
     top_models: tuple[CostDriver, ...]  # top 3 of report_date, "Unattributed" for NULL names
     high_severity_count: int
-    potential_savings_monthly_usd: Decimal  # sum over open recommendations
+    potential_savings_monthly_usd: Decimal  # sum over the open high-severity recommendations
     daily_series: tuple[DailyCostPoint, ...] = field(default=())  # 7 days ending report_date
     gap_days: tuple[dt.date, ...] = ()  # days of the 30 with no usage rows at all (not $0 days)
     # Resolved idle GPUs' hourly cost x their hours not spent this local month, through

@@ -108,12 +108,14 @@ def _team(name: str, value: Any, where: str) -> TeamRoute:
     copy = value.get("copy_to_default", False)
     if not isinstance(copy, bool):
         raise fail("copy_to_default", "expected true or false.")
-    threshold = _dollars(value.get("burn_rate_threshold_usd"), fail, "burn_rate_threshold_usd", MAX_THRESHOLD)
-    budget = _dollars(value.get("monthly_budget_usd"), fail, "monthly_budget_usd", MAX_BUDGET)
+    threshold = _parse_dollars(
+        value.get("burn_rate_threshold_usd"), fail, "burn_rate_threshold_usd", MAX_THRESHOLD
+    )
+    budget = _parse_dollars(value.get("monthly_budget_usd"), fail, "monthly_budget_usd", MAX_BUDGET)
     return TeamRoute(team, variable, threshold, copy, budget)
 
 
-def _dollars(raw: Any, fail: Any, key: str, highest: Decimal) -> Decimal | None:
+def _parse_dollars(raw: Any, fail: Any, key: str, highest: Decimal) -> Decimal | None:
     if raw is None:
         return None
     problem = f"expected dollars from {MIN_THRESHOLD} to {highest:,}, e.g. 2500."

@@ -18,6 +18,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from heliox_orchestration.cron import CronError, parse_cron
+from heliox_orchestration.home import (
+    HOME_VAR,
+    HomeError,
+    embedded_database_path,
+    installed_checkout,
+    project_home,
+)
 from heliox_orchestration.routing import ROUTING_FILE_VAR, RoutingError, TeamRoute, load_routing_file
 
 # The secret variables' names (their values are read by the resources, never here).
@@ -67,6 +74,8 @@ class Settings:
     # Monthly budget of the fleet (None: no fleet budget); teams' budgets are in the routing file.
     monthly_budget_usd: Decimal | None = None
     budget_alert_levels: tuple[int, ...] = (50, 80, 100)
+    # The project folder (``home.py``): relative paths of the embedded database are under it.
+    home: Path | None = field(default_factory=installed_checkout)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -85,7 +94,11 @@ class Settings:
 
     @property
     def embedded_database_path(self) -> Path:
-        return self.data_dir / "heliox.db"
+        """The embedded SQLite file: the same from any working directory."""
+        try:
+            return embedded_database_path(self.data_dir, self.home)
+        except HomeError as exc:
+            raise SettingsError(str(exc)) from None
 
     def today(self, now: dt.datetime | None = None) -> dt.date:
         """The current local calendar day in ``TIMEZONE``."""
@@ -143,6 +156,7 @@ SETTING_VARIABLES: dict[str, str] = {
     "anomaly_min_usd": "ANOMALY_MIN_USD",
     "monthly_budget_usd": "MONTHLY_BUDGET_USD",
     "budget_alert_levels": "BUDGET_ALERT_LEVELS",
+    "home": HOME_VAR,
 }
 ALL_ALERTS, NO_ALERTS = "all", "none"
 
@@ -197,7 +211,11 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("BURN_RATE_ESCALATION_PCT", "150,200", "Further alert levels, % of the threshold."),
     ("BURN_RATE_CHECK_CRON", "0 8-20 * * *", "When to refresh today's cost and check burn rate."),
     ("IDLE_SPEND_CHECK_CRON", "0 10,16 * * *", "When to refresh idle findings and alert."),
-    ("HELIOX_START_DATE", "2025-01-01", "First day partition (backfills start here)."),
+    (
+        "HELIOX_START_DATE",
+        "2025-01-01",
+        "First day partition (backfills start here); embedded demo: the demo window's first day.",
+    ),
     ("IDLE_LOOKBACK_DAYS", "14", "Trailing window of the idle-GPU rule, days."),
     ("IDLE_UTILIZATION_PCT", "5", "An hour is idle below this GPU utilization, %."),
     ("IDLE_MIN_OBSERVED_HOURS", "24", "Hours a GPU must be observed to be judged."),
@@ -227,7 +245,12 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "10000",
         "Largest plausible cost of one resource-hour; the FOCUS import refuses more.",
     ),
-    ("HELIOX_DATA_DIR", "data", "Folder of the embedded SQLite database."),
+    (
+        HOME_VAR,
+        "(unset: the checkout Heliox is installed from)",
+        "Project folder: a relative HELIOX_DATA_DIR and the default DAGSTER_HOME (.dagster) are under it.",
+    ),
+    ("HELIOX_DATA_DIR", "data", "Folder of the embedded SQLite database (relative: under HELIOX_HOME)."),
     ("HELIOX_DASHBOARD_URL", "(unset)", "Link target of 'Review them in your Heliox dashboard'."),
     ("DAGSTER_WEBSERVER_URL", "(unset)", "Base URL of the Dagster UI, for links to failed runs."),
     ("PROMETHEUS_URL", "(unset)", "Prometheus holding DCGM exporter metrics (docs/importing.md)."),
@@ -302,10 +325,17 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
 EARLIEST_START_DATE = dt.date(2000, 1, 1)
 
 
+# Days of the demo fleet the embedded database is filled with (``ingest/demo_fleet.py``).
+DEMO_WINDOW_DAYS = 45
+
+
 def _start_date(env: Mapping[str, str], timezone: str) -> dt.date:
     raw = env.get("HELIOX_START_DATE", "").strip()
-    if not raw:
+    if not raw and env.get(DATABASE_URL_VAR, "").strip():
         return Settings.start_date
+    if not raw:
+        # The embedded demo: partitions start with its window, not years before its data.
+        return dt.datetime.now(ZoneInfo(timezone)).date() - dt.timedelta(days=DEMO_WINDOW_DAYS - 1)
     try:
         day = dt.date.fromisoformat(raw)
     except ValueError:
@@ -484,6 +514,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "MONTHLY_BUDGET_USD", Decimal("0.01"), Decimal(1_000_000_000_000)
         ),
         budget_alert_levels=_budget_levels(env),
+        home=_home(env),
     )
 
 
@@ -498,3 +529,10 @@ def _retention_days(env: Mapping[str, str]) -> int | None:
             f"(IDLE_LOOKBACK_DAYS={lookback}); keep more days than that, or unset it to keep all."
         )
     return days
+
+
+def _home(env: Mapping[str, str]) -> Path | None:
+    try:
+        return project_home(env)
+    except HomeError as exc:
+        raise SettingsError(str(exc)) from None

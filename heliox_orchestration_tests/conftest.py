@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -41,10 +42,15 @@ def _isolated_environment(tmp_path: os.PathLike[str], monkeypatch: pytest.Monkey
         "HELIOX_ENV",
         "TIMEZONE",
         "DAILY_SUMMARY_HOUR",
+        "DAGSTER_HOME",  # `make test` exports the checkout's
         *PROMETHEUS_VARIABLES,
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HELIOX_DATA_DIR", str(tmp_path / "heliox-data"))
+    # Not the checkout: a command's default Dagster home (.dagster) is under the test's folder.
+    project = Path(tmp_path) / "heliox-home"
+    project.mkdir(exist_ok=True)
+    monkeypatch.setenv("HELIOX_HOME", str(project))
 
 
 @pytest.fixture

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 from dagster import (
+    AssetRecordsFilter,
     AssetSelection,
     DagsterInstance,
+    Definitions,
     instance_for_test,
 )
 from sqlalchemy import Engine, select
@@ -23,7 +25,9 @@ from heliox_orchestration.assets import (
     DAILY_COSTS_KEY,
     IDLE_KEY,
     SUMMARY_KEY,
+    build_asset_defs,
 )
+from heliox_orchestration.assets.refresh import COSTS_REFRESH_JOB, gpu_costs_refresh_job
 from heliox_orchestration.costs.summary import cost_summary, load_cost_summary
 from heliox_orchestration.db.schema import daily_gpu_cost_days, daily_gpu_costs
 from heliox_orchestration.detections.idle import (
@@ -33,6 +37,8 @@ from heliox_orchestration.detections.idle import (
 )
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.partitions import local_day_bounds, local_range_bounds
+from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.resources.settings import HelioxSettings
 from heliox_orchestration_tests.crafted import (
     db_sum_by_model_cents,
     db_sum_cents,
@@ -137,8 +143,64 @@ def test_single_run_backfill_writes_every_day_once(any_engine: Engine, instance:
         assert total.quantize(Decimal("0.01")) == db_sum_cents(
             any_engine, *local_day_bounds(day, SETTINGS.timezone)
         )
-    meta = metadata_of(result, DAILY_COSTS_KEY)[0]  # a range run records each day with the same metadata
-    assert meta["days"] == 10 and "| day | hours_in_day |" in meta["daily_totals"]
+    totals_in_metadata = {
+        dt.date.fromisoformat(str(e.partition)): e.materialization.metadata["total_cost_usd"].value
+        for e in events
+        if e.asset_key == DAILY_COSTS_KEY
+    }
+    assert totals_in_metadata == pytest.approx(
+        {day: float(total) for day, total in totals.items()}, abs=0.005
+    )
+
+
+def test_range_run_of_the_refresh_job_records_each_partitions_own_figures(
+    sqlite_engine: Engine, instance: DagsterInstance
+) -> None:
+    """A single run over three days, through the named refresh job: each partition's stored
+    materialization carries that day's figures, and its run is of that job (the UI's "Job")."""
+    seed_demo(sqlite_engine, FLEET, now=NOW)
+    start, _ = local_day_bounds(dt.date(2026, 1, 18), SETTINGS.timezone)
+    insert(sqlite_engine, hourly("only-on-the-18th", start, 2, "1234.5", 50.0, model_name="Solo"))
+    defs = Definitions(
+        assets=build_asset_defs(SETTINGS).assets,
+        jobs=[gpu_costs_refresh_job],
+        resources={
+            "heliox_db": HelioxDatabase(url=engine_url(sqlite_engine)),
+            "heliox_settings": HelioxSettings.of(SETTINGS),
+        },
+    )
+    job = defs.resolve_job_def(COSTS_REFRESH_JOB)
+    result = job.execute_in_process(
+        instance=instance, tags={RANGE_START_TAG: "2026-01-17", RANGE_END_TAG: "2026-01-19"}
+    )
+    assert result.success
+
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=DAILY_COSTS_KEY), limit=10).records
+    by_day = {}
+    for record in records:
+        materialization = record.asset_materialization
+        assert materialization is not None and materialization.partition is not None
+        by_day[dt.date.fromisoformat(materialization.partition)] = {
+            k: getattr(v, "value", v) for k, v in materialization.metadata.items()
+        }
+        stored_run = instance.get_run_by_id(record.run_id)
+        assert stored_run is not None and stored_run.job_name == COSTS_REFRESH_JOB
+    assert sorted(by_day) == [dt.date(2026, 1, 17), dt.date(2026, 1, 18), dt.date(2026, 1, 19)]
+    totals = stored_day_totals(sqlite_engine)
+    for day, meta in by_day.items():
+        assert meta["total_cost_usd"] == pytest.approx(float(totals[day]), abs=0.005)
+        assert meta["total_cost"].startswith(f"${totals[day]:,.2f} ")
+        assert meta["dagster/row_count"] == table_count_of_day(sqlite_engine, day)
+        assert meta["written_by_range_run"] == "2026-01-17 to 2026-01-19 (3 days)"
+        assert "days" not in meta and "daily_totals" not in meta
+    assert by_day[dt.date(2026, 1, 18)]["top_model"] == "Solo: $2,469.00"
+    assert "Solo" not in by_day[dt.date(2026, 1, 17)]["preview"]
+    assert len({meta["total_cost_usd"] for meta in by_day.values()}) == 3
+
+
+def table_count_of_day(engine: Engine, day: dt.date) -> int:
+    with engine.connect() as conn:
+        return len(conn.execute(select(daily_gpu_costs.c.day).where(daily_gpu_costs.c.day == day)).all())
 
 
 def test_backfill_through_the_dagster_cli(sqlite_engine: Engine, tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ LA = ZoneInfo("America/Los_Angeles")
 
 
 def _defs(**env: str) -> Definitions:
-    return build_defs(load_settings(env))
+    # A deployment with history (the embedded demo's partitions would start 45 days ago).
+    return build_defs(load_settings({"HELIOX_START_DATE": "2025-01-01", **env}))
 
 
 def _tick(defs: Definitions, name: str, local: dt.datetime):  # type: ignore[no-untyped-def]

@@ -4,20 +4,27 @@ embedded default that seeds itself (while a named database is never seeded unask
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
+from dagster import DagsterInstance
 from sqlalchemy import func, select
 
 from heliox_orchestration.cli import cli
 from heliox_orchestration.db.engine import make_engine, usage_is_empty
 from heliox_orchestration.db.schema import gpu_usage_hourly
+from heliox_orchestration.home import EMBEDDED_INSTANCE_FILE, HomeError, dagster_home, project_home
 from heliox_orchestration.resources.database import HelioxDatabase
+from heliox_orchestration.settings import Settings, SettingsError
 
 SECRET = "s3cr3t-Pa55"
+ROOT = Path(__file__).parents[1]
 
 
 @pytest.mark.parametrize(
@@ -156,3 +163,61 @@ def test_seed_demo_today_in_timezone_writes_only_started_hours(
     later = CliRunner().invoke(cli, [*args, "--end-date", (today + dt.timedelta(days=1)).isoformat()])
     assert later.exit_code == 2
     assert f"through today ({today} in Pacific/Kiritimati)" in later.output
+
+
+def heliox_bin() -> str:
+    return str(Path(sys.executable).with_name("heliox"))
+
+
+def test_commands_from_any_folder_share_the_projects_database_and_dagster_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`heliox run` in one folder, `heliox alerts` in another: both use HELIOX_HOME's
+    data/heliox.db and .dagster (DAGSTER_HOME unset), and neither folder gets a database."""
+    project = Path(os.environ["HELIOX_HOME"])
+    monkeypatch.delenv("HELIOX_DATA_DIR")  # the default, relative: data/ under the project
+    (project / EMBEDDED_INSTANCE_FILE).parent.mkdir(parents=True)
+    (project / EMBEDDED_INSTANCE_FILE).write_text((ROOT / EMBEDDED_INSTANCE_FILE).read_text())
+    elsewhere, other = tmp_path / "elsewhere", tmp_path / "other"
+    elsewhere.mkdir()
+    other.mkdir()
+    ran = subprocess.run(
+        [heliox_bin(), "run", "daily-summary"], cwd=elsewhere, capture_output=True, text=True, timeout=240
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    listed = subprocess.run([heliox_bin(), "alerts"], cwd=other, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "daily-summary:" in listed.stdout and "No alerts in the ledger" not in listed.stdout
+
+    assert (project / "data" / "heliox.db").is_file()
+    assert (project / ".dagster" / "dagster.yaml").read_text() == (ROOT / EMBEDDED_INSTANCE_FILE).read_text()
+    with DagsterInstance.from_config(str(project / ".dagster")) as instance:
+        jobs = {r.job_name for r in instance.get_runs()}
+    assert jobs == {"daily_summary_refresh_job", "daily_summary_job"}
+    for folder in (elsewhere, other):
+        assert list(folder.iterdir()) == [], f"{folder} got {list(folder.iterdir())}"
+
+
+def test_without_a_project_folder_the_embedded_database_and_dagster_home_refuse(tmp_path: Path) -> None:
+    assert project_home({}, checkout=ROOT) == ROOT  # the checkout the package is installed from
+    assert project_home({}, checkout=tmp_path) is None  # a folder without workspace.yaml
+    assert project_home({"HELIOX_HOME": str(tmp_path)}, checkout=None) == tmp_path.resolve()
+    with pytest.raises(HomeError, match=r"^HELIOX_HOME=.* is not a folder"):
+        project_home({"HELIOX_HOME": str(tmp_path / "missing")})
+
+    nowhere = Settings(home=None)
+    with pytest.raises(SettingsError, match="set HELIOX_HOME to the checkout, or HELIOX_DATABASE_URL"):
+        _ = nowhere.embedded_database_path
+    assert Settings(home=None, data_dir=tmp_path).embedded_database_path == tmp_path / "heliox.db"
+    assert Settings(home=tmp_path).embedded_database_path == tmp_path / "data" / "heliox.db"
+    with pytest.raises(HomeError, match=r"^No Dagster home: set DAGSTER_HOME"):
+        dagster_home({}, None)
+    assert dagster_home({}, tmp_path) == tmp_path / ".dagster"
+    assert dagster_home({"DAGSTER_HOME": str(tmp_path / "x")}, ROOT) == tmp_path / "x"
+
+
+def test_doctor_shows_the_partitions_start_in_effect(monkeypatch: pytest.MonkeyPatch) -> None:
+    demo_start = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=44)
+    assert f"HELIOX_START_DATE          {demo_start} (default)" in CliRunner().invoke(cli, ["doctor"]).output
+    monkeypatch.setenv("HELIOX_DATABASE_URL", "sqlite:////nonexistent-folder/heliox.db")
+    assert "HELIOX_START_DATE          2025-01-01 (default)" in CliRunner().invoke(cli, ["doctor"]).output

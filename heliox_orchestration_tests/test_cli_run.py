@@ -16,6 +16,7 @@ from heliox_orchestration.automation.manual import LOCATION_NAME, HelioxLocation
 from heliox_orchestration.cli import cli
 from heliox_orchestration.costs.common import utc_hour
 from heliox_orchestration.db.engine import ensure_schema, make_engine
+from heliox_orchestration.home import EMBEDDED_INSTANCE_FILE
 from heliox_orchestration.settings import load_settings
 from heliox_orchestration_tests.crafted import hourly, insert
 from heliox_orchestration_tests.routed import ML_PATH, RESEARCH_PATH, ROUTING, by_channel
@@ -39,7 +40,7 @@ def fresh_definitions(monkeypatch: pytest.MonkeyPatch) -> None:
 def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "dagster-home"
     home.mkdir()
-    (home / "dagster.yaml").write_text((Path(__file__).parents[1] / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text((ROOT / EMBEDDED_INSTANCE_FILE).read_text())
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 

@@ -369,7 +369,7 @@ def test_read_only_commands_work_on_a_file_the_user_cannot_write() -> None:
     (folder / "heliox.db").chmod(0o444)
     folder.chmod(0o555)
     top.chmod(0o755)
-    env = {**os.environ, "HELIOX_DATABASE_URL": url, "HELIOX_DATA_DIR": str(folder)}
+    env = {**os.environ, "HELIOX_DATABASE_URL": url, "HELIOX_DATA_DIR": str(folder), "HELIOX_HOME": str(top)}
     heliox = [sys.executable, "-m", "heliox_orchestration.cli"]
     for command in READ_ONLY_COMMANDS:
         result = subprocess.run(

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
+from heliox_orchestration.alerts.messages import daily_summary_message, idle_spend_message
 from heliox_orchestration.costs.common import NotMaterializedError
 from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
 from heliox_orchestration.costs.summary import (
@@ -17,6 +18,7 @@ from heliox_orchestration.costs.summary import (
     load_burn_rate_status,
     load_cost_summary,
 )
+from heliox_orchestration.detections.idle import idle_spend_report
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.partitions import local_day_bounds, local_range_bounds
 from heliox_orchestration.reports import CostDriver, DailyCostPoint
@@ -130,7 +132,9 @@ def test_cost_summary_known_answers(any_engine: Engine) -> None:
     assert [p.day for p in summary.daily_series] == [REPORT - dt.timedelta(days=6 - i) for i in range(7)]
 
 
-def test_cost_summary_savings_add_up_all_open_recommendations(any_engine: Engine) -> None:
+def test_cost_summary_savings_are_the_high_severity_ones_the_idle_alert_sends(any_engine: Engine) -> None:
+    """One figure: the summary's potential savings are those of the high-severity findings it
+    counts, the same total the idle alert shows for them (a lower-severity finding is in neither)."""
     window_end = utc(2026, 1, 21, 9)
     insert(any_engine, hourly("idle-h100", window_end - dt.timedelta(days=14), 336, "12.29", 0.0))
     insert(
@@ -138,7 +142,17 @@ def test_cost_summary_savings_add_up_all_open_recommendations(any_engine: Engine
     )
     summary = cost_summary(any_engine, REPORT, UTC_SETTINGS, as_of=AS_OF)
     assert summary.high_severity_count == 1
-    assert summary.potential_savings_monthly_usd == Decimal("8971.700000") + Decimal("587.504000")
+    assert summary.potential_savings_monthly_usd == Decimal("8971.700000")
+    every = idle_spend_report(any_engine, UTC_SETTINGS, as_of=AS_OF, severities=("high", "medium", "low"))
+    assert len(every.findings) == 2  # the L4 is a finding, of lower severity
+
+    idle = idle_spend_report(any_engine, UTC_SETTINGS, as_of=AS_OF)
+    assert idle.total_monthly_savings_usd == summary.potential_savings_monthly_usd
+    summary_text = daily_summary_message(summary).to_plain_text()
+    idle_text = idle_spend_message(idle).to_plain_text()
+    assert "Potential Savings:" in summary_text and "$8,971.70/mo" in summary_text
+    assert "1 high-severity recommendation available" in summary_text
+    assert "Total Potential Savings: $8,971.70/month" in idle_text and "Number of Issues: 1" in idle_text
 
 
 def test_load_cost_summary_needs_a_materialization(sqlite_engine: Engine) -> None:

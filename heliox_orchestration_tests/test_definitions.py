@@ -52,9 +52,10 @@ def test_jobs_sensors_and_checks_are_module_level_definitions() -> None:
     ):
         assert defs.resolve_sensor_def(sensor.name).name == sensor.name
     # Every sensor: 4 fixed ones, the redelivery sensor, new_usage_sensor and one per AfterRefresh
-    # trigger (idle-spend, idle-resolved, daily-summary, spend-anomaly, budget).
+    # trigger (idle-spend, idle-resolved, daily-summary, spend-anomaly, budget), and the embedded
+    # demo's feed.
     names = {s.name for s in defs.sensors or []}
-    assert len(names) == 11, sorted(names)
+    assert len(names) == 12, sorted(names)
     assert {"spend_anomalies_sensor", "spend_anomaly_alert_sensor", "budget_alert_sensor"} <= names
     assert defs.resolve_assets_def("idle_gpu_recommendations").op is idle_gpu_recommendations.op
     assert set(defs.asset_checks or []) >= set(OUTPUT_CHECKS)

@@ -6,11 +6,15 @@ instance schema, and opened for real on PostgreSQL), deploy/workspace.yaml and t
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,9 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from heliox_orchestration.home import EMBEDDED_INSTANCE_FILE
 from heliox_orchestration.settings import ENVIRONMENT_VARIABLES
+from heliox_orchestration_tests.dagster_processes import free_port
 from heliox_orchestration_tests.dagster_storage import dagster_storage_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +49,9 @@ DAGSTER_STORAGE_VARIABLES = (
     "DAGSTER_POSTGRES_PASSWORD",
     "DAGSTER_POSTGRES_DB",
 )
-# The image sets HELIOX_DATA_DIR itself (the embedded SQLite folder is unused in compose).
-COMPOSE_EXEMPT_SETTINGS = {"HELIOX_DATA_DIR"}
+# The image sets HELIOX_DATA_DIR itself (the embedded SQLite folder is unused in compose); it has
+# no checkout, so no project folder (HELIOX_HOME): it names its database and DAGSTER_HOME.
+COMPOSE_EXEMPT_SETTINGS = {"HELIOX_DATA_DIR", "HELIOX_HOME"}
 INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Z][A-Z0-9_]*)(?P<op>:?[-?])?(?P<rest>.*)\}$")
 
 
@@ -366,7 +373,9 @@ def test_instance_file_is_valid_dagster_instance_config(
 
 
 @pytest.mark.parametrize(
-    "instance_file", [INSTANCE, INSTANCE_URL, ROOT / "dagster.yaml"], ids=lambda p: str(p.relative_to(ROOT))
+    "instance_file",
+    [INSTANCE, INSTANCE_URL, ROOT / EMBEDDED_INSTANCE_FILE],
+    ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_every_run_has_a_runtime_bound(
     instance_file: Path, tmp_path: Path, storage_env: dict[str, str]
@@ -613,3 +622,74 @@ def test_operations_doc_covers_the_runbook() -> None:
     ):
         assert needle in doc, needle
     assert "docs/operations.md" in (ROOT / "README.md").read_text()
+
+
+STOP_SECONDS = 30  # measured: 8-23 s on 2 busy cores, runs being launched at the interrupt included
+
+
+def _terminal_like() -> None:
+    """Ctrl-C and SIGTERM as a terminal delivers them (this test's runner may ignore both)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _group(pgid: int) -> list[str]:
+    listing = subprocess.run(["ps", "-eo", "pgid=,pid=,stat=,args="], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if line.split()[0] == str(pgid) and " Z" not in line]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_make_runs_dagster_dev_starts_quietly_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """`make run`'s last step from the checkout: no warning about a dagster.yaml in the folder,
+    preview mode announced once outside runs, and Ctrl-C (SIGINT to the terminal's process group)
+    ends dagster dev and every process it started within STOP_SECONDS."""
+    project, home = tmp_path / "project", tmp_path / "dagster-home"
+    (project / EMBEDDED_INSTANCE_FILE).parent.mkdir(parents=True)
+    home.mkdir()
+    for folder in (project / EMBEDDED_INSTANCE_FILE, home / "dagster.yaml"):
+        shutil.copy(ROOT / EMBEDDED_INSTANCE_FILE, folder)
+    makefile = (ROOT / "Makefile").read_text()
+    assert (
+        "$(BIN)/dagster dev -w workspace.yaml -p $(PORT)\n" in makefile
+        and not (ROOT / "dagster.yaml").exists()
+    )
+    port = free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "HELIOX_HOME": str(project)}
+    log = (tmp_path / "terminal.log").open("w+")
+    dev = subprocess.Popen(
+        [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_terminal_like,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert dev.poll() is None, f"dagster dev exited early: {Path(log.name).read_text()[-3000:]}"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the UI did not answer within 180 s"
+                time.sleep(1)
+        assert len(_group(dev.pid)) >= 4  # dagster dev, code server, webserver, daemon
+        os.killpg(dev.pid, signal.SIGINT)
+        stopped = time.monotonic() + STOP_SECONDS
+        while (dev.poll() is None or _group(dev.pid)) and time.monotonic() < stopped:
+            time.sleep(0.5)
+        left = _group(dev.pid)
+        assert dev.poll() is not None and not left, f"still running {STOP_SECONDS} s after Ctrl-C: {left}"
+    finally:
+        if dev.poll() is None or _group(dev.pid):
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
+    terminal = Path(log.name).read_text()
+    assert "will not be used to configure Dagster" not in terminal
+    announced = [
+        line for line in terminal.splitlines() if "resource:slack - Slack notifications disabled" in line
+    ]
+    assert len(announced) <= 1, announced  # sensor ticks: once per process (runs log their own)

@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 
 import pytest
+from dagster import build_init_resource_context, get_dagster_logger
 
 from heliox_orchestration.alerts.messages import connection_test_message, section
+from heliox_orchestration.resources import slack as slack_module
 from heliox_orchestration.resources.definitions import heliox_resources
 from heliox_orchestration.resources.slack import (
     PREVIEW_LINE,
@@ -407,3 +409,20 @@ def test_sections_can_be_sent_as_a_message(make_slack: MakeSlack, slack_server: 
 
     make_slack().send(SlackMessage.build("hello", [section("*hello*")]))
     assert slack_server.requests[0].json["blocks"][0]["text"]["text"] == "*hello*"
+
+
+def test_preview_mode_is_announced_once_per_process_outside_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sensor ticks build the resource every few seconds; the terminal hears preview mode once."""
+    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
+    monkeypatch.setattr(slack_module, "_ANNOUNCED", set())
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger = get_dagster_logger()
+    logger.addHandler(handler)
+    try:
+        for _ in range(3):
+            SlackWebhook().setup_for_execution(build_init_resource_context())
+    finally:
+        logger.removeHandler(handler)
+    assert lines.count(PREVIEW_LINE) == 1

@@ -62,39 +62,24 @@ written and the run fails with the rule, the counts and example rows. Usage rows
 outside the run's days change no number of this run: `no_future_usage` names them (a warning)."""
 
 
-def daily_costs_metadata(costs: "DailyCosts", rows_written: int) -> dict[str, Any]:
-
+def daily_costs_metadata(costs: "DailyCosts") -> dict[str, Any]:
+    """The figures of one local day (``costs`` holds exactly one): its partition's metadata."""
+    (day,) = costs.days
     totals = costs.day_totals()
     total = micros_to_dollars(sum(totals["cost_micros"]))
-    gaps = [day.isoformat() for day, has in zip(totals["day"], totals["has_data"], strict=True) if not has]
     top = top_drivers(costs.rows, n=1)
-    span = costs.first.isoformat() if costs.first == costs.last else f"{costs.first} to {costs.last}"
+    has_data = bool(totals["has_data"][0])
     metadata: dict[str, Any] = {
-        "dagster/row_count": rows_written,
-        "days": len(costs.days),
+        "dagster/row_count": len(costs.rows),
         "total_cost_usd": MetadataValue.float(float(total)),
         "total_cost": f"{format_usd(total)} ({total} exact)",
         "top_model": f"{top[0].label}: {format_usd(top[0].cost_usd)}" if top else "none (no usage data)",
-        "days_without_data": ", ".join(gaps) or "none",
+        "hours_in_day": day.hours,
+        "days_without_data": "none" if has_data else day.day.isoformat(),
         "preview": MetadataValue.md(_preview(costs.rows)),
     }
-    if len(costs.days) == 1:
-        metadata["hours_in_day"] = costs.days[0].hours
-    else:
-        metadata["daily_totals"] = MetadataValue.md(
-            markdown_table(
-                records_of(totals),
-                {
-                    "day": str,
-                    "hours_in_day": str,
-                    "has_data": str,
-                    "cost_usd": format_usd,
-                    "usage_rows": "{:,}".format,
-                },
-            )
-        )
-    if len(gaps) == len(costs.days):
-        metadata["status"] = f"No usage data for {span}: gpu_usage_hourly has no rows in those hours."
+    if not has_data:
+        metadata["status"] = f"No usage data for {day.day}: gpu_usage_hourly has no rows in those hours."
     return metadata
 
 
@@ -193,7 +178,14 @@ def build_daily_gpu_costs(partitions: DailyPartitionsDefinition) -> AssetsDefini
         costs = compute_daily_costs(engine, *days, settings.timezone)
         written = write_daily_costs(engine, costs, computed_at=now)
         context.log.info(f"daily_gpu_costs: {written} rows for {days[0]}..{days[1]} ({settings.timezone})")
-        yield MaterializeResult(metadata=daily_costs_metadata(costs, written), check_results=checks)
+        # Each partition's materialization carries its own day's figures, also in a range run;
+        # what the whole run shares is only which run wrote it.
+        for day in costs.days:
+            context.add_asset_metadata(
+                daily_costs_metadata(costs.for_days(day.day, day.day)), partition_key=day.day.isoformat()
+            )
+        shared = {} if days[0] == days[1] else {"written_by_range_run": f"{span} ({len(costs.days)} days)"}
+        yield MaterializeResult(metadata=shared, check_results=checks)
 
     return daily_gpu_costs_asset
 

@@ -66,7 +66,7 @@ SUMMARY_DESCRIPTION = """The daily-summary numbers of a report date: the partiti
 
 Yesterday's cost, the last 7 and last 30 complete local days ending with the report date, the
 top 3 models of the report date ("Unattributed" for usage without a model name), the number of
-high-severity idle-GPU recommendations and the monthly savings of all open ones, with
+high-severity idle-GPU recommendations and their monthly savings (the idle alert's figure), with
 `MONTHLY_BUDGET_USD` the month to date, the budget and the forecast, and the daily series
 (days without usage data are flagged as gaps, not shown as $0). Reads the materialized
 `daily_gpu_costs` days (days never materialized are computed from `gpu_usage_hourly` and listed

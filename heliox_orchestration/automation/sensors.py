@@ -48,6 +48,7 @@ from heliox_orchestration.automation.anomaly_sensor import spend_anomalies_senso
 from heliox_orchestration.automation.burn_rate_sensor import burn_rate_sensor
 from heliox_orchestration.automation.run_config import STARTED_BY_HELIOX_RUN, STARTED_BY_TAG
 from heliox_orchestration.detections.freshness import cron_hours, is_stale, newest_usage_hour
+from heliox_orchestration.ingest.demo_feed import extend_demo_fleet
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.settings import HelioxSettings
 from heliox_orchestration.resources.slack import SlackRoutes
@@ -79,6 +80,10 @@ def stale_data_sensor(
     now = clock.utc_now()
     if now.astimezone(settings.tz).hour not in cron_hours(settings.burn_rate_check_cron):
         return SensorResult(skip_reason="Outside the checking hours.", cursor=context.cursor)
+    if heliox_db.is_embedded:
+        # The live demo's usage is brought up to date first (demo_feed_sensor may not have
+        # ticked yet after a restart): the demo never alerts on itself.
+        extend_demo_fleet(heliox_db.get_engine(), settings.timezone, now)
     newest = newest_usage_hour(heliox_db.get_engine(), now)
     if not is_stale(newest, now, settings.stale_data_hours):
         return SensorResult(skip_reason=f"Fresh: newest usage hour {newest:%Y-%m-%d %H:%M} UTC.", cursor=None)

@@ -27,6 +27,7 @@ from heliox_orchestration.cli.common import (
     friendly_errors,
     open_database,
     resolve_database_url,
+    use_dagster_home,
 )
 from heliox_orchestration.db.engine import (
     sqlite_path,
@@ -106,7 +107,8 @@ def run_command(kind: str) -> None:
     """
     # The runs load the code location: what would stop it is one line here, not its traceback.
     settings = load_environment()
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    use_dagster_home(settings)
+    instance = DagsterInstance.get()
     with instance, heliox_location(instance) as location, slack_retries_shown():
         outcomes = run_check(kind, location, settings, dt.datetime.now(dt.UTC))
     for outcome in outcomes:

@@ -25,6 +25,7 @@ from heliox_orchestration.db.engine import (
     read_schema_status,
 )
 from heliox_orchestration.environment import database_url_problem
+from heliox_orchestration.home import DAGSTER_HOME_VAR, EMBEDDED_INSTANCE_FILE, HomeError, dagster_home
 from heliox_orchestration.ingest.focus.validation import ImportInputError
 from heliox_orchestration.settings import (
     DATABASE_URL_VAR,
@@ -49,6 +50,22 @@ def friendly_errors(func: F) -> F:
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
+
+
+def use_dagster_home(settings: Settings) -> Path:
+    """The Dagster home of this command (``DAGSTER_HOME``, else the project's ``.dagster``, as
+    ``make run``), created with the embedded instance file when new; set for Dagster to find."""
+    try:
+        home = dagster_home(os.environ, settings.home)
+    except HomeError as exc:
+        raise SettingsError(str(exc)) from None
+    home.mkdir(parents=True, exist_ok=True)
+    instance_file = home / "dagster.yaml"
+    template = settings.home / EMBEDDED_INSTANCE_FILE if settings.home else None
+    if not instance_file.exists() and template is not None and template.is_file():
+        instance_file.write_text(template.read_text())
+    os.environ[DAGSTER_HOME_VAR] = str(home)
+    return home
 
 
 def resolve_database_url(explicit: str | None, settings: Settings) -> tuple[str, str, bool]:

@@ -25,6 +25,7 @@ from heliox_orchestration.db.engine import (
 )
 from heliox_orchestration.db.schema import metadata
 from heliox_orchestration.environment import EnvironmentCheck, check_environment
+from heliox_orchestration.home import HOME_VAR, HomeError, dagster_home
 from heliox_orchestration.resources.slack import (
     PREVIEW_LINE,
     WEBHOOK_URL_VAR,
@@ -63,6 +64,8 @@ def doctor() -> None:
         value = os.environ.get(name)
         if value and name in MASKED_VARIABLES:
             value = mask_secret(value, tail=name != "PROMETHEUS_PASSWORD")
+        if not value and name == "HELIOX_START_DATE" and check.settings is not None:
+            default = check.settings.start_date.isoformat()  # the embedded demo's window start
         click.echo(f"  {name:<26} {value if value else default + ' (default)'}")
     problems = list(check.problems)
     if check.settings is not None and check.database_problem is None:
@@ -70,13 +73,12 @@ def doctor() -> None:
             _doctor_database(check.settings)
         except DatabaseConfigError as exc:
             problems.append(str(exc))
-    home = os.environ.get("DAGSTER_HOME")
-    click.echo(
-        f"\nDagster home: {home}"
-        if home
-        else "\nDagster home: DAGSTER_HOME is not set (dagster dev uses a temporary folder; "
-        "run storage is lost when it stops)"
-    )
+    project = check.settings.home if check.settings is not None else None
+    click.echo(f"\nProject folder ({HOME_VAR} or the checkout): {project or 'none found'}")
+    try:
+        click.echo(f"Dagster home: {dagster_home(os.environ, project)}")
+    except HomeError as exc:
+        problems.append(str(exc))
     if problems:
         click.echo("", err=True)
         for problem in problems:

@@ -125,8 +125,9 @@ def summary_range(report_date: dt.date) -> tuple[dt.date, dt.date]:
 def build_cost_summary(
     report_date: dt.date, costs: DailyCosts, findings: Sequence[IdleFinding]
 ) -> CostSummary:
-    """The summary numbers from 30 days of aggregates and the open recommendations (all
-    severities: ``high_severity_count`` counts the high ones, savings add up all of them)."""
+    """The summary numbers from 30 days of aggregates and the open recommendations. Its
+    potential savings are those of the high-severity ones it counts: the findings the idle alert
+    sends, so both messages show one figure for the same GPUs (README, "One savings figure")."""
     first, last = summary_range(report_date)
     window = costs.for_days(first, last)
     if len(window.days) != SUMMARY_DAYS:
@@ -135,14 +136,15 @@ def build_cost_summary(
     micros = dict(zip(totals["day"], totals["cost_micros"], strict=True))
     has_data = dict(zip(totals["day"], totals["has_data"], strict=True))
     series_days = [report_date - dt.timedelta(days=i) for i in range(SERIES_DAYS - 1, -1, -1)]
+    high = [f for f in findings if f.severity == "high"]
     return CostSummary(
         report_date=report_date,
         yesterday_cost_usd=micros_to_dollars(micros[report_date]),
         last_7_days_cost_usd=micros_to_dollars(sum(micros[d] for d in series_days)),
         last_30_days_cost_usd=micros_to_dollars(sum(micros.values())),
         top_models=top_drivers(window.for_days(report_date, report_date).rows),
-        high_severity_count=sum(1 for f in findings if f.severity == "high"),
-        potential_savings_monthly_usd=sum((f.monthly_savings_usd for f in findings), Decimal(0)),
+        high_severity_count=len(high),
+        potential_savings_monthly_usd=sum((f.monthly_savings_usd for f in high), Decimal(0)),
         daily_series=tuple(
             DailyCostPoint(d, micros_to_dollars(micros[d]), has_data=bool(has_data[d])) for d in series_days
         ),

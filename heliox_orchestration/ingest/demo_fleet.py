@@ -35,10 +35,11 @@ from heliox_orchestration.db.gpu_prices import GPU_PRICES
 from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
 from heliox_orchestration.money import micros_to_dollars
+from heliox_orchestration.settings import DEMO_WINDOW_DAYS
 
 DEMO_PREFIX = "demo-"
 DEFAULT_GPUS = 85
-DEFAULT_DAYS = 45
+DEFAULT_DAYS = DEMO_WINDOW_DAYS
 # The command line's bounds: wide enough for any benchmark (10,000 GPUs x 90 days is 21.6 million
 # rows), narrow enough that a typo cannot fill the disk.
 MAX_DEMO_GPUS = 100_000

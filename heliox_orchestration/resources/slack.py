@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -54,6 +55,9 @@ __all__ = [
 ]
 
 PREVIEW_LINE = f"Slack notifications disabled (preview mode): {WEBHOOK_URL_VAR} is not set"
+# The lines announced outside a run (sensor ticks) by this process.
+_ANNOUNCED: set[str] = set()
+_ANNOUNCED_LOCK = threading.Lock()
 
 
 class SlackPostable(Protocol):
@@ -187,7 +191,16 @@ class SlackWebhook(ConfigurableResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         url = self.resolved_url()
-        (context.log or get_dagster_logger()).info(enabled_line(url) if url else PREVIEW_LINE)
+        line = enabled_line(url) if url else PREVIEW_LINE
+        if context.run is not None:  # a run: its own log says so, once
+            (context.log or get_dagster_logger()).info(line)
+            return
+        # A sensor tick, every few seconds in the same process: the terminal hears it once.
+        with _ANNOUNCED_LOCK:
+            if line in _ANNOUNCED:
+                return
+            _ANNOUNCED.add(line)
+        get_dagster_logger().info(line)
 
     def send(self, message: SlackPostable, on_retry: Callable[[int], None] | None = None) -> SlackSendResult:
         """Post ``message`` (or preview it). Raises ``SlackDeliveryError`` when it is not delivered.
