@@ -6,14 +6,17 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
-import importlib.util
 import json
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, select
@@ -28,6 +31,7 @@ from heliox_orchestration.ingest.focus.importer import import_focus
 from heliox_orchestration.ingest.focus.report import format_report
 from heliox_orchestration.ingest.focus.validation import ImportInputError
 from heliox_orchestration.money import CENTS, micros_to_dollars
+from heliox_orchestration_tests.focus_files import p5_hours, write_export
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "focus" / "focus_sample.csv"
@@ -585,23 +589,76 @@ def test_unreadable_utilization_file(
         import_focus(None, focus, utilization=tmp_path / "missing.csv", dry_run=True)
 
 
-def test_parquet_without_pyarrow_says_so(tmp_path: Path) -> None:
-    if importlib.util.find_spec("pyarrow") is not None:
-        pytest.skip("pyarrow is installed here")
+def _as_parquet(csv_path: Path, parquet_path: Path) -> Path:
+    """The CSV's values as Parquet strings, as a FOCUS export in Parquet holds them."""
+    with open(csv_path, newline="") as source:
+        header = next(csv.reader(source))
+    table = pa_csv.read_csv(
+        csv_path,
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False
+        ),
+    )
+    pq.write_table(table, parquet_path)
+    return parquet_path
+
+
+def _landing_export(tmp_path: Path) -> Path:
+    rows = p5_hours(P5, START, 30, "98.32") + p5_hours("i-0p5other0000000003", START, 5, "12.5")
+    return write_export(tmp_path / "landing.csv", rows)
+
+
+@pytest.mark.parametrize("fixture", ["gpu_files", "landing", "sample"])
+def test_parquet_imports_exactly_like_its_csv(
+    request: pytest.FixtureRequest, tmp_path: Path, any_engine: Engine, fixture: str
+) -> None:
+    """The same export as CSV and as Parquet: the same rows, to the micro-dollar, and the same
+    report; imported into the database, the same stored rows."""
+    if fixture == "gpu_files":
+        source = request.getfixturevalue("gpu_files")[0]
+    elif fixture == "landing":
+        source = _landing_export(tmp_path)
+    else:
+        source = request.getfixturevalue("sample")
+    parquet = _as_parquet(source, tmp_path / "export.parquet")
+    from_csv, from_parquet = read_focus(source, now=AS_OF), read_focus(parquet, now=AS_OF)
+    pd.testing.assert_frame_equal(from_csv.rows, from_parquet.rows)
+    assert replace(from_parquet.report, path=source) == from_csv.report
+    assert from_csv.report.rows > 0
+
+    import_focus(any_engine, source, now=AS_OF)
+    stored_csv = stored_frame(any_engine).sort_values(["resource_id", "usage_hour"], ignore_index=True)
+    with any_engine.begin() as conn:
+        conn.execute(gpu_usage_hourly.delete())
+    import_focus(any_engine, parquet, now=AS_OF)
+    stored_parquet = stored_frame(any_engine).sort_values(["resource_id", "usage_hour"], ignore_index=True)
+    pd.testing.assert_frame_equal(stored_csv, stored_parquet)
+
+
+def test_a_bad_parquet_row_is_refused_with_its_row_and_column(tmp_path: Path, sqlite_engine: Engine) -> None:
+    source = _bad_focus(tmp_path, {"EffectiveCost": "12,50"})
+    parquet = _as_parquet(source, tmp_path / "bad.parquet")
+    with pytest.raises(ImportInputError) as error:
+        import_focus(sqlite_engine, parquet)
+    assert str(error.value).startswith(f"{parquet}, row 4, column EffectiveCost: '12,50' is not a number")
+    assert stored(sqlite_engine) == (0, Decimal(0))
+
+
+def test_blank_lines_and_line_breaks_keep_the_line_numbers(tmp_path: Path) -> None:
+    """pyarrow reads the CSV; the lines named are still the physical lines of the file."""
+    path = _bad_focus(tmp_path, {"EffectiveCost": "12,50"})
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([lines[0], "\n", "\r\n", *lines[1:]]))  # two blank lines after the header
+    with pytest.raises(ImportInputError, match=rf"bad\.csv, line {BAD_LINE + 2}, column EffectiveCost"):
+        read_focus(path, chunk_rows=2)
+
+
+def test_a_parquet_file_that_is_not_one(tmp_path: Path) -> None:
     path = tmp_path / "focus.parquet"
     path.write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")
-    with pytest.raises(
-        ImportInputError, match="reading Parquet needs pyarrow, which Heliox does not depend on"
-    ):
+    with pytest.raises(ImportInputError, match=r"focus\.parquet: is not a readable Parquet file"):
         read_focus(path)
-
-
-def test_parquet_with_pyarrow(tmp_path: Path, gpu_files: tuple[Path, Path, list[dict[str, str]]]) -> None:
-    pytest.importorskip("pyarrow")
-    focus, _, rows = gpu_files
-    parquet = tmp_path / "focus.parquet"
-    pd.read_csv(focus, dtype=str, keep_default_na=False).to_parquet(parquet)
-    assert read_focus(parquet).report.imported_cost_usd == expected_gpu_cost(rows)
 
 
 # --- spreading -------------------------------------------------------------------------------
