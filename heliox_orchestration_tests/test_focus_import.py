@@ -30,6 +30,7 @@ from heliox_orchestration.ingest.focus.hours import read_focus
 from heliox_orchestration.ingest.focus.importer import import_focus
 from heliox_orchestration.ingest.focus.report import format_report
 from heliox_orchestration.ingest.focus.validation import ImportInputError
+from heliox_orchestration.ingest.pending import release_due_usage
 from heliox_orchestration.money import CENTS, micros_to_dollars
 from heliox_orchestration_tests.focus_files import p5_hours, write_export
 
@@ -659,6 +660,82 @@ def test_a_parquet_file_that_is_not_one(tmp_path: Path) -> None:
     path.write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")
     with pytest.raises(ImportInputError, match=r"focus\.parquet: is not a readable Parquet file"):
         read_focus(path)
+
+
+# --- PricingCategory -------------------------------------------------------------------------
+
+PRICED_HEADER = [*FOCUS_HEADER, "PricingCategory"]
+
+
+def _priced(resource: str, hour: int, category: str, cost: str = "10") -> dict[str, str]:
+    return _one_gpu_row(
+        ResourceId=resource,
+        EffectiveCost=cost,
+        PricingCategory=category,
+        ChargePeriodStart=_iso(START + dt.timedelta(hours=hour)),
+        ChargePeriodEnd=_iso(START + dt.timedelta(hours=hour + 1)),
+    )
+
+
+def test_pricing_category_is_kept_and_committed_wins_the_hour(tmp_path: Path, any_engine: Engine) -> None:
+    """Values match case-insensitively and are stored in FOCUS's spelling; charges of one
+    resource-hour with different categories: the highest of Committed > Dynamic > Standard >
+    Other wins, and an empty category never outranks a stated one."""
+    rows = [
+        _priced("i-0a", 0, "standard"),
+        _priced("i-0a", 1, "STANDARD"),
+        _priced("i-0a", 1, " Committed ", cost="2"),  # part of the hour under a commitment
+        _priced("i-0b", 0, "Dynamic"),
+        _priced("i-0b", 0, "standard"),
+        _priced("i-0c", 0, "other"),
+        _priced("i-0c", 1, ""),  # not known
+        _priced("i-0d", 0, ""),
+        _priced("i-0d", 0, "Committed", cost="-1"),  # a refund still says what the hour was
+    ]
+    path = write_focus(tmp_path / "priced.csv", rows, PRICED_HEADER)
+    import_focus(any_engine, path, now=AS_OF)
+    with any_engine.connect() as conn:
+        stored_rows = conn.execute(
+            select(gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.pricing_category).order_by(
+                gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.usage_hour
+            )
+        ).all()
+    assert [tuple(r) for r in stored_rows] == [
+        ("i-0a", "Standard"),
+        ("i-0a", "Committed"),
+        ("i-0b", "Dynamic"),
+        ("i-0c", "Other"),
+        ("i-0c", None),
+        ("i-0d", "Committed"),
+    ]
+    parquet = _as_parquet(path, tmp_path / "priced.parquet")
+    pd.testing.assert_frame_equal(read_focus(path, now=AS_OF).rows, read_focus(parquet, now=AS_OF).rows)
+
+
+def test_pricing_category_outside_focus_is_refused(tmp_path: Path, sqlite_engine: Engine) -> None:
+    rows = [_priced("i-0a", 0, "Standard"), _priced("i-0a", 1, "Spot")]
+    path = write_focus(tmp_path / "priced.csv", rows, PRICED_HEADER)
+    with pytest.raises(ImportInputError) as error:
+        import_focus(sqlite_engine, path, now=AS_OF)
+    assert str(error.value).startswith(
+        f"{path}, line 3, column PricingCategory: 'Spot' is not a FOCUS PricingCategory "
+        "(Other, Standard, Dynamic, Committed, or empty)"
+    )
+    assert stored(sqlite_engine) == (0, Decimal(0))
+
+
+def test_held_hours_keep_their_pricing_category(tmp_path: Path, any_engine: Engine) -> None:
+    """A charge for hours that have not started waits in gpu_usage_pending with its category
+    and reaches gpu_usage_hourly with it."""
+    row = _priced("i-0later", 0, "committed")
+    row["ChargePeriodEnd"] = _iso(START + dt.timedelta(hours=4))
+    path = write_focus(tmp_path / "priced.csv", [row], PRICED_HEADER)
+    report = import_focus(any_engine, path, now=START + dt.timedelta(hours=1, minutes=30))
+    assert report.pending_hours == 2
+    assert release_due_usage(any_engine, START + dt.timedelta(hours=5)) == 2
+    with any_engine.connect() as conn:
+        categories = conn.execute(select(gpu_usage_hourly.c.pricing_category)).scalars().all()
+    assert categories == ["Committed"] * 4
 
 
 # --- spreading -------------------------------------------------------------------------------

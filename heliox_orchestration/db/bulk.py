@@ -1,12 +1,18 @@
 """Fast bulk writes of hourly usage rows, shared by the demo generator and the FOCUS import.
 
 A frame holds the columns of ``gpu_usage_hourly`` except ``cost_usd``, plus ``cost_micros``
-(the exact cost in integer micro-dollars); ``usage_hour`` is a UTC datetime64 column.
+(the exact cost in integer micro-dollars); ``usage_hour`` is a UTC datetime64 column. Optional
+columns (``OPTIONAL_COLUMNS``) may be absent: they are written as NULL.
+
+Writes stream in batches of ``WRITE_BATCH_ROWS``: on PostgreSQL each batch is one ``COPY`` from a
+buffer holding only that batch, on SQLite one ``executemany``; so the text of the whole frame is
+never held at once, and a progress callback hears of each batch.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +23,9 @@ from heliox_orchestration.db.schema import gpu_usage_hourly, sqlite_datetime_tex
 from heliox_orchestration.money import micros_to_dollars
 
 COLUMNS = [c.name for c in gpu_usage_hourly.columns]
+OPTIONAL_COLUMNS = ("pricing_category",)
+_ATTRIBUTE_COLUMNS = ["provider", "region", "resource_id", "gpu_type", "gpu_count", "model_name", "team"]
+WRITE_BATCH_ROWS = 100_000
 # SQLite keeps money as REAL (a double). Below $2**31 a double is within 0.13 micro-dollar of
 # the exact amount, so both reading paths (``Money``'s quantize, ``money_sum_micros``'s ROUND of
 # x * 1e6) give back the exact micro-dollars; the import refuses hours anywhere near that.
@@ -44,15 +53,27 @@ def micros_real(micros: Any) -> list[float]:
     return (values / 1_000_000).tolist()
 
 
-def insert_usage_frame(conn: Connection, frame: pd.DataFrame, table: Table = gpu_usage_hourly) -> None:
+def insert_usage_frame(
+    conn: Connection,
+    frame: pd.DataFrame,
+    table: Table = gpu_usage_hourly,
+    progress: Callable[[int], None] | None = None,
+) -> None:
     """COPY on PostgreSQL/psycopg2, raw ``executemany`` on SQLite, SQLAlchemy ``executemany``
-    otherwise. ``table`` must have the columns of ``gpu_usage_hourly``."""
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
-        _copy_postgres(conn, frame, table.name)
-    elif conn.dialect.name == "sqlite":
-        _executemany_sqlite(conn, frame, table.name)
-    else:
-        _insert_core(conn, frame, table)
+    otherwise, ``WRITE_BATCH_ROWS`` rows at a time (``progress`` hears of each batch's rows).
+    ``table`` must have the columns of ``gpu_usage_hourly``."""
+    missing = {c: None for c in OPTIONAL_COLUMNS if c not in frame}
+    for first in range(0, len(frame), WRITE_BATCH_ROWS):
+        batch = frame.iloc[first : first + WRITE_BATCH_ROWS]
+        batch = batch.assign(**missing) if missing else batch
+        if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+            _copy_postgres(conn, batch, table.name)
+        elif conn.dialect.name == "sqlite":
+            _executemany_sqlite(conn, batch, table.name)
+        else:
+            _insert_core(conn, batch, table)
+        if progress:
+            progress(len(batch))
 
 
 def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
@@ -76,9 +97,11 @@ def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> No
 def _executemany_sqlite(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
     hours = [sqlite_datetime_text(h) for h in frame["usage_hour"].dt.to_pydatetime()]
     costs = micros_real(frame["cost_micros"])
-    values = frame[COLUMNS[1:8]].astype(object).where(frame[COLUMNS[1:8]].notna(), None)
+    named = [*_ATTRIBUTE_COLUMNS, *OPTIONAL_COLUMNS]
+    values = frame[named].astype(object).where(frame[named].notna(), None)
+    width = len(_ATTRIBUTE_COLUMNS)
     rows = [
-        (hour, *rest, cost, util)
+        (hour, *rest[:width], cost, util, *rest[width:])
         for hour, rest, cost, util in zip(
             hours,
             values.itertuples(index=False, name=None),
@@ -104,7 +127,7 @@ def _insert_core(conn: Connection, frame: pd.DataFrame, table: Table) -> None:
             "cost_usd": micros_to_dollars(micros),
         }
         for row, micros in zip(
-            values[[*COLUMNS[:-2], "gpu_utilization_pct"]].to_dict("records"),
+            values[[c for c in COLUMNS if c != "cost_usd"]].to_dict("records"),
             frame["cost_micros"].tolist(),
             strict=True,
         )
@@ -121,7 +144,9 @@ _STAGE = Table(
 )
 
 
-def stage_usage_rows(conn: Connection, frame: pd.DataFrame) -> Table:
+def stage_usage_rows(
+    conn: Connection, frame: pd.DataFrame, progress: Callable[[int], None] | None = None
+) -> Table:
     """The frame's rows in a temporary table with the columns of ``gpu_usage_hourly``, loaded
     by the bulk path, so that replacing stored rows takes a few set-based statements whatever
     the size. Drop it with ``drop_stage`` before the transaction ends."""
@@ -129,7 +154,7 @@ def stage_usage_rows(conn: Connection, frame: pd.DataFrame) -> Table:
         # A SQLite temporary table survives a failed transaction on a pooled connection.
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{_STAGE.name}")
     _STAGE.create(conn)
-    insert_usage_frame(conn, frame, _STAGE)
+    insert_usage_frame(conn, frame, _STAGE, progress)
     if conn.dialect.name == "postgresql":
         # A temporary table has no statistics: without them the planner guesses the join badly.
         conn.exec_driver_sql(f"ANALYZE {_STAGE.name}")

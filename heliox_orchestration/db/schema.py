@@ -109,6 +109,8 @@ def money_sum_micros(column: ColumnElement[Any]) -> ColumnElement[int]:
 
 metadata = MetaData()
 
+# fmt: off
+# (the pricing_category line is shared verbatim with sibling branches: kept on one line)
 gpu_usage_hourly = Table(
     "gpu_usage_hourly",
     metadata,
@@ -122,6 +124,7 @@ gpu_usage_hourly = Table(
     Column("team", String(128), nullable=True),
     Column("cost_usd", Money(), nullable=False, comment="cost of the resource for this hour"),
     Column("gpu_utilization_pct", Numeric(5, 2, asdecimal=False), nullable=True),
+    Column("pricing_category", String(16), nullable=True, comment="FOCUS PricingCategory: Standard | Committed | Dynamic | Other; NULL = not known"),
     PrimaryKeyConstraint("resource_id", "usage_hour", name="pk_gpu_usage_hourly"),
     CheckConstraint("gpu_count >= 1", name="ck_gpu_usage_hourly_gpu_count"),
     # New databases refuse what no query can sum (see costs/quality.py, whose rules still
@@ -150,6 +153,7 @@ gpu_usage_hourly = Table(
     ),
     comment="One row per GPU resource per hour.",
 )
+# fmt: on
 # The primary key index serves per-resource scans; day-range scans use this one. On PostgreSQL it
 # also carries every column the cost aggregates and checks read (all but region and team), so a
 # day or a window is an index-only scan of consecutive index pages: its cost follows the range,

@@ -22,6 +22,7 @@ from heliox_orchestration.ingest.focus.charges import (
     SKIP_REASONS,
     TagKeys,
     focus_columns,
+    pricing_names,
     recognize,
     skip_reasons,
     spread_gpu_charges,
@@ -38,6 +39,8 @@ MAX_HOURLY_COST_SETTING = "HELIOX_MAX_HOURLY_COST_USD"
 
 _KEY = ["resource_id", "usage_hour"]
 _FIRST = ["provider", "region", "gpu_type", "gpu_count", "model_name", "team"]
+# The highest PricingCategory rank of a resource-hour's charges (charges.PRICING_CATEGORIES).
+_PRICING = "_pricing"
 # Carried per resource-hour for validation only: the first line charging it (and whether that
 # line's cost is its BilledCost), and the float sum of its charges' absolute micro-dollars.
 _CHECKED = ["_line", "_billed", "_gross"]
@@ -64,12 +67,13 @@ class _FocusState:
 
 
 def _empty_rows() -> pd.DataFrame:
-    empty = pd.DataFrame({c: [] for c in [*_KEY, *_FIRST, "cost_micros", *_CHECKED]}, dtype=object)
+    empty = pd.DataFrame({c: [] for c in [*_KEY, *_FIRST, "cost_micros", _PRICING, *_CHECKED]}, dtype=object)
     return empty.astype(
         {
             "usage_hour": HOUR_DTYPE,
             "gpu_count": np.int64,
             "cost_micros": np.int64,
+            _PRICING: np.int8,
             "_line": np.int64,
             "_billed": bool,
             "_gross": float,
@@ -80,9 +84,10 @@ def _empty_rows() -> pd.DataFrame:
 def _aggregate(parts: pd.DataFrame) -> pd.DataFrame:
     """One row per resource-hour: costs summed, attributes from the first charge naming them."""
     if parts.empty:
-        return parts[[*_KEY, *_FIRST, "cost_micros", *_CHECKED]]
+        return parts[[*_KEY, *_FIRST, "cost_micros", _PRICING, *_CHECKED]]
     spec: dict[str, Any] = {c: "first" for c in [*_FIRST, "_line", "_billed"]}
     spec["cost_micros"] = "sum"  # exact while _gross < 2**62 (check_hourly_totals refuses the rest)
+    spec[_PRICING] = "max"
     spec["_gross"] = "sum"
     return parts.groupby(_KEY, sort=False, as_index=False).agg(spec)
 
@@ -189,6 +194,7 @@ def read_focus(
         hourly = _net_corrections(hourly, pd.concat(state.corrections, ignore_index=True), state)
     check_hourly_totals(hourly, path, parquet, max_hourly_cost_usd, MAX_HOURLY_COST_SETTING)
     hourly = hourly.drop(columns=_CHECKED).sort_values(_KEY, ignore_index=True)
+    hourly["pricing_category"] = pricing_names(hourly.pop(_PRICING))
     hourly["cost_micros"] = hourly["cost_micros"].astype(np.int64)
     hourly["gpu_count"] = hourly["gpu_count"].astype(np.int64)
     for column in ("resource_id", "provider", "region", "gpu_type", "model_name", "team"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -20,6 +21,9 @@ from heliox_orchestration.ingest.focus.report import ImportReport
 from heliox_orchestration.ingest.focus.utilization import apply_utilization, read_utilization
 from heliox_orchestration.ingest.pending import release_due_usage, write_imported_hours
 
+# The number of rows to write -> a context whose value is called with each batch's rows written.
+WriteProgressFactory = Callable[[int], AbstractContextManager[Callable[[int], None]]]
+
 
 def import_focus(
     database: Engine | Callable[[], Engine] | None,
@@ -30,6 +34,7 @@ def import_focus(
     tag_keys: TagKeys = DEFAULT_TAG_KEYS,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: ProgressFactory | None = None,
+    write_progress: WriteProgressFactory | None = None,
     now: dt.datetime | None = None,
     max_hourly_cost_usd: Decimal = DEFAULT_MAX_HOURLY_COST_USD,
 ) -> ImportReport:
@@ -39,7 +44,7 @@ def import_focus(
     in the same transaction, move the held hours of earlier imports that have started).
     ``database`` may be a function that opens it: it is called only once there is something
     valid to write, so a bad file or a dry run never touches (or creates) the database.
-    ``progress`` is told of the bytes read from each file."""
+    ``progress`` is told of the bytes read from each file, ``write_progress`` of the rows written."""
     now = now or clock.utc_now()
     if now.tzinfo is None:
         raise ValueError("import_focus needs a timezone-aware now")
@@ -71,7 +76,10 @@ def import_focus(
     if database is None:
         raise ValueError("import_focus needs a database unless dry_run is set")
     engine = database if isinstance(database, Engine) else database()
-    with engine.begin() as conn:
-        written = write_imported_hours(conn, rows, now)
+    bar: AbstractContextManager[Callable[[int], None]] = (
+        write_progress(len(rows)) if write_progress else nullcontext(lambda _n: None)
+    )
+    with bar as update, engine.begin() as conn:
+        written = write_imported_hours(conn, rows, now, update)
         released = release_due_usage(conn, now)
     return replace(report, replaced_rows=written.replaced, released_rows=released)
