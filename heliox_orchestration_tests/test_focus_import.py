@@ -25,6 +25,7 @@ from heliox_orchestration.cli import cli
 from heliox_orchestration.db.bulk import replace_usage_hours
 from heliox_orchestration.db.engine import make_engine
 from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
+from heliox_orchestration.ingest.focus import spool
 from heliox_orchestration.ingest.focus.charges import TagKeys, spread_evenly
 from heliox_orchestration.ingest.focus.hours import read_focus
 from heliox_orchestration.ingest.focus.importer import import_focus
@@ -378,6 +379,37 @@ def test_chunked_reading_gives_the_same_rows(gpu_files: tuple[Path, Path, list[d
     chunked = read_focus(focus, chunk_rows=7)
     pd.testing.assert_frame_equal(whole.rows, chunked.rows)
     assert whole.report == chunked.report
+
+
+def test_a_spool_of_many_partitions_gives_the_same_import(
+    monkeypatch: pytest.MonkeyPatch,
+    any_engine: Engine,
+    gpu_files: tuple[Path, Path, list[dict[str, str]]],
+) -> None:
+    """The file's parts spread over many partitions on disk (as a file of gigabytes would):
+    the same rows, report (corrections netted, refunds, utilization) and stored rows."""
+    focus, utilization, rows = gpu_files
+    whole = read_focus(focus, now=AS_OF)
+    assert whole.spool.partitions == 1
+    monkeypatch.setattr(spool, "SPOOL_BYTES_PER_PARTITION", 8192)
+    spread = read_focus(focus, chunk_rows=11, now=AS_OF)
+    assert spread.spool.partitions > 10
+    pd.testing.assert_frame_equal(whole.rows, spread.rows)
+    assert whole.report == spread.report
+    report = import_focus(any_engine, focus, utilization=utilization, now=AS_OF, chunk_rows=11)
+    assert report.utilization is not None and report.utilization.matched_hours == 2 * DAYS * 24
+    assert stored(any_engine) == (3 * DAYS * 24, expected_gpu_cost(rows))
+
+
+def test_the_first_implausible_hour_is_named_across_partitions(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(spool, "SPOOL_BYTES_PER_PARTITION", 64)
+    rows = [_one_gpu_row(ResourceId=f"i-0{n:016d}", EffectiveCost="1") for n in range(40)]
+    rows[7]["EffectiveCost"] = rows[31]["EffectiveCost"] = "20000"
+    path = write_focus(tmp_path / "focus.csv", rows)
+    with pytest.raises(ImportInputError, match=r"focus\.csv, line 9, column EffectiveCost: the charges of"):
+        read_focus(path, now=AS_OF)
 
 
 def test_gzip_file_and_custom_tag_keys(tmp_path: Path, sqlite_engine: Engine) -> None:

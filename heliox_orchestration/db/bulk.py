@@ -12,7 +12,7 @@ never held at once, and a progress callback hears of each batch.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -145,16 +145,20 @@ _STAGE = Table(
 
 
 def stage_usage_rows(
-    conn: Connection, frame: pd.DataFrame, progress: Callable[[int], None] | None = None
+    conn: Connection,
+    frames: pd.DataFrame | Iterable[pd.DataFrame],
+    progress: Callable[[int], None] | None = None,
 ) -> Table:
-    """The frame's rows in a temporary table with the columns of ``gpu_usage_hourly``, loaded
-    by the bulk path, so that replacing stored rows takes a few set-based statements whatever
-    the size. Drop it with ``drop_stage`` before the transaction ends."""
+    """The rows of a frame (or of frames, one at a time) in a temporary table with the columns
+    of ``gpu_usage_hourly``, loaded by the bulk path, so that replacing stored rows takes a few
+    set-based statements whatever the size. Drop it with ``drop_stage`` before the transaction
+    ends."""
     if conn.dialect.name == "sqlite":
         # A SQLite temporary table survives a failed transaction on a pooled connection.
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{_STAGE.name}")
     _STAGE.create(conn)
-    insert_usage_frame(conn, frame, _STAGE, progress)
+    for frame in [frames] if isinstance(frames, pd.DataFrame) else frames:
+        insert_usage_frame(conn, frame, _STAGE, progress)
     if conn.dialect.name == "postgresql":
         # A temporary table has no statistics: without them the planner guesses the join badly.
         conn.exec_driver_sql(f"ANALYZE {_STAGE.name}")

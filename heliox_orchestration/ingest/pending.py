@@ -18,7 +18,7 @@ to commit and then finds nothing left to do. SQLite runs one writing transaction
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -45,15 +45,16 @@ def _serialize_usage_writes(conn: Connection) -> None:
 
 def write_imported_hours(
     conn: Connection,
-    frame: pd.DataFrame,
+    frames: pd.DataFrame | Iterable[pd.DataFrame],
     now: dt.datetime,
     progress: Callable[[int], None] | None = None,
 ) -> ImportWrite:
-    """Write the frame's resource-hours: started ones to ``gpu_usage_hourly``, the others to
-    ``gpu_usage_pending``, replacing the stored rows of the same resource-hours in both tables.
-    Runs in the caller's transaction; ``progress`` hears of the rows loaded, batch by batch."""
+    """Write the resource-hours of a frame (or of frames, streamed one at a time): started ones
+    to ``gpu_usage_hourly``, the others to ``gpu_usage_pending``, replacing the stored rows of
+    the same resource-hours in both tables. Runs in the caller's transaction; ``progress`` hears
+    of the rows loaded, batch by batch."""
     _serialize_usage_writes(conn)
-    stage = stage_usage_rows(conn, frame, progress)
+    stage = stage_usage_rows(conn, frames, progress)
     replaced = delete_staged_hours(conn, gpu_usage_hourly) + delete_staged_hours(conn, gpu_usage_pending)
     started = stage.c.usage_hour <= now
     written = conn.execute(
