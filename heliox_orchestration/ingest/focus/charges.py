@@ -287,8 +287,12 @@ def spread_gpu_charges(
     errors.raise_first()
 
     # check_costs has refused non-finite and oversized costs: the micro-dollars fit int64.
-    exact, micros = zip(*(to_micros(text) for text in cost_text.tolist()), strict=True)
-    index, offset, part = spread_evenly(np.array(micros, dtype=np.int64), hours)
+    # Prices repeat (an instance type's hourly rate): each distinct text is converted once.
+    codes, texts = pd.factorize(cost_text.to_numpy(dtype=object))
+    converted = [to_micros(text) for text in texts.tolist()]
+    exact = tuple(converted[c][0] for c in codes.tolist())
+    micros = np.array([value for _, value in converted], dtype=np.int64)[codes]
+    index, offset, part = spread_evenly(micros, hours)
     first_hour = start_hour.dt.tz_localize(None).to_numpy()
     parts = pd.DataFrame(
         {

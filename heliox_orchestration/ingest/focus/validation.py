@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from heliox_orchestration.money import MICROS, format_usd, micros_to_dollars
 
@@ -95,7 +97,9 @@ def parse_times(values: pd.Series) -> pd.Series:
     """ISO 8601 date-times (with 'T' or a space, 'Z' or an offset; naive means UTC, as FOCUS
     requires UTC) -> UTC timestamps, NaT where unparseable."""
     # pandas also accepts words such as "now" and "today": only values that start as a date do.
-    dated = values.where(values.str.match(_DATE_SHAPE).fillna(False).astype(bool))
+    text = pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    shaped = pc.fill_null(pc.match_substring_regex(text, "^" + _DATE_SHAPE), False)
+    dated = values.where(shaped.to_numpy(zero_copy_only=False))
     return pd.to_datetime(dated, format="ISO8601", utc=True, errors="coerce")
 
 
