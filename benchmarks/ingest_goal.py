@@ -69,15 +69,16 @@ def write_focus_csv(path: Path, target_bytes: int) -> int:
     tags = pa.array([TAGS[n % len(TAGS)] for n in range(RESOURCES)])
     pricing = pa.array([PRICING[n % len(PRICING)] for n in range(RESOURCES)])
     rows, first = 0, 0
+    block = min(BLOCK_ROWS, max(1_000, target_bytes // 2_000))  # about a quarter MB per 1 MB asked
     with pa_csv.CSVWriter(str(path), _schema()) as writer:
         while path.stat().st_size < target_bytes:
-            index = np.arange(first, first + BLOCK_ROWS)
+            index = np.arange(first, first + block)
             who = pa.array(index % RESOURCES)
             hour = pa.array(np.datetime64(START.replace(tzinfo=None), "s") + (index // RESOURCES) * 3600)
             start = pc.strftime(hour, format="%Y-%m-%dT%H:%M:%SZ")
             end = pc.strftime(pc.add(hour, pa.scalar(3600, pa.duration("s"))), format="%Y-%m-%dT%H:%M:%SZ")
             cost = costs.take(who)
-            constant = {name: pa.array([value] * BLOCK_ROWS) for name, value in _CONSTANTS.items()}
+            constant = {name: pa.array([value] * block) for name, value in _CONSTANTS.items()}
             columns = {
                 **constant,
                 "BilledCost": cost,
@@ -91,8 +92,8 @@ def write_focus_csv(path: Path, target_bytes: int) -> int:
                 "x_UsageType": usage_types.take(who),
             }
             writer.write_table(pa.table([columns[f.name] for f in _schema()], schema=_schema()))
-            rows += BLOCK_ROWS
-            first += BLOCK_ROWS
+            rows += block
+            first += block
     return rows
 
 
