@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, Table, delete, select, tuple_
 
 from heliox_orchestration.db.schema import gpu_usage_hourly, sqlite_datetime_text
@@ -77,19 +80,19 @@ def insert_usage_frame(
 
 
 def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
-    out = frame.assign(
-        usage_hour=frame["usage_hour"].dt.strftime("%Y-%m-%d %H:%M:%S+00"),
-        cost_usd=micros_text(frame["cost_micros"]),
-    )[COLUMNS]
-    buffer = io.StringIO()
-    out.to_csv(buffer, index=False, header=False, float_format="%.6f", na_rep="\\N")  # utilization
-    buffer.seek(0)
+    """One COPY of the batch, its CSV written by pyarrow: a null is an unquoted empty field
+    (COPY's NULL in CSV), an empty text a quoted one."""
+    table = pa.Table.from_pandas(frame[[c for c in COLUMNS if c != "cost_usd"]], preserve_index=False)
+    hours = pc.strftime(table.column("usage_hour"), format="%Y-%m-%d %H:%M:%S+00")
+    table = table.set_column(table.schema.get_field_index("usage_hour"), "usage_hour", hours)
+    costs = pa.array(micros_text(frame["cost_micros"]), type=pa.string())
+    table = table.add_column(COLUMNS.index("cost_usd"), "cost_usd", costs).select(COLUMNS)
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
+    buffer = io.BytesIO(sink.getvalue().to_pybytes())
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.copy_expert(
-            f"COPY {table_name} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
-            buffer,
-        )
+        cursor.copy_expert(f"COPY {table_name} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buffer)
     finally:
         cursor.close()
 
