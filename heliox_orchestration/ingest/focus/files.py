@@ -88,11 +88,11 @@ def _line_breaks(batch: pa.RecordBatch) -> np.ndarray:
     breaks = np.zeros(batch.num_rows, dtype=np.int64)
     for column in batch.columns:
         data = column.buffers()[2]
-        text = data.to_pybytes() if data is not None else b""
-        if b"\n" in text:  # a search of the raw bytes: almost no column has one
+        text = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+        if (text == 10).any():  # a look at the raw bytes first: almost no column has a \n
             newline = pc.fill_null(pc.count_substring(column, "\n"), 0)
             breaks += newline.to_numpy(zero_copy_only=False)
-        if b"\r" in text:
+        if (text == 13).any():
             crlf = pc.fill_null(pc.count_substring(column, "\r\n"), 0)
             cr = pc.fill_null(pc.count_substring(column, "\r"), 0)
             breaks += cr.to_numpy(zero_copy_only=False) - crlf.to_numpy(zero_copy_only=False)
@@ -131,8 +131,11 @@ def _csv_chunks(
                 line += batch.num_rows + int(breaks.sum())
                 # Blank lines arrive as records of nulls: skip them, and any record of empty fields.
                 filled = np.zeros(batch.num_rows, dtype=bool)
-                for column in batch.columns:
-                    filled |= column.is_valid().to_numpy(zero_copy_only=False)
+                if all(column.null_count for column in batch.columns):  # else no record is all null
+                    for column in batch.columns:
+                        filled |= column.is_valid().to_numpy(zero_copy_only=False)
+                else:
+                    filled[:] = True
                 picked = batch.select(positions).rename_columns(names)
                 if not filled.all():
                     picked = picked.filter(pa.array(filled))
