@@ -34,6 +34,7 @@ from heliox_orchestration.ingest.focus.validation import ImportInputError
 
 DEFAULT_CHUNK_ROWS = 50_000
 CSV_BLOCK_BYTES = 8 << 20  # pyarrow parses this much CSV per batch
+PARQUET_BUFFER_BYTES = 8 << 20
 NULL_TEXTS = frozenset({"", "NULL"})  # the FOCUS sample writes empty values as NULL
 
 # (file, its size in bytes) -> a context whose value is called with each number of bytes read.
@@ -197,7 +198,8 @@ def _parquet_chunks(
     """Values are turned into the text a CSV export holds, so both formats share one
     validation; ``_line`` is the row number (errors say "row")."""
     try:
-        parquet = pq.ParquetFile(path)
+        # Buffered reads: a column chunk is streamed, not loaded whole; pyarrow decodes a batch at a time.
+        parquet = pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES)
     except (pa.ArrowException, OSError) as exc:
         raise ImportInputError(path, f"is not a readable Parquet file ({exc})") from None
     header = list(parquet.schema_arrow.names)
