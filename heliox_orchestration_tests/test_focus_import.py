@@ -687,6 +687,14 @@ def test_blank_lines_and_line_breaks_keep_the_line_numbers(tmp_path: Path) -> No
         read_focus(path, chunk_rows=2)
 
 
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_a_header_alone_imports_nothing(tmp_path: Path, ending: str) -> None:
+    path = tmp_path / "header.csv"
+    path.write_bytes((",".join(FOCUS_HEADER) + ending).encode())
+    data = read_focus(path)
+    assert data.report.rows == data.report.resource_hours == 0 and data.rows.empty
+
+
 def test_a_parquet_file_that_is_not_one(tmp_path: Path) -> None:
     path = tmp_path / "focus.parquet"
     path.write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")

@@ -68,8 +68,8 @@ def _magic(path: Path) -> bytes:
 # --- CSV -----------------------------------------------------------------------------------------
 
 
-def _csv_header(path: Path) -> tuple[list[str], int]:
-    """The header's names and the number of physical lines it takes."""
+def _csv_header(path: Path) -> tuple[list[str], int, bool]:
+    """The header's names, the number of physical lines it takes, and whether anything follows."""
     with _open_binary(path) as raw:
         text = io.TextIOWrapper(_decompressed(raw), encoding="utf-8-sig", newline="")
         reader = csv.reader(text)
@@ -80,7 +80,12 @@ def _csv_header(path: Path) -> tuple[list[str], int]:
             _locate_csv_failure(path, None)
         if not header:
             raise ImportInputError(path, "is empty: expected a CSV header row", line=1)
-        return header, reader.line_num
+        lines = reader.line_num
+        try:
+            more = next(reader, None) is not None
+        except (csv.Error, UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error):
+            more = True  # pyarrow's read fails too, and the scan names the line
+        return header, lines, more
 
 
 def _line_breaks(batch: pa.RecordBatch) -> np.ndarray:
@@ -105,8 +110,10 @@ def _csv_chunks(
 ) -> Iterator[pd.DataFrame]:
     """Frames of at most ``chunk_rows`` records holding the chosen columns as text (None for
     empty or NULL) and ``_line``, the physical line each record starts on. Plain or gzip."""
-    header, header_lines = _csv_header(path)
+    header, header_lines, more = _csv_header(path)
     picks = choose_columns([h.strip() for h in header])
+    if not more:  # a header alone (pyarrow cannot skip a last line without a line break)
+        return
     names, positions = list(picks), list(picks.values())
     # Positional names: a header may repeat a name; the chooser has picked the first.
     labels = [f"c{i}" for i in range(len(header))]
