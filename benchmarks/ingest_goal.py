@@ -13,7 +13,8 @@ Goals: G3a import time / pyarrow time <= 3 (big file); G3b peak RSS of the big i
 that of the small one (memory follows the batch, not the file).
 
 ``python -m benchmarks.ingest_goal import PATH DATABASE_URL RESULT`` and
-``python -m benchmarks.ingest_goal pyarrow PATH RESULT`` are the two measured processes.
+``python -m benchmarks.ingest_goal pyarrow PATH RESULT`` are the two measured processes;
+``python -m benchmarks.ingest_goal measure [--quick]`` runs G3 alone and prints its JSON.
 """
 
 from __future__ import annotations
@@ -165,6 +166,28 @@ def main(argv: list[str]) -> None:
     elif task == "pyarrow":
         path, result = rest
         write_result(result, _pyarrow_process(path))
+    elif task == "measure":
+        import os
+        import subprocess
+        import tempfile
+
+        def run(argv: list[str], log_path: Path) -> float:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("HELIOX_", "SLACK_"))}
+            with log_path.open("ab") as out:
+                began = time.perf_counter()
+                subprocess.run(argv, stdout=out, stderr=out, env=env, check=True)
+                return time.perf_counter() - began
+
+        server = os.environ.get(
+            "HELIOX_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+        )
+        with tempfile.TemporaryDirectory(prefix="heliox-ingest-") as tmp:
+            result = measure_ingest(Path(tmp), server, quick="--quick" in rest, run_process=run, log=print)
+        print(
+            json.dumps(
+                {"measurements": result.measurements, "goals": result.goals, "raw": result.raw}, indent=2
+            )
+        )
     else:
         raise SystemExit(f"unknown task {task!r}")
 
