@@ -182,10 +182,10 @@ def main(argv: list[str]) -> None:
             "HELIOX_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
         )
         with tempfile.TemporaryDirectory(prefix="heliox-ingest-") as tmp:
-            result = measure_ingest(Path(tmp), server, quick="--quick" in rest, run_process=run, log=print)
+            ingest = measure_ingest(Path(tmp), server, quick="--quick" in rest, run_process=run, log=print)
         print(
             json.dumps(
-                {"measurements": result.measurements, "goals": result.goals, "raw": result.raw}, indent=2
+                {"measurements": ingest.measurements, "goals": ingest.goals, "raw": ingest.raw}, indent=2
             )
         )
     else:
