@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from heliox_orchestration.ingest.focus.validation import ImportInputError
 
 DEFAULT_CHUNK_ROWS = 50_000
-CSV_BLOCK_BYTES = 8 << 20  # pyarrow parses this much CSV per batch
+CSV_BLOCK_BYTES = 4 << 20  # pyarrow parses this much CSV per batch (peak memory grows with it)
 PARQUET_BUFFER_BYTES = 8 << 20
 NULL_TEXTS = frozenset({"", "NULL"})  # the FOCUS sample writes empty values as NULL
 
