@@ -15,6 +15,9 @@ hourly rows) and a 7-day history database of the same fleet, then measures, as r
 5. a 30-day single-run backfill vs the bare SQL of the 30 days and vs 30 separate runs;
 6. ``import heliox_orchestration.definitions`` vs ``import dagster`` in fresh processes (reported,
    no goal: every run process imports SQLAlchemy and pandas anyway).
+7. issue 18 (benchmarks/storage_goal.py): bytes per usage row (G2), the history growth again
+   (G5), the step and the burn-rate alert run in fresh ``dagster`` processes, one month dropped
+   vs deleted, and with ``--g4`` the 100,000-GPU x 14-day fleet (G4).
 
 Every time is the median of ``--repeat`` rounds. The two sides of a ratio are measured in the same
 process, interleaved round by round, and the ratio is the median of the per-round ratios, so that
@@ -45,6 +48,7 @@ from sqlalchemy import Executable, create_engine, make_url, text
 from benchmarks.common import median
 from benchmarks.ingest_goal import measure_ingest
 from benchmarks.seeding import Prepared, create_database_if_missing, drop_database, prepare_database
+from benchmarks.storage_goal import G4_DAYS, G4_GPUS, g4_fleet, storage_section, uses_usage_hour_index
 from heliox_orchestration.costs.daily_costs import daily_costs_query, local_days
 from heliox_orchestration.db.engine import make_engine, mask_url
 from heliox_orchestration.detections.idle import idle_candidates_query, idle_window
@@ -65,7 +69,6 @@ SEED = 42
 TIMEZONE = "UTC"
 DEFAULT_REPEAT = 5
 NAIVE_MAX_REPEAT = 3  # the naive 14-day read takes ~half a minute and GBs: three runs are plenty
-USAGE_HOUR_INDEX = "ix_gpu_usage_hourly_usage_hour"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,6 +288,28 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 naive_repeat=min(repeat, NAIVE_MAX_REPEAT),
                 quick=args.quick,
             )
+            # Issue 18 (benchmarks/storage_goal.py): storage, fresh-process runs, retention, G4.
+            g4_url = args.g4_database_url or (
+                make_url(SERVER_URL)
+                .set(database=f"heliox_bench_{G4_GPUS}gpus_{G4_DAYS}d")
+                .render_as_string(hide_password=False)
+            )
+            p = result["raw"]["partition"]["median"]
+            measurements, goals = storage_section(
+                main_url=main_url,
+                today=today,
+                workdir=Path(tmp),
+                repeat=repeat,
+                plans=result["plans"],
+                warm={"materialization_s": p["main.materialization_s"], "step_s": p["main.step_s"]},
+                refresh_ratio=result["measurements"]["history_growth"]["refresh_ratio"],
+                g4=(lambda: g4_fleet(g4_url, end_date, SEED, Path(tmp), repeat, run_worker, log))
+                if args.g4
+                else None,
+                log=log,
+            )
+            result["measurements"].update(measurements)
+            result["goals"] += [Goal(*goal) for goal in goals]
             ingest = measure_ingest(Path(tmp), SERVER_URL, quick=args.quick, run_process=run_process, log=log)
             result["measurements"]["focus_import"] = ingest.measurements
             result["raw"]["focus_import"] = ingest.raw
@@ -478,8 +503,8 @@ def _summarize(
         f"bare_query_{main}_s": p["main.bare_query_s"],
         f"bare_query_{hist}_s": p["history.bare_query_s"],
         "bare_query_ratio": paired(part, "main.bare_query_s", "history.bare_query_s"),
-        f"day_query_uses_usage_hour_index_{main}": USAGE_HOUR_INDEX in plans[f"day_query_{main}"],
-        f"day_query_uses_usage_hour_index_{hist}": USAGE_HOUR_INDEX in plans[f"day_query_{hist}"],
+        f"day_query_uses_usage_hour_index_{main}": uses_usage_hour_index(plans[f"day_query_{main}"]),
+        f"day_query_uses_usage_hour_index_{hist}": uses_usage_hour_index(plans[f"day_query_{hist}"]),
     }
     idle_m = {
         "bare_query_s": i["bare_query_s"],
@@ -608,6 +633,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--end-date", type=dt.date.fromisoformat, help=f"the fixed today (default {END_DATE})"
     )
     parser.add_argument("--prepare-only", action="store_true", help="seed or verify the databases, then exit")
+    parser.add_argument(
+        "--g4",
+        action="store_true",
+        help=f"also G4: {G4_GPUS:,} GPUs x {G4_DAYS} days in its own database (seeded once, ~30 min)",
+    )
+    parser.add_argument(
+        "--g4-database-url", help=f"the G4 database (default heliox_bench_{G4_GPUS}gpus_{G4_DAYS}d)"
+    )
     args = parser.parse_args(argv)
     for name in ("gpus", "days", "repeat"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

@@ -33,8 +33,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
-from heliox_orchestration.db.engine import ensure_schema, make_engine, mask_url
+from heliox_orchestration.db.engine import make_engine, mask_url
+from heliox_orchestration.db.migrate import migrate
 from heliox_orchestration.db.schema import gpu_usage_hourly, metadata
+from heliox_orchestration.db.usage_partitions import month_partitions
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 
 MARKER_TABLE = "heliox_benchmark_fleet"
@@ -135,11 +137,20 @@ def _recorded_fleet(engine: Engine, spec: FleetSpec) -> Any:
     return row if count == row.usage_rows else None
 
 
-def _sizes(engine: Engine) -> tuple[float, float]:
+def usage_sizes(engine: Engine) -> tuple[int, int]:
+    """Bytes of the usage table (every partition, TOAST and maps included) and of all its indexes."""
     with engine.connect() as conn:
         table, indexes = conn.execute(
-            text("SELECT pg_table_size('gpu_usage_hourly'), pg_indexes_size('gpu_usage_hourly')")
+            text(
+                "SELECT coalesce(sum(pg_table_size(relid)), 0), coalesce(sum(pg_indexes_size(relid)), 0) "
+                "FROM pg_partition_tree('gpu_usage_hourly')"
+            )
         ).one()
+    return int(table), int(indexes)
+
+
+def _sizes(engine: Engine) -> tuple[float, float]:
+    table, indexes = usage_sizes(engine)
     return table / 2**20, indexes / 2**20
 
 
@@ -148,7 +159,11 @@ def prepare_database(url: str, spec: FleetSpec, log: Callable[[str], None] = pri
     create_database_if_missing(url)
     engine = make_engine(url)
     try:
-        ensure_schema(engine)
+        # A database seeded by an older Heliox is upgraded in place, as `heliox migrate` does.
+        migrated = migrate(engine)
+        if migrated.changed and not migrated.before.fresh:
+            was = migrated.before.describe()
+            log(f"migrated {mask_url(url)}: {was} -> revision {migrated.after.revision}")
         found = _recorded_fleet(engine, spec)
         if found is not None:
             if found.indexes != index_fingerprint():
@@ -210,9 +225,27 @@ def _reseed(engine: Engine, spec: FleetSpec, log: Callable[[str], None]) -> int:
             log(f"  {done[0]:,} rows")
 
     report = seed_demo(engine, spec, now=seed_instant(spec), progress=progress)
-    log(f"  {report.rows:,} rows written; building indexes")
+    log(f"  {report.rows:,} rows written; ordering them by hour, as they arrive in production")
+    _order_by_time(engine)
+    log("  building indexes")
     _build_indexes(engine)
     return report.rows
+
+
+def _order_by_time(engine: Engine) -> None:
+    """The generator writes a block of GPUs at a time, over all their hours; production rows
+    arrive hour by hour (exports, telemetry), which is what the BRIN index on usage_hour relies
+    on. Rewrite each month partition in time order (before the indexes are built)."""
+    with engine.begin() as conn:
+        for month in month_partitions(conn):
+            conn.execute(
+                text(
+                    f"CREATE TEMPORARY TABLE heliox_sorted AS SELECT * FROM {month.name} ORDER BY usage_hour"
+                )
+            )
+            conn.execute(text(f"TRUNCATE {month.name}"))
+            conn.execute(text(f"INSERT INTO {month.name} SELECT * FROM heliox_sorted"))
+            conn.execute(text("DROP TABLE heliox_sorted"))
 
 
 def _drop_indexes(conn: Connection) -> None:

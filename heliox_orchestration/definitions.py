@@ -23,6 +23,7 @@ from heliox_orchestration.alerts.jobs import alert_jobs
 from heliox_orchestration.alerts.routes import webhook_variables
 from heliox_orchestration.assets import OUTPUT_CHECKS, REFRESH_JOBS, cost_assets
 from heliox_orchestration.assets.focus_import import focus_import_job
+from heliox_orchestration.assets.maintenance import usage_maintenance_job
 from heliox_orchestration.assets.utilization import (
     build_gpu_utilization_hourly,
     gpu_utilization_pull_job,
@@ -50,7 +51,7 @@ warnings.filterwarnings(
 def build_defs(settings: Settings) -> Definitions:
     with_telemetry = settings.prometheus_url is not None
     assets: list[Any] = cost_assets(daily_partitions(settings), with_telemetry=with_telemetry)
-    jobs: list[Any] = [*REFRESH_JOBS, *alert_jobs()]
+    jobs: list[Any] = [*REFRESH_JOBS, *alert_jobs(), usage_maintenance_job]
     schedules: list[Any] = build_schedules(settings)
     sensors: list[Any] = [*alert_sensors(), new_usage_sensor]
     if with_telemetry:

@@ -112,3 +112,8 @@ class CostSummary:
     # Resolved idle GPUs' hourly cost x their hours not spent this local month, through
     # report_date (detections/resolution.py); None: not computed (the stored summary alone).
     savings_realized_month_usd: Decimal | None = None
+    # MONTHLY_BUDGET_USD set: the local month of report_date through it, and its forecast
+    # (month to date + the 7-day daily mean ending report_date x the days left); else None.
+    monthly_budget_usd: Decimal | None = None
+    month_to_date_usd: Decimal | None = None
+    month_forecast_usd: Decimal | None = None

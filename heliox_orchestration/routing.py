@@ -7,6 +7,7 @@ holds no secret and can live in git, and to optional settings of its own::
       ml-platform:
         webhook_env: SLACK_WEBHOOK_URL_ML_PLATFORM
         burn_rate_threshold_usd: 2500      # its own burn-rate alert, on its own daily spend
+        monthly_budget_usd: 60000          # its own budget alerts, on its own month-to-date spend
       research:
         webhook_env: SLACK_WEBHOOK_URL_RESEARCH
         copy_to_default: true              # its idle findings also go to the default channel
@@ -29,7 +30,8 @@ ROUTING_FILE_VAR = "HELIOX_ROUTING_FILE"
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_TEAM_CHARS = 128  # gpu_usage_hourly.team
 MIN_THRESHOLD, MAX_THRESHOLD = Decimal("0.01"), Decimal("1000000000")
-_TEAM_KEYS = {"webhook_env", "burn_rate_threshold_usd", "copy_to_default"}
+MAX_BUDGET = Decimal("1000000000000")
+_TEAM_KEYS = {"webhook_env", "burn_rate_threshold_usd", "copy_to_default", "monthly_budget_usd"}
 
 
 class RoutingError(ValueError):
@@ -42,6 +44,7 @@ class TeamRoute:
     webhook_env: str  # the name of the variable holding the team's webhook, never its value
     burn_rate_threshold_usd: Decimal | None = None  # None: no burn-rate alert of its own
     copy_to_default: bool = False  # its idle findings (and their resolution) also go to the default
+    monthly_budget_usd: Decimal | None = None  # None: no budget alerts of its own
 
 
 def load_routing_file(path: str | Path | None) -> tuple[TeamRoute, ...]:
@@ -105,19 +108,21 @@ def _team(name: str, value: Any, where: str) -> TeamRoute:
     copy = value.get("copy_to_default", False)
     if not isinstance(copy, bool):
         raise fail("copy_to_default", "expected true or false.")
-    return TeamRoute(team, variable, _threshold(value.get("burn_rate_threshold_usd"), fail), copy)
+    threshold = _dollars(value.get("burn_rate_threshold_usd"), fail, "burn_rate_threshold_usd", MAX_THRESHOLD)
+    budget = _dollars(value.get("monthly_budget_usd"), fail, "monthly_budget_usd", MAX_BUDGET)
+    return TeamRoute(team, variable, threshold, copy, budget)
 
 
-def _threshold(raw: Any, fail: Any) -> Decimal | None:
+def _dollars(raw: Any, fail: Any, key: str, highest: Decimal) -> Decimal | None:
     if raw is None:
         return None
-    problem = f"expected dollars from {MIN_THRESHOLD} to {MAX_THRESHOLD:,}, e.g. 2500."
+    problem = f"expected dollars from {MIN_THRESHOLD} to {highest:,}, e.g. 2500."
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-        raise fail("burn_rate_threshold_usd", problem)
+        raise fail(key, problem)
     try:
         value = Decimal(str(raw).strip())
     except InvalidOperation:
-        raise fail("burn_rate_threshold_usd", problem) from None
-    if not value.is_finite() or not MIN_THRESHOLD <= value <= MAX_THRESHOLD:
-        raise fail("burn_rate_threshold_usd", problem)
+        raise fail(key, problem) from None
+    if not value.is_finite() or not MIN_THRESHOLD <= value <= highest:
+        raise fail(key, problem)
     return value

@@ -59,6 +59,14 @@ class Settings:
     idle_resolve_busy_hours: int = 6
     idle_resolve_gone_hours: int = 24
     focus_dir: Path | None = None
+    # Days of hourly usage rows kept; None: all (see db/retention.py).
+    retention_days: int | None = None
+    # Spend anomaly: a day (or today so far) above its baseline by both this percent and these dollars.
+    anomaly_pct: Decimal = Decimal("50")
+    anomaly_min_usd: Decimal = Decimal("500")
+    # Monthly budget of the fleet (None: no fleet budget); teams' budgets are in the routing file.
+    monthly_budget_usd: Decimal | None = None
+    budget_alert_levels: tuple[int, ...] = (50, 80, 100)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -130,6 +138,11 @@ SETTING_VARIABLES: dict[str, str] = {
     "idle_resolve_busy_hours": "IDLE_RESOLVE_BUSY_HOURS",
     "idle_resolve_gone_hours": "IDLE_RESOLVE_GONE_HOURS",
     "focus_dir": "HELIOX_FOCUS_DIR",
+    "retention_days": "HELIOX_RETENTION_DAYS",
+    "anomaly_pct": "ANOMALY_PCT",
+    "anomaly_min_usd": "ANOMALY_MIN_USD",
+    "monthly_budget_usd": "MONTHLY_BUDGET_USD",
+    "budget_alert_levels": "BUDGET_ALERT_LEVELS",
 }
 ALL_ALERTS, NO_ALERTS = "all", "none"
 
@@ -164,6 +177,12 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "(unset: SLACK_WEBHOOK_URL)",
         "Webhook of the run-failure notices. Secret.",
     ),
+    (
+        "SLACK_WEBHOOK_URL_SPEND_ANOMALY",
+        "(unset: SLACK_WEBHOOK_URL)",
+        "Webhook of the spend-anomaly alerts. Secret.",
+    ),
+    ("SLACK_WEBHOOK_URL_BUDGET", "(unset: SLACK_WEBHOOK_URL)", "Webhook of the budget alerts. Secret."),
     (ROUTING_FILE_VAR, "(unset: no teams)", "YAML file routing each team's alerts to its own webhook."),
     ("ALERTS_ENABLED", "all", "Alert kinds sent (comma-separated names, all or none)."),
     (DATABASE_URL_VAR, "sqlite:///data/heliox.db", "SQLAlchemy URL of the Heliox database."),
@@ -194,6 +213,14 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "24",
         "Hours without usage rows (while other GPUs report) that resolve it.",
     ),
+    (
+        "ANOMALY_PCT",
+        "50",
+        "A spend anomaly is at least this % above its baseline (and ANOMALY_MIN_USD above it).",
+    ),
+    ("ANOMALY_MIN_USD", "500", "A spend anomaly is at least these dollars above its baseline."),
+    ("MONTHLY_BUDGET_USD", "(unset: no fleet budget)", "Monthly GPU budget of the fleet, local months."),
+    ("BUDGET_ALERT_LEVELS", "50,80,100", "Month-to-date levels that alert, % of the budget."),
     ("STALE_DATA_HOURS", "6", "Newest usage older than this raises a stale-data alert."),
     (
         "HELIOX_MAX_HOURLY_COST_USD",
@@ -213,7 +240,14 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "(unset: no landing folder)",
         "Folder watched for FOCUS exports (CSV, CSV.gz, Parquet) to import.",
     ),
+    (
+        "HELIOX_RETENTION_DAYS",
+        "(unset: keep all)",
+        "Days of hourly usage rows kept; older months are dropped daily (docs/operations.md).",
+    ),
 )
+# The daily summary reads 30 local days of usage rows: retention keeps at least that and today.
+MIN_RETENTION_DAYS = 32
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -310,6 +344,29 @@ def _alerts_enabled(env: Mapping[str, str]) -> tuple[str, ...] | None:
             f"{ALL_ALERTS} or {NO_ALERTS}."
         )
     return names
+
+
+def _budget_levels(env: Mapping[str, str]) -> tuple[int, ...]:
+    raw = env.get("BUDGET_ALERT_LEVELS", "").strip()
+    if not raw:
+        return Settings.budget_alert_levels
+    problem = (
+        f"BUDGET_ALERT_LEVELS={raw!r} must be comma-separated whole percents from 1 to 1000, "
+        "e.g. '50,80,100'."
+    )
+    try:
+        levels = tuple(sorted({int(p) for p in raw.split(",") if p.strip()}))
+    except ValueError:
+        raise SettingsError(problem) from None
+    if not levels or any(not 1 <= level <= 1000 for level in levels):
+        raise SettingsError(problem)
+    return levels
+
+
+def _optional_decimal(env: Mapping[str, str], name: str, lo: Decimal, hi: Decimal) -> Decimal | None:
+    if not env.get(name, "").strip():
+        return None
+    return _decimal(env, name, lo, lo, hi)
 
 
 def _routing(env: Mapping[str, str]) -> tuple[Path | None, tuple[TeamRoute, ...]]:
@@ -418,4 +475,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "IDLE_RESOLVE_GONE_HOURS", Settings.idle_resolve_gone_hours, 1, 24 * 14
         ),
         focus_dir=_folder(env, "HELIOX_FOCUS_DIR"),
+        retention_days=_retention_days(env),
+        anomaly_pct=_decimal(env, "ANOMALY_PCT", Settings.anomaly_pct, Decimal(1), Decimal(10_000)),
+        anomaly_min_usd=_decimal(
+            env, "ANOMALY_MIN_USD", Settings.anomaly_min_usd, Decimal(0), Decimal(1_000_000_000)
+        ),
+        monthly_budget_usd=_optional_decimal(
+            env, "MONTHLY_BUDGET_USD", Decimal("0.01"), Decimal(1_000_000_000_000)
+        ),
+        budget_alert_levels=_budget_levels(env),
     )
+
+
+def _retention_days(env: Mapping[str, str]) -> int | None:
+    if not env.get("HELIOX_RETENTION_DAYS", "").strip():
+        return None
+    days = _int(env, "HELIOX_RETENTION_DAYS", 0, MIN_RETENTION_DAYS, 36_500)
+    lookback = _int(env, "IDLE_LOOKBACK_DAYS", Settings.idle_lookback_days, 1, 90)
+    if days <= lookback:
+        raise SettingsError(
+            f"HELIOX_RETENTION_DAYS={days} would drop usage rows the idle rule reads "
+            f"(IDLE_LOOKBACK_DAYS={lookback}); keep more days than that, or unset it to keep all."
+        )
+    return days

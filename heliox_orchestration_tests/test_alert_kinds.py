@@ -41,6 +41,13 @@ SAMPLES: dict[str, list[tuple[object, ...]]] = {
     "daily-summary": [("2026-01-08",)],
     "stale-data": [("2026-01-09T07:00:00+00:00",), (NO_DATA,)],
     "run-failure": [("35872227-0442-41bc-8165-5f08f3e36c8e",)],
+    "budget": [("2026-03", 50), ("2026-03", 1000), ("2026-03", "forecast")],
+    "spend-anomaly": [
+        ("2026-01-09", "total", "all"),
+        ("2026-01-09", "model", "Stable Diffusion XL: v2"),
+        ("2026-01-09", "model", "m" * 255),
+        ("2026-01-09", "team", "t" * 128),
+    ],
 }
 
 

@@ -67,6 +67,7 @@ def test_checks_and_which_ones_block() -> None:
         ("idle_gpu_recommendations", "valid_findings"): True,
         ("gpu_cost_summary", "valid_usage_rows"): True,
         ("gpu_cost_summary", "valid_findings"): True,
+        ("spend_anomalies", "valid_usage_rows"): True,
     }
     for spec in specs.values():
         assert spec.description and ("Blocking." if spec.blocking else "Warning.") in spec.description

@@ -43,12 +43,14 @@ def test_crons_and_timezone_follow_settings() -> None:
         "burn_rate_check_schedule": ("30 6-22 * * 1-5", "Europe/London"),
         "idle_spend_check_schedule": ("0 11 * * *", "Europe/London"),
         "daily_summary_schedule": ("0 7 * * *", "Europe/London"),
+        "usage_maintenance_schedule": ("30 3 * * *", "Europe/London"),
     }
     defaults = {s.name: s.cron_schedule for s in _defs().schedules}  # type: ignore[union-attr]
     assert defaults == {
         "burn_rate_check_schedule": "0 8-20 * * *",
         "idle_spend_check_schedule": "0 10,16 * * *",
         "daily_summary_schedule": "0 9 * * *",
+        "usage_maintenance_schedule": "30 3 * * *",
     }
     assert all(s.default_status.value == "RUNNING" for s in defs.schedules)  # type: ignore[union-attr]
     assert all(s.default_status.value == "RUNNING" for s in defs.sensors)  # type: ignore[union-attr]

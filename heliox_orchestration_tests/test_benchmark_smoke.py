@@ -22,12 +22,17 @@ MEASUREMENTS = (
     "idle_recommendations",
     "backfill",
     "definition_load",
+    "storage",
+    "fresh_process_runs",
+    "retention_month",
     "focus_import",
 )
-GOALS = {"1", "2a", "2b", "2c", "3a", "3b", "4a", "4b", "5", "G3a", "G3b"}  # definition load: reported only
+# Definition load: reported only. G4 needs --g4 (its own 33.6 M-row database).
+GOALS = {"1", "2a", "2b", "2c", "3a", "3b", "4a", "4b", "5", "G2", "G2b", "G5", "G3a", "G3b"}
 
 
 @pytest.mark.postgres
+@pytest.mark.timeout(600)  # two fresh `dagster` processes (issue 18) on a shared 2-core machine
 def test_quick_benchmark_reports_every_measurement(create_postgres_database: Callable[[str], str]) -> None:
     main_url = create_postgres_database("heliox_bench_smoke")
     history_url = create_postgres_database("heliox_bench_smoke_7d")
@@ -48,7 +53,7 @@ def test_quick_benchmark_reports_every_measurement(create_postgres_database: Cal
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=540,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

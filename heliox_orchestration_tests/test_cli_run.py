@@ -260,3 +260,32 @@ def test_run_idle_spend_routes_each_team_and_honours_a_mute_from_the_command_lin
     for path in (ML_PATH, RESEARCH_PATH):
         secret = path.rsplit("/", 1)[1]
         assert secret not in doctor.output + result.output + listing.output
+
+
+def test_run_and_preview_spend_anomaly_and_budget_on_the_demo(
+    dagster_home: Path, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's research team doubles on its latest two days: yesterday's preview shows it;
+    `heliox run` refreshes spend_anomalies then alerts (today's hours so far); with a budget,
+    `heliox run budget` alerts once per level."""
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack_server.url())
+    monkeypatch.setenv("MONTHLY_BUDGET_USD", "1000")
+    runner = CliRunner()
+    seeded = runner.invoke(cli, ["seed-demo"])
+    assert seeded.exit_code == 0, seeded.output
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    preview = runner.invoke(cli, ["preview", "spend-anomaly", "--date", yesterday])
+    assert preview.exit_code == 0, preview.output
+    assert "📈 GPU Spend Anomaly" in preview.output and "Team research" in preview.output
+    assert "median of the same weekday over the previous 4 weeks" in preview.output
+    run = runner.invoke(cli, ["run", "spend-anomaly"])
+    assert run.exit_code == 0, run.output
+    assert "spend_anomalies_refresh_job: succeeded" in run.output
+    assert "spend_anomaly_alert_job: succeeded" in run.output
+    budget = runner.invoke(cli, ["run", "budget"])
+    assert budget.exit_code == 0, budget.output
+    assert "budget_alert_job: succeeded" in budget.output and "Delivery: sent" in budget.output
+    texts = [r.json["text"] for r in slack_server.requests]
+    assert sum("GPU Budget Alert" in t for t in texts) == 1
+    again = runner.invoke(cli, ["run", "budget"])
+    assert again.exit_code == 0 and len(slack_server.requests) == len(texts)

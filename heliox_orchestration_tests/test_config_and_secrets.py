@@ -425,12 +425,18 @@ def test_read_only_commands_work_with_a_read_only_role(
 
 
 def test_existing_tables_gain_new_nullable_columns(tmp_path: Path) -> None:
-    """An older database lacking a column a newer Heliox defines as nullable is upgraded in place."""
+    """An older database lacking a column a newer Heliox defines as nullable is refused by
+    writers, then upgraded in place by `heliox migrate`."""
     url = f"sqlite:///{tmp_path}/old.db"
     engine = make_engine(url)
     ensure_schema(engine)
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE alert_ledger DROP COLUMN sent_at"))
+    with pytest.raises(
+        DatabaseConfigError, match=r"lacks columns alert_ledger\.sent_at: run `heliox migrate`"
+    ):
+        ensure_schema(engine)
+    assert CliRunner().invoke(cli, ["migrate", "--database-url", url]).exit_code == 0
     ensure_schema(engine)
     with engine.connect() as conn:
         columns = [row[1] for row in conn.execute(text("PRAGMA table_info(alert_ledger)"))]

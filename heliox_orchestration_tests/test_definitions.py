@@ -44,7 +44,17 @@ def test_jobs_sensors_and_checks_are_module_level_definitions() -> None:
         (op,) = defs.resolve_job_def(kind.job_name).graph.node_defs
         assert op is alert_job(kind).graph.node_defs[0]
     assert {j.name for j in REFRESH_JOBS} <= {j.name for j in defs.resolve_all_job_defs()}
-    for sensor in (sensors.burn_rate_sensor, sensors.stale_data_sensor, sensors.run_failure_slack_sensor):
+    for sensor in (
+        sensors.burn_rate_sensor,
+        sensors.spend_anomalies_sensor,
+        sensors.stale_data_sensor,
+        sensors.run_failure_slack_sensor,
+    ):
         assert defs.resolve_sensor_def(sensor.name).name == sensor.name
+    # Every sensor: 4 fixed ones, the redelivery sensor, new_usage_sensor and one per AfterRefresh
+    # trigger (idle-spend, idle-resolved, daily-summary, spend-anomaly, budget).
+    names = {s.name for s in defs.sensors or []}
+    assert len(names) == 11, sorted(names)
+    assert {"spend_anomalies_sensor", "spend_anomaly_alert_sensor", "budget_alert_sensor"} <= names
     assert defs.resolve_assets_def("idle_gpu_recommendations").op is idle_gpu_recommendations.op
     assert set(defs.asset_checks or []) >= set(OUTPUT_CHECKS)

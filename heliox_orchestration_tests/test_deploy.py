@@ -391,14 +391,21 @@ def test_every_run_has_a_runtime_bound(
         for job in defs.resolve_all_job_defs()
         if not job.name.startswith("__")  # Dagster's implicit asset job: the instance bound
     }
-    assert len(job_bounds) == 11, job_bounds  # 6 alert-kind jobs, 3 refreshes, 2 imports
+    assert len(job_bounds) == 15, job_bounds  # 8 alert-kind jobs, 4 refreshes, 2 imports, upkeep
     assert {
         name: bound for name, bound in job_bounds.items() if name.endswith("_refresh_job")
     } == dict.fromkeys(
-        ("gpu_costs_refresh_job", "idle_recommendations_refresh_job", "daily_summary_refresh_job"), 600
+        (
+            "gpu_costs_refresh_job",
+            "idle_recommendations_refresh_job",
+            "daily_summary_refresh_job",
+            "spend_anomalies_refresh_job",
+        ),
+        600,
     )
     assert job_bounds.pop("gpu_utilization_pull_job") == 900
     assert job_bounds.pop("focus_import_job") == 1800
+    assert job_bounds.pop("usage_maintenance_job") == 900
     assert {bound for name, bound in job_bounds.items() if not name.endswith("_refresh_job")} == {300}
     assert max(job_bounds.values()) < instance_bound
 

@@ -11,7 +11,8 @@ from sqlalchemy import Engine, inspect, text
 from heliox_orchestration.alerts import ledger
 from heliox_orchestration.alerts.idle_spend import idle_key, idle_key_prefix
 from heliox_orchestration.alerts.kinds import AlertKeyError
-from heliox_orchestration.db.engine import add_missing_nullable_columns, ensure_schema
+from heliox_orchestration.db.engine import DatabaseConfigError, ensure_schema
+from heliox_orchestration.db.migrate import add_missing_nullable_columns, migrate
 
 NOW = dt.datetime(2026, 1, 9, 17, 0, tzinfo=dt.UTC)
 UNTIL = NOW + dt.timedelta(hours=6)
@@ -154,11 +155,15 @@ def test_a_refused_key_waits_for_another_webhook(any_engine: Engine) -> None:
     assert ledger.shown_status(entry) == "sent" and entry["refused_webhook"] is None
 
 
-def test_ensure_schema_adds_the_nullable_columns_an_older_ledger_lacks(any_engine: Engine) -> None:
+def test_migrate_adds_the_nullable_columns_an_older_ledger_lacks(any_engine: Engine) -> None:
     with any_engine.begin() as conn:
         conn.execute(text("ALTER TABLE alert_ledger DROP COLUMN refused_webhook"))
     assert "refused_webhook" not in {c["name"] for c in inspect(any_engine).get_columns("alert_ledger")}
+    with pytest.raises(DatabaseConfigError, match=r"alert_ledger.refused_webhook.*heliox migrate"):
+        ensure_schema(any_engine)  # writers refuse it
+    assert migrate(any_engine).added_columns == ["alert_ledger.refused_webhook"]
     ensure_schema(any_engine)
     assert "refused_webhook" in {c["name"] for c in inspect(any_engine).get_columns("alert_ledger")}
-    assert add_missing_nullable_columns(any_engine) == []  # nothing left to add
+    with any_engine.begin() as conn:
+        assert add_missing_nullable_columns(conn) == []  # nothing left to add
     assert _claim(any_engine, "daily-summary:2026-01-08") is not None

@@ -9,19 +9,30 @@ import datetime as dt
 from sqlalchemy import Engine
 
 from heliox_orchestration.alerts import (
+    budget,
     burn_rate,
     daily_summary,
     idle_resolved,
     idle_spend,
     kinds,
     run_failure,
+    spend_anomaly,
     stale_data,
 )
 from heliox_orchestration.alerts.kinds import AlertKind
 from heliox_orchestration.alerts.preview import Preview
 from heliox_orchestration.settings import Settings
 
-KIND_MODULES = (burn_rate, idle_spend, idle_resolved, daily_summary, stale_data, run_failure)
+KIND_MODULES = (
+    burn_rate,
+    idle_spend,
+    idle_resolved,
+    daily_summary,
+    stale_data,
+    run_failure,
+    spend_anomaly,
+    budget,
+)
 
 
 def all_kinds() -> list[AlertKind]:

@@ -304,6 +304,9 @@ def daily_summary_message(summary: CostSummary, *, dashboard_url: str | None = N
             *_realized(summary),
         ),
     ]
+    budget = _month_budget(summary)
+    if budget:
+        blocks.append(section(budget))
     if summary.gap_days:
         blocks.append(context(_gap_days(summary.gap_days)))
     blocks.append(divider())
@@ -325,7 +328,17 @@ def daily_summary_message(summary: CostSummary, *, dashboard_url: str | None = N
         f"last 7 days {format_usd(summary.last_7_days_cost_usd)}, "
         f"last 30 days {format_usd(summary.last_30_days_cost_usd)}, potential savings {savings}"
     )
+    if budget:
+        fallback += f"; {budget[0].lower()}{budget[1:]}"
     return SlackMessage.build(fallback, blocks)
+
+
+def _month_budget(summary: CostSummary) -> str:
+    """ "Month to date: $X of $Y budget, forecast $Z" (MONTHLY_BUDGET_USD set), else ""."""
+    budget, mtd, forecast = summary.monthly_budget_usd, summary.month_to_date_usd, summary.month_forecast_usd
+    if budget is None or mtd is None or forecast is None:
+        return ""
+    return f"Month to date: {format_usd(mtd)} of {format_usd(budget)} budget, forecast {format_usd(forecast)}"
 
 
 def _realized(summary: CostSummary) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dagster import AssetsDefinition, AssetSpec, DailyPartitionsDefinition, Definitions
 
+from heliox_orchestration.assets.anomalies import build_spend_anomalies
 from heliox_orchestration.assets.checks import OUTPUT_CHECKS
 from heliox_orchestration.assets.costs import build_daily_gpu_costs
 from heliox_orchestration.assets.keys import DAILY_COSTS_KEY, IDLE_KEY, SUMMARY_KEY, USAGE_KEY
@@ -42,6 +43,7 @@ def cost_assets(
         build_daily_gpu_costs(partitions),
         idle_gpu_recommendations,
         build_gpu_cost_summary(partitions),
+        build_spend_anomalies(partitions),
     ]
 
 

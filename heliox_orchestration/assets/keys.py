@@ -14,6 +14,7 @@ USAGE_KEY = AssetKey("gpu_usage_hourly")
 DAILY_COSTS_KEY = AssetKey("daily_gpu_costs")
 IDLE_KEY = AssetKey("idle_gpu_recommendations")
 SUMMARY_KEY = AssetKey("gpu_cost_summary")
+ANOMALIES_KEY = AssetKey("spend_anomalies")
 
 
 def table_metadata(*tables: str) -> dict[str, object]:

@@ -43,8 +43,10 @@ from heliox_orchestration.costs.summary import (
     StoredSummary,
     build_cost_summary,
     summary_range,
+    with_month_budget,
     write_cost_summary,
 )
+from heliox_orchestration.detections.budget import month_start
 from heliox_orchestration.detections.idle import (
     IdleEvaluation,
     compute_idle_evaluation,
@@ -64,8 +66,9 @@ SUMMARY_DESCRIPTION = """The daily-summary numbers of a report date: the partiti
 
 Yesterday's cost, the last 7 and last 30 complete local days ending with the report date, the
 top 3 models of the report date ("Unattributed" for usage without a model name), the number of
-high-severity idle-GPU recommendations and the monthly savings of all open ones, and the daily
-series (days without usage data are flagged as gaps, not shown as $0). Reads the materialized
+high-severity idle-GPU recommendations and the monthly savings of all open ones, with
+`MONTHLY_BUDGET_USD` the month to date, the budget and the forecast, and the daily series
+(days without usage data are flagged as gaps, not shown as $0). Reads the materialized
 `daily_gpu_costs` days (days never materialized are computed from `gpu_usage_hourly` and listed
 in the metadata) and the latest `idle_gpu_recommendations` evaluation.
 
@@ -142,7 +145,8 @@ def check_summary_inputs(
     engine: Engine, settings: Settings, first_report: dt.date, last_report: dt.date, now: dt.datetime
 ) -> SummaryInputs:
     """One scan of the usage rows of every day the summaries read, and the stored idle findings."""
-    first, last = summary_range(first_report)[0], last_report
+    # The local month of a report date may begin a day before its 30 days (MONTHLY_BUDGET_USD).
+    first, last = min(summary_range(first_report)[0], month_start(first_report)), last_report
     scope = days_text(first, last, settings.timezone)
     bounds = local_range_bounds(first, last, settings.timezone)
     usage = usage_rule_report(engine, *bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=now)
@@ -276,6 +280,7 @@ def write_summary(
     """Compute and store the summary of one report date; its metadata."""
     costs, computed_days = materialized_or_computed(engine, *summary_range(report_date), settings.timezone)
     summary = build_cost_summary(report_date, costs, evaluation.to_findings())
+    summary = with_month_budget(engine, summary, settings, now)
     write_cost_summary(engine, StoredSummary(summary, settings.timezone, evaluation.as_of, now), costs)
     if computed_days:
         context.log.info(

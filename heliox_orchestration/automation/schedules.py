@@ -10,12 +10,17 @@ from dagster import (
     schedule,
 )
 
+from heliox_orchestration.assets.maintenance import USAGE_MAINTENANCE_JOB
 from heliox_orchestration.assets.refresh import COSTS_REFRESH_JOB, IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
 from heliox_orchestration.settings import Settings
 
+# A quiet hour in TIMEZONE, before the daily summary's default hour (9).
+USAGE_MAINTENANCE_CRON = "30 3 * * *"
+
 
 def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
-    """The three checks' schedules: their crons and time zone are load-time settings."""
+    """The three checks' schedules and the usage upkeep's: their crons and time zone are
+    load-time settings."""
     running = DefaultScheduleStatus.RUNNING
 
     @schedule(
@@ -57,4 +62,20 @@ def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
             tags={"heliox/trigger": "daily-summary", "heliox/report_date": report_date.isoformat()},
         )
 
-    return [burn_rate_check_schedule, idle_spend_check_schedule, daily_summary_schedule]
+    @schedule(
+        name="usage_maintenance_schedule",
+        cron_schedule=USAGE_MAINTENANCE_CRON,
+        execution_timezone=settings.timezone,
+        job_name=USAGE_MAINTENANCE_JOB,
+        default_status=running,
+        description="Daily: drop usage rows outside HELIOX_RETENTION_DAYS, create coming month partitions.",
+    )
+    def usage_maintenance_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+        return RunRequest(tags={"heliox/trigger": "usage-maintenance"})
+
+    return [
+        burn_rate_check_schedule,
+        idle_spend_check_schedule,
+        daily_summary_schedule,
+        usage_maintenance_schedule,
+    ]

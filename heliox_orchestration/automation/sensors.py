@@ -44,6 +44,7 @@ from heliox_orchestration.alerts.routes import UnknownDestination, team_of_key, 
 from heliox_orchestration.alerts.run_failure import notify_run_failure
 from heliox_orchestration.alerts.stale_data import STALE_DATA, stale_key
 from heliox_orchestration.assets.refresh import REFRESH_JOBS
+from heliox_orchestration.automation.anomaly_sensor import spend_anomalies_sensor
 from heliox_orchestration.automation.burn_rate_sensor import burn_rate_sensor
 from heliox_orchestration.automation.run_config import STARTED_BY_HELIOX_RUN, STARTED_BY_TAG
 from heliox_orchestration.detections.freshness import cron_hours, is_stale, newest_usage_hour
@@ -264,6 +265,7 @@ def alert_sensors(alert_kinds: Sequence[AlertKind] | None = None) -> list[Sensor
     return [
         redelivery_sensor(alert_kinds),
         burn_rate_sensor,
+        spend_anomalies_sensor,
         stale_data_sensor,
         run_failure_slack_sensor,
         *triggered,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from heliox_orchestration.cli import alerts, data, mutes, setup
+from heliox_orchestration.cli import alerts, data, mutes, setup, storage
 from heliox_orchestration.cli.common import cli
 
-COMMAND_MODULES = (data, setup, alerts, mutes)  # importing them registers their commands
+COMMAND_MODULES = (data, setup, alerts, mutes, storage)  # importing them registers their commands
 
 __all__ = ["cli", "main"]
 

@@ -17,11 +17,12 @@ from sqlalchemy import Engine
 from heliox_orchestration.alerts.mutes import MuteError
 from heliox_orchestration.db.engine import (
     DatabaseConfigError,
+    check_schema_status,
     embedded_database_url,
     ensure_schema,
     make_engine,
     mask_url,
-    missing_tables,
+    read_schema_status,
 )
 from heliox_orchestration.environment import database_url_problem
 from heliox_orchestration.ingest.focus.validation import ImportInputError
@@ -72,13 +73,15 @@ def open_database(explicit: str | None, settings: Settings, *, read_only: bool =
     if not read_only:
         ensure_schema(engine, variable=variable)
         return engine
-    missing = missing_tables(engine, variable=variable)
-    if missing:
+    status = read_schema_status(engine, variable=variable)
+    if status.fresh:
+        missing = status.missing_tables
         raise DatabaseConfigError(
             f"{variable}={mask_url(url)} has no Heliox tables yet ({', '.join(missing[:3])}"
             f"{', ...' if len(missing) > 3 else ''}); they are created by the first Dagster run, "
             "`heliox seed-demo` or `heliox import-focus`."
         )
+    check_schema_status(engine, status, variable)
     return engine
 
 

@@ -16,8 +16,10 @@ from heliox_orchestration.cli.common import (
 )
 from heliox_orchestration.db.engine import (
     DatabaseConfigError,
+    check_schema_status,
     make_engine,
     mask_url,
+    read_schema_status,
     sqlite_path,
     table_row_counts,
 )
@@ -108,10 +110,16 @@ def _doctor_database(settings: Settings) -> None:
         note = "filled with the demo fleet by the first Dagster run" if embedded else "created on first use"
         click.echo(f"  {path} does not exist yet ({note})")
         counts: dict[str, int | None] = dict.fromkeys(metadata.tables)
+        status = None
     else:
-        counts = table_row_counts(make_engine(url, read_only=True))
+        engine = make_engine(url, read_only=True)
+        counts = table_row_counts(engine)
+        status = read_schema_status(engine)
     for table, count in counts.items():
         click.echo(f"  {table:<26} {'missing' if count is None else f'{count:,} rows'}")
+    if status is not None and not status.fresh:
+        click.echo(f"  {'schema':<26} {status.describe()}")
+        check_schema_status(engine, status)  # the runs would refuse it: a problem
 
 
 @cli.command("send-test")

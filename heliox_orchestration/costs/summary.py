@@ -22,6 +22,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pandas as pd
 from sqlalchemy import Engine, delete, select
 
+from heliox_orchestration.costs.budget_spend import budgets
 from heliox_orchestration.costs.common import NotMaterializedError, model_label, records_of
 from heliox_orchestration.costs.daily_costs import (
     DailyCosts,
@@ -158,7 +159,26 @@ def cost_summary(
     first, last = summary_range(report_date)
     costs = compute_daily_costs(engine, first, last, settings.timezone)
     findings = compute_idle_evaluation(engine, settings, as_of).to_findings()
-    return build_cost_summary(report_date, costs, findings)
+    summary = build_cost_summary(report_date, costs, findings)
+    return with_month_budget(engine, summary, settings, as_of or dt.datetime.now(dt.UTC))
+
+
+def with_month_budget(
+    engine: Engine, summary: CostSummary, settings: Settings, now: dt.datetime
+) -> CostSummary:
+    """The summary with the fleet's month to date, budget and forecast (MONTHLY_BUDGET_USD set)."""
+    if settings.monthly_budget_usd is None:
+        return summary
+    fleet = budgets(engine, summary.report_date, replace(settings, teams=()), now, complete=True)
+    status = fleet.statuses.get(None)
+    if status is None:
+        return summary
+    return replace(
+        summary,
+        monthly_budget_usd=status.budget_usd,
+        month_to_date_usd=status.month_to_date_usd,
+        month_forecast_usd=status.forecast_usd,
+    )
 
 
 @dataclass(frozen=True)
@@ -210,6 +230,9 @@ def write_cost_summary(engine: Engine, stored: StoredSummary, series: DailyCosts
                 potential_savings_monthly_usd=s.potential_savings_monthly_usd,
                 recommendations_as_of=stored.recommendations_as_of,
                 computed_at=stored.computed_at,
+                monthly_budget_usd=s.monthly_budget_usd,
+                month_to_date_usd=s.month_to_date_usd,
+                month_forecast_usd=s.month_forecast_usd,
             )
         )
         conn.execute(
@@ -245,4 +268,7 @@ def load_cost_summary(engine: Engine, report_date: dt.date) -> CostSummary:
         potential_savings_monthly_usd=row.potential_savings_monthly_usd,
         daily_series=tuple(days[-SERIES_DAYS:]),
         gap_days=tuple(p.day for p in days if not p.has_data),
+        monthly_budget_usd=row.monthly_budget_usd,
+        month_to_date_usd=row.month_to_date_usd,
+        month_forecast_usd=row.month_forecast_usd,
     )

@@ -23,6 +23,7 @@ import pyarrow.csv as pa_csv
 from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, Table, delete, select, tuple_
 
 from heliox_orchestration.db.schema import gpu_usage_hourly, sqlite_datetime_text
+from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
 from heliox_orchestration.money import micros_to_dollars
 
 COLUMNS = [c.name for c in gpu_usage_hourly.columns]
@@ -64,7 +65,10 @@ def insert_usage_frame(
 ) -> None:
     """COPY on PostgreSQL/psycopg2, raw ``executemany`` on SQLite, SQLAlchemy ``executemany``
     otherwise, ``WRITE_BATCH_ROWS`` rows at a time (``progress`` hears of each batch's rows).
-    ``table`` must have the columns of ``gpu_usage_hourly``."""
+    ``table`` must have the columns of ``gpu_usage_hourly``; writing to that table, the month
+    partitions of the frame's hours are created first."""
+    if table is gpu_usage_hourly and len(frame):
+        ensure_frame_partitions(conn, frame)
     missing = {c: None for c in OPTIONAL_COLUMNS if c not in frame}
     for first in range(0, len(frame), WRITE_BATCH_ROWS):
         batch = frame.iloc[first : first + WRITE_BATCH_ROWS]
@@ -77,6 +81,11 @@ def insert_usage_frame(
             _insert_core(conn, batch, table)
         if progress:
             progress(len(batch))
+
+
+def ensure_frame_partitions(conn: Connection, frame: pd.DataFrame) -> None:
+    hours = frame["usage_hour"]
+    ensure_usage_partitions(conn, hours.min().to_pydatetime(), hours.max().to_pydatetime())
 
 
 def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
@@ -110,6 +119,7 @@ def _executemany_sqlite(conn: Connection, frame: pd.DataFrame, table_name: str) 
             values.itertuples(index=False, name=None),
             costs,
             frame["gpu_utilization_pct"].tolist(),
+            pricing.tolist(),
             strict=True,
         )
     ]
@@ -189,6 +199,8 @@ def replace_usage_hours(conn: Connection, frame: pd.DataFrame) -> int:
     Call it inside the caller's transaction: the replacement is atomic with everything else the
     caller does.
     """
+    if len(frame):
+        ensure_frame_partitions(conn, frame)
     stage = stage_usage_rows(conn, frame)
     replaced = delete_staged_hours(conn, gpu_usage_hourly)
     conn.execute(gpu_usage_hourly.insert().from_select(COLUMNS, select(*(stage.c[c] for c in COLUMNS))))

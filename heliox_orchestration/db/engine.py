@@ -1,4 +1,4 @@
-"""Opening the Heliox database: URL parsing, masking, schema creation."""
+"""Opening the Heliox database: URL parsing, masking, the schema check of every writer."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, make_url, select, text
+from sqlalchemy import Engine, create_engine, event, func, inspect, make_url, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from heliox_orchestration.db.schema import gpu_usage_hourly, metadata
+from heliox_orchestration.db.schema_version import (
+    SchemaStatus,
+    create_at_head,
+    refusal,
+    schema_status,
+)
 from heliox_orchestration.secrets import mask_database_url, redact_database_url
 from heliox_orchestration.settings import DATABASE_URL_VAR
 
@@ -150,36 +156,34 @@ def _unreachable(engine: Engine, variable: str, exc: BaseException, what: str = 
 
 
 def ensure_schema(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> None:
-    """Create missing Heliox tables, and add the nullable columns a newer Heliox added to an
-    existing table. Never drops, renames or retypes anything."""
+    """What every writer does before writing: a fresh database is created at the head revision;
+    one whose schema is out of date is refused with one line ("run `heliox migrate`"). Never
+    alters an existing table (``heliox migrate`` does, see db/migrate.py)."""
     try:
-        metadata.create_all(engine, checkfirst=True)
-        add_missing_nullable_columns(engine)
+        with engine.connect() as conn:
+            status = schema_status(conn)
+        if status.fresh:
+            if create_at_head(engine):
+                return
+            with engine.connect() as conn:  # another process created it meanwhile
+                status = schema_status(conn)
     except SQLAlchemyError as exc:
         raise DatabaseConfigError(_unreachable(engine, variable, exc, "cannot be reached or used")) from None
+    check_schema_status(engine, status, variable)
 
 
-def add_missing_nullable_columns(engine: Engine) -> list[str]:
-    """``ALTER TABLE ... ADD COLUMN`` for every nullable column of the schema that an existing
-    table lacks; returns ``table.column`` of each one added. A missing NOT NULL column is left to
-    a migration: it cannot be added to a table with rows without a default."""
-    inspector = inspect(engine)
-    existing_tables = set(inspector.get_table_names())
-    quote_name = engine.dialect.identifier_preparer.quote
-    added = []
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            if table.name not in existing_tables:
-                continue
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present or not column.nullable:
-                    continue
-                column_type = column.type.compile(dialect=engine.dialect)
-                name = f"{quote_name(table.name)} ADD COLUMN {quote_name(column.name)}"
-                conn.execute(text(f"ALTER TABLE {name} {column_type}"))
-                added.append(f"{table.name}.{column.name}")
-    return added
+def check_schema_status(engine: Engine, status: SchemaStatus, variable: str = DATABASE_URL_VAR) -> None:
+    if not status.current:
+        url = engine.url.render_as_string(hide_password=False)
+        raise DatabaseConfigError(refusal(status, f"{variable}={mask_url(url)}"))
+
+
+def read_schema_status(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> SchemaStatus:
+    try:
+        with engine.connect() as conn:
+            return schema_status(conn)
+    except SQLAlchemyError as exc:
+        raise DatabaseConfigError(_unreachable(engine, variable, exc)) from None
 
 
 def missing_tables(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> list[str]:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     cast,
+    event,
     func,
 )
 
@@ -109,8 +111,6 @@ def money_sum_micros(column: ColumnElement[Any]) -> ColumnElement[int]:
 
 metadata = MetaData()
 
-# fmt: off
-# (the pricing_category line is shared verbatim with sibling branches: kept on one line)
 gpu_usage_hourly = Table(
     "gpu_usage_hourly",
     metadata,
@@ -152,25 +152,27 @@ gpu_usage_hourly = Table(
         dialect="postgresql"
     ),
     comment="One row per GPU resource per hour.",
+    # PostgreSQL: one partition per UTC month (db/usage_partitions.py creates them ahead of the
+    # writers; retention drops whole months). SQLite keeps a plain table.
+    postgresql_partition_by="RANGE (usage_hour)",
 )
-# fmt: on
-# The primary key index serves per-resource scans; day-range scans use this one. On PostgreSQL it
-# also carries every column the cost aggregates and checks read (all but region and team), so a
-# day or a window is an index-only scan of consecutive index pages: its cost follows the range,
-# whatever the physical order of the table and however much history it holds. See
-# docs/performance.md.
-Index(
-    "ix_gpu_usage_hourly_usage_hour",
-    gpu_usage_hourly.c.usage_hour,
-    postgresql_include=[
-        "resource_id",
-        "provider",
-        "gpu_type",
-        "gpu_count",
-        "model_name",
-        "cost_usd",
-        "gpu_utilization_pct",
-    ],
+# The primary key index serves per-resource scans; day-range scans use an index on usage_hour. On
+# PostgreSQL that is a BRIN index (a few pages per month partition): rows arrive in time order, so
+# a day is a handful of block ranges of one partition, and the table stays near its heap size. See
+# docs/performance.md. SQLite has neither partitions nor BRIN and keeps a B-tree.
+Index("ix_gpu_usage_hourly_usage_hour", gpu_usage_hourly.c.usage_hour).ddl_if(dialect="sqlite")
+Index("brin_gpu_usage_hourly_usage_hour", gpu_usage_hourly.c.usage_hour, postgresql_using="brin").ddl_if(
+    dialect="postgresql"
+)
+# Rows of a month without its partition yet land here; writers create the month first
+# (usage_partitions.ensure_usage_partitions), which moves any such rows into it.
+USAGE_DEFAULT_PARTITION = "gpu_usage_hourly_default"
+event.listen(
+    gpu_usage_hourly,
+    "after_create",
+    DDL(f"CREATE TABLE {USAGE_DEFAULT_PARTITION} PARTITION OF gpu_usage_hourly DEFAULT").execute_if(
+        dialect="postgresql"
+    ),
 )
 
 # Hours of imported charges that have not started yet (a daily charge for today is spread over
@@ -333,6 +335,10 @@ gpu_cost_summary = Table(
     Column("potential_savings_monthly_usd", Money(), nullable=False),
     Column("recommendations_as_of", UTCDateTime(), nullable=True),
     Column("computed_at", UTCDateTime(), nullable=False),
+    # Set only with MONTHLY_BUDGET_USD: the local month of the report date, through it.
+    Column("monthly_budget_usd", Money(), nullable=True),
+    Column("month_to_date_usd", Money(), nullable=True),
+    Column("month_forecast_usd", Money(), nullable=True, comment="month to date + 7-day mean x days left"),
     comment="Asset gpu_cost_summary: the daily-summary numbers per report date.",
 )
 
@@ -349,6 +355,48 @@ gpu_cost_summary_items = Table(
     PrimaryKeyConstraint("report_date", "kind", "position", name="pk_gpu_cost_summary_items"),
     CheckConstraint("kind IN ('top_model', 'day')", name="ck_gpu_cost_summary_items_kind"),
     comment="Asset gpu_cost_summary: top models and the 7-day series of each report date.",
+)
+
+spend_anomaly_evaluations = Table(
+    "spend_anomaly_evaluations",
+    metadata,
+    Column("day", Date, primary_key=True, comment="local calendar day in TIMEZONE"),
+    Column("timezone", String(64), nullable=False),
+    Column("baseline_kind", String(8), nullable=True, comment="weekday | recent; NULL: no baseline"),
+    Column("baseline_note", String(255), nullable=False, comment="which baseline, or why none"),
+    Column("partial_until", UTCDateTime(), nullable=True, comment="today: end of the hours compared"),
+    Column("anomalies", Integer, nullable=False),
+    Column("computed_at", UTCDateTime(), nullable=False),
+    comment="Asset spend_anomalies: one evaluation per local day.",
+)
+
+spend_anomalies = Table(
+    "spend_anomalies",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("dimension", String(8), nullable=False, comment="total | model | team"),
+    Column("value", String(255), nullable=False, comment="all, the model (or Unattributed), the team"),
+    Column("current_usd", Money(), nullable=False, comment="the day's spend (so far, for today)"),
+    Column("baseline_usd", Money(), nullable=False, comment="median over the baseline days"),
+    Column("baseline_kind", String(8), nullable=False),
+    Column("baseline_days", String(200), nullable=False, comment="comma-separated local days"),
+    Column("partial_until", UTCDateTime(), nullable=True),
+    PrimaryKeyConstraint("day", "dimension", "value", name="pk_spend_anomalies"),
+    comment="Asset spend_anomalies: the series above their baseline by both thresholds.",
+)
+
+spend_anomaly_drivers = Table(
+    "spend_anomaly_drivers",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("dimension", String(8), nullable=False),
+    Column("value", String(255), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("resource_id", String(255), nullable=False),
+    Column("current_usd", Money(), nullable=False),
+    Column("baseline_usd", Money(), nullable=False),
+    PrimaryKeyConstraint("day", "dimension", "value", "position", name="pk_spend_anomaly_drivers"),
+    comment="Asset spend_anomalies: the top 3 resources driving each anomaly.",
 )
 
 # --- Alert ledger (automation): one row per alert key; the unique key decides who sends. ---

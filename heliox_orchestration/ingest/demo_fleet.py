@@ -10,7 +10,9 @@ less the few GPUs that were provisioned late). What makes it realistic:
   at the on-demand price: those are the days whose spend crosses the $10,000 burn threshold at
   the default fleet size;
 * GPUs that sit idle: one for the whole 14-day window, one provisioned 7 days ago and never
-  used, one for 4 days and one for 2 days (high / high / medium / low idle findings).
+  used, one for 4 days and one for 2 days (high / high / medium / low idle findings);
+* a team whose spend doubles on the latest two local days (its busy GPUs scale out to two
+  GPUs each): a spend anomaly the fixed burn-rate threshold does not see.
 
 The same ``seed`` gives the same rows. Costs are generated as integer micro-dollars, so the
 reported total is exact.
@@ -31,6 +33,7 @@ from sqlalchemy import Engine, delete
 from heliox_orchestration.db.bulk import insert_usage_frame
 from heliox_orchestration.db.gpu_prices import GPU_PRICES
 from heliox_orchestration.db.schema import gpu_usage_hourly
+from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
 from heliox_orchestration.money import micros_to_dollars
 
 DEMO_PREFIX = "demo-"
@@ -77,6 +80,9 @@ IDLE_PLAN = (
     (2, "azure", "T4", 4 * 24 + 2, True),  # medium
     (3, "aws", "L4", 2 * 24 + 3, True),  # low
 )
+# The spend-anomaly demo: this team's busy GPUs run two GPUs each on the latest local days.
+SURGE_TEAM = "research"
+SURGE_DAYS = 2
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,14 @@ def _spot_factors(rng: np.random.Generator, n_days: int) -> np.ndarray:
     return factors
 
 
+def _surge_gpus(block: pd.DataFrame, local_dates: np.ndarray) -> np.ndarray:
+    """GPUs per row (GPU x hour): 2 for ``SURGE_TEAM``'s busy GPUs on the latest ``SURGE_DAYS``
+    local days of the range, else 1."""
+    surging = ((block["team"] == SURGE_TEAM) & (block["idle_hours"] == 0)).to_numpy()[:, None]
+    latest = (local_dates >= local_dates[-1] - np.timedelta64(SURGE_DAYS - 1, "D"))[None, :]
+    return np.where(surging & latest, 2, 1)
+
+
 def generate_chunks(
     spec: FleetSpec, now: dt.datetime | None = None, chunk_rows: int = CHUNK_ROWS
 ) -> Iterator[pd.DataFrame]:
@@ -166,6 +180,9 @@ def generate_chunks(
     if n_hours == 0:
         return
     local_hour = hours.tz_convert(spec.timezone).hour.to_numpy()
+    local_dates = (
+        hours.tz_convert(spec.timezone).tz_localize(None).normalize().to_numpy().astype("datetime64[D]")
+    )
     day_index = ((hours - hours[0]) // pd.Timedelta(days=1)).to_numpy()
     factors = _spot_factors(np.random.default_rng(spec.seed + 1), int(day_index[-1]) + 1)
     hour_factor = factors[day_index]
@@ -195,7 +212,8 @@ def generate_chunks(
 
         price = block["price_micros"].to_numpy()[:, None].astype(float)
         factor = np.where(block["spot"].to_numpy()[:, None], hour_factor[None, :], 1.0)
-        cost_micros = np.rint(price * factor).astype(np.int64)
+        gpus = _surge_gpus(block, local_dates)
+        cost_micros = np.rint(price * factor).astype(np.int64) * gpus
 
         mask = exists.ravel()
         frame = pd.DataFrame(
@@ -205,7 +223,7 @@ def generate_chunks(
                 "region": np.repeat(block["region"].to_numpy(), n_hours)[mask],
                 "resource_id": np.repeat(block["resource_id"].to_numpy(), n_hours)[mask],
                 "gpu_type": np.repeat(block["gpu_type"].to_numpy(), n_hours)[mask],
-                "gpu_count": 1,
+                "gpu_count": gpus.ravel()[mask],
                 "model_name": np.repeat(block["model_name"].to_numpy(), n_hours)[mask],
                 "team": np.repeat(block["team"].to_numpy(), n_hours)[mask],
                 "cost_micros": np.broadcast_to(cost_micros, (g, n_hours)).ravel()[mask],
@@ -228,6 +246,7 @@ def seed_demo(
     rows = 0
     total_micros = 0
     with engine.begin() as conn:
+        ensure_usage_partitions(conn, start, end - dt.timedelta(hours=1))
         in_range = (
             (gpu_usage_hourly.c.usage_hour >= start)
             & (gpu_usage_hourly.c.usage_hour < end)

@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, delete, exists, select, text, tuple_
+from sqlalchemy import Connection, Engine, delete, exists, func, select, text, tuple_
 
 from heliox_orchestration.db.bulk import COLUMNS, delete_staged_hours, drop_stage, stage_usage_rows
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_pending
+from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
 
 # Any fixed 64-bit number works; this one spells "HELIOX" in ASCII.
 USAGE_WRITE_LOCK = 0x48454C494F58
@@ -55,6 +56,12 @@ def write_imported_hours(
     of the rows loaded, batch by batch."""
     _serialize_usage_writes(conn)
     stage = stage_usage_rows(conn, frames, progress)
+    # The months of the started hours, known once the stage holds them all (the frames stream).
+    first, last = conn.execute(
+        select(func.min(stage.c.usage_hour), func.max(stage.c.usage_hour)).where(stage.c.usage_hour <= now)
+    ).one()
+    if first is not None:
+        ensure_usage_partitions(conn, first, last)
     replaced = delete_staged_hours(conn, gpu_usage_hourly) + delete_staged_hours(conn, gpu_usage_pending)
     started = stage.c.usage_hour <= now
     written = conn.execute(
@@ -91,6 +98,9 @@ def _release(conn: Connection, now: dt.datetime) -> int:
         return 0
     _serialize_usage_writes(conn)
     pending = gpu_usage_pending.c
+    first = conn.execute(select(func.min(pending.usage_hour)).where(due)).scalar()
+    if first is not None:
+        ensure_usage_partitions(conn, first, now)
     conn.execute(
         delete(gpu_usage_hourly).where(
             tuple_(gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.usage_hour).in_(

@@ -1,0 +1,1 @@
+"""Alembic revisions of the Heliox schema (run by ``heliox_orchestration.db.migrate``)."""
