@@ -119,7 +119,6 @@ def _executemany_sqlite(conn: Connection, frame: pd.DataFrame, table_name: str) 
             values.itertuples(index=False, name=None),
             costs,
             frame["gpu_utilization_pct"].tolist(),
-            pricing.tolist(),
             strict=True,
         )
     ]
