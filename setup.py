@@ -12,6 +12,7 @@ setup(
         "dagster-webserver==1.13.27",
         "dagster-postgres==0.29.27",
         "pandas==3.1.1",
+        "pyarrow==26.0.1",
         "sqlalchemy==2.1.9",
         "slack-sdk==3.48.0",
         "psycopg2-binary==2.9.13",

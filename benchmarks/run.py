@@ -46,6 +46,7 @@ from typing import Any
 from sqlalchemy import Executable, create_engine, make_url, text
 
 from benchmarks.common import median
+from benchmarks.ingest_goal import measure_ingest
 from benchmarks.seeding import Prepared, create_database_if_missing, drop_database, prepare_database
 from benchmarks.storage_goal import G4_DAYS, G4_GPUS, g4_fleet, storage_section, uses_usage_hour_index
 from heliox_orchestration.costs.daily_costs import daily_costs_query, local_days
@@ -309,6 +310,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             )
             result["measurements"].update(measurements)
             result["goals"] += [Goal(*goal) for goal in goals]
+            ingest = measure_ingest(Path(tmp), SERVER_URL, quick=args.quick, run_process=run_process, log=log)
+            result["measurements"]["focus_import"] = ingest.measurements
+            result["raw"]["focus_import"] = ingest.raw
+            result["goals"] += [Goal(*goal) for goal in ingest.goals]
     finally:
         for url in temporary:
             drop_database(url)

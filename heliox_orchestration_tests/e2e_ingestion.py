@@ -5,7 +5,6 @@ from the real test Prometheus; the daemon imports, refreshes and alerts by itsel
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import time
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,9 @@ from heliox_orchestration_tests.prometheus_server import PASSWORD, USERNAME, Pro
 ALERT_WITHIN_SECONDS = 90.0
 TODAY_CHARGE = "1234.56"  # one hour of today, over the test's $1,000 threshold on its own
 TELEMETRY_DAY = at(4, 0)  # a day of the test Prometheus' history
-# The October export as AWS Data Exports deliver it, Parquet, where pyarrow is installed.
-PARQUET = importlib.util.find_spec("pyarrow") is not None
+# The October export as AWS Data Exports deliver it: Parquet.
 TODAY_FILE = "aws/today.csv"
-OCTOBER_FILE = "aws/2026-10-04.snappy.parquet" if PARQUET else "aws/2026-10-04.csv.gz"
+OCTOBER_FILE = "aws/2026-10-04.snappy.parquet"
 
 
 def optional_prometheus(request: pytest.FixtureRequest) -> PrometheusServer | None:
@@ -113,12 +111,9 @@ def land_real_signals(
         *p5_hours(BUSY_HOST, TELEMETRY_DAY, 24, "98.32"),
         *p5_hours(IDLE_HOST, TELEMETRY_DAY, 24, "40.96"),
     ]
-    if PARQUET:
-        (landing / OCTOBER_FILE).parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(october).to_parquet(landing / OCTOBER_FILE, index=False)
-        set_age(landing / OCTOBER_FILE, 60)
-    else:
-        write_export(landing / OCTOBER_FILE, october)
+    (landing / OCTOBER_FILE).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(october).to_parquet(landing / OCTOBER_FILE, index=False)
+    set_age(landing / OCTOBER_FILE, 60)
     write_export(landing / TODAY_FILE, p5_hours("i-0e2etoday0000001", hour, 1, TODAY_CHARGE))
     backfill_id = launch_utilization_backfill(gql, TELEMETRY_DAY, 24) if prometheus else None
     deploy.log(f"exports dropped into {landing.name}/; utilization backfill {backfill_id}")

@@ -19,7 +19,7 @@ What it does (docs/operations.md, "Run it by hand against PostgreSQL", is the sa
    twice), and the runs and backfills in Dagster's PostgreSQL storage.
 5. Real signals in, with no command: two FOCUS exports dropped into ``HELIOX_FOCUS_DIR`` (a CSV
    charging today over the threshold, and October for two GPU hosts of the test Prometheus:
-   Parquet where pyarrow is installed, else CSV.gz) and a backfill of one day of
+   Parquet) and a backfill of one day of
    ``gpu_utilization_hourly`` from the real Prometheus (``prometheus_server.py``; without it,
    this step runs without Prometheus, except under ``CI=true``). The daemon imports each file
    (``focus_landing_sensor``), refreshes the days they touched (``new_usage_sensor``), and the

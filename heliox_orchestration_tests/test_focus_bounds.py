@@ -396,7 +396,6 @@ def test_parquet_values_become_the_text_validation_refuses() -> None:
 
 
 def test_parquet_input_is_refused_like_csv(seeded: Engine, tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
     rows = [_one_gpu_row() for _ in range(4)]
     frame = pd.DataFrame(rows).drop(columns="_imported")
     starts = pd.to_datetime([START] * 3 + [dt.datetime(2099, 1, 1, tzinfo=dt.UTC)], utc=True)

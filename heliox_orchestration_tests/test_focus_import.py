@@ -6,14 +6,17 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
-import importlib.util
 import json
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, select
@@ -22,12 +25,15 @@ from heliox_orchestration.cli import cli
 from heliox_orchestration.db.bulk import replace_usage_hours
 from heliox_orchestration.db.engine import make_engine
 from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
+from heliox_orchestration.ingest.focus import spool
 from heliox_orchestration.ingest.focus.charges import TagKeys, spread_evenly
 from heliox_orchestration.ingest.focus.hours import read_focus
 from heliox_orchestration.ingest.focus.importer import import_focus
 from heliox_orchestration.ingest.focus.report import format_report
 from heliox_orchestration.ingest.focus.validation import ImportInputError
+from heliox_orchestration.ingest.pending import release_due_usage
 from heliox_orchestration.money import CENTS, micros_to_dollars
+from heliox_orchestration_tests.focus_files import p5_hours, write_export
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "focus" / "focus_sample.csv"
@@ -375,6 +381,37 @@ def test_chunked_reading_gives_the_same_rows(gpu_files: tuple[Path, Path, list[d
     assert whole.report == chunked.report
 
 
+def test_a_spool_of_many_partitions_gives_the_same_import(
+    monkeypatch: pytest.MonkeyPatch,
+    any_engine: Engine,
+    gpu_files: tuple[Path, Path, list[dict[str, str]]],
+) -> None:
+    """The file's parts spread over many partitions on disk (as a file of gigabytes would):
+    the same rows, report (corrections netted, refunds, utilization) and stored rows."""
+    focus, utilization, rows = gpu_files
+    whole = read_focus(focus, now=AS_OF)
+    assert whole.spool.partitions == 1
+    monkeypatch.setattr(spool, "SPOOL_BYTES_PER_PARTITION", 8192)
+    spread = read_focus(focus, chunk_rows=11, now=AS_OF)
+    assert spread.spool.partitions > 10
+    pd.testing.assert_frame_equal(whole.rows, spread.rows)
+    assert whole.report == spread.report
+    report = import_focus(any_engine, focus, utilization=utilization, now=AS_OF, chunk_rows=11)
+    assert report.utilization is not None and report.utilization.matched_hours == 2 * DAYS * 24
+    assert stored(any_engine) == (3 * DAYS * 24, expected_gpu_cost(rows))
+
+
+def test_the_first_implausible_hour_is_named_across_partitions(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(spool, "SPOOL_BYTES_PER_PARTITION", 64)
+    rows = [_one_gpu_row(ResourceId=f"i-0{n:016d}", EffectiveCost="1") for n in range(40)]
+    rows[7]["EffectiveCost"] = rows[31]["EffectiveCost"] = "20000"
+    path = write_focus(tmp_path / "focus.csv", rows)
+    with pytest.raises(ImportInputError, match=r"focus\.csv, line 9, column EffectiveCost: the charges of"):
+        read_focus(path, now=AS_OF)
+
+
 def test_gzip_file_and_custom_tag_keys(tmp_path: Path, sqlite_engine: Engine) -> None:
     rows = [
         _row(
@@ -585,23 +622,160 @@ def test_unreadable_utilization_file(
         import_focus(None, focus, utilization=tmp_path / "missing.csv", dry_run=True)
 
 
-def test_parquet_without_pyarrow_says_so(tmp_path: Path) -> None:
-    if importlib.util.find_spec("pyarrow") is not None:
-        pytest.skip("pyarrow is installed here")
+def _as_parquet(csv_path: Path, parquet_path: Path) -> Path:
+    """The CSV's values as Parquet strings, as a FOCUS export in Parquet holds them."""
+    with open(csv_path, newline="") as source:
+        header = next(csv.reader(source))
+    table = pa_csv.read_csv(
+        csv_path,
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False
+        ),
+    )
+    pq.write_table(table, parquet_path)
+    return parquet_path
+
+
+def _landing_export(tmp_path: Path) -> Path:
+    rows = p5_hours(P5, START, 30, "98.32") + p5_hours("i-0p5other0000000003", START, 5, "12.5")
+    return write_export(tmp_path / "landing.csv", rows)
+
+
+@pytest.mark.parametrize("fixture", ["gpu_files", "landing", "sample"])
+def test_parquet_imports_exactly_like_its_csv(
+    request: pytest.FixtureRequest, tmp_path: Path, any_engine: Engine, fixture: str
+) -> None:
+    """The same export as CSV and as Parquet: the same rows, to the micro-dollar, and the same
+    report; imported into the database, the same stored rows."""
+    if fixture == "gpu_files":
+        source = request.getfixturevalue("gpu_files")[0]
+    elif fixture == "landing":
+        source = _landing_export(tmp_path)
+    else:
+        source = request.getfixturevalue("sample")
+    parquet = _as_parquet(source, tmp_path / "export.parquet")
+    from_csv, from_parquet = read_focus(source, now=AS_OF), read_focus(parquet, now=AS_OF)
+    pd.testing.assert_frame_equal(from_csv.rows, from_parquet.rows)
+    assert replace(from_parquet.report, path=source) == from_csv.report
+    assert from_csv.report.rows > 0
+
+    import_focus(any_engine, source, now=AS_OF)
+    stored_csv = stored_frame(any_engine).sort_values(["resource_id", "usage_hour"], ignore_index=True)
+    with any_engine.begin() as conn:
+        conn.execute(gpu_usage_hourly.delete())
+    import_focus(any_engine, parquet, now=AS_OF)
+    stored_parquet = stored_frame(any_engine).sort_values(["resource_id", "usage_hour"], ignore_index=True)
+    pd.testing.assert_frame_equal(stored_csv, stored_parquet)
+
+
+def test_a_bad_parquet_row_is_refused_with_its_row_and_column(tmp_path: Path, sqlite_engine: Engine) -> None:
+    source = _bad_focus(tmp_path, {"EffectiveCost": "12,50"})
+    parquet = _as_parquet(source, tmp_path / "bad.parquet")
+    with pytest.raises(ImportInputError) as error:
+        import_focus(sqlite_engine, parquet)
+    assert str(error.value).startswith(f"{parquet}, row 4, column EffectiveCost: '12,50' is not a number")
+    assert stored(sqlite_engine) == (0, Decimal(0))
+
+
+def test_blank_lines_and_line_breaks_keep_the_line_numbers(tmp_path: Path) -> None:
+    """pyarrow reads the CSV; the lines named are still the physical lines of the file."""
+    path = _bad_focus(tmp_path, {"EffectiveCost": "12,50"})
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([lines[0], "\n", "\r\n", *lines[1:]]))  # two blank lines after the header
+    with pytest.raises(ImportInputError, match=rf"bad\.csv, line {BAD_LINE + 2}, column EffectiveCost"):
+        read_focus(path, chunk_rows=2)
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_a_header_alone_imports_nothing(tmp_path: Path, ending: str) -> None:
+    path = tmp_path / "header.csv"
+    path.write_bytes((",".join(FOCUS_HEADER) + ending).encode())
+    data = read_focus(path)
+    assert data.report.rows == data.report.resource_hours == 0 and data.rows.empty
+
+
+def test_a_parquet_file_that_is_not_one(tmp_path: Path) -> None:
     path = tmp_path / "focus.parquet"
     path.write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")
-    with pytest.raises(
-        ImportInputError, match="reading Parquet needs pyarrow, which Heliox does not depend on"
-    ):
+    with pytest.raises(ImportInputError, match=r"focus\.parquet: is not a readable Parquet file"):
         read_focus(path)
 
 
-def test_parquet_with_pyarrow(tmp_path: Path, gpu_files: tuple[Path, Path, list[dict[str, str]]]) -> None:
-    pytest.importorskip("pyarrow")
-    focus, _, rows = gpu_files
-    parquet = tmp_path / "focus.parquet"
-    pd.read_csv(focus, dtype=str, keep_default_na=False).to_parquet(parquet)
-    assert read_focus(parquet).report.imported_cost_usd == expected_gpu_cost(rows)
+# --- PricingCategory -------------------------------------------------------------------------
+
+PRICED_HEADER = [*FOCUS_HEADER, "PricingCategory"]
+
+
+def _priced(resource: str, hour: int, category: str, cost: str = "10") -> dict[str, str]:
+    return _one_gpu_row(
+        ResourceId=resource,
+        EffectiveCost=cost,
+        PricingCategory=category,
+        ChargePeriodStart=_iso(START + dt.timedelta(hours=hour)),
+        ChargePeriodEnd=_iso(START + dt.timedelta(hours=hour + 1)),
+    )
+
+
+def test_pricing_category_is_kept_and_committed_wins_the_hour(tmp_path: Path, any_engine: Engine) -> None:
+    """Values match case-insensitively and are stored in FOCUS's spelling; charges of one
+    resource-hour with different categories: the highest of Committed > Dynamic > Standard >
+    Other wins, and an empty category never outranks a stated one."""
+    rows = [
+        _priced("i-0a", 0, "standard"),
+        _priced("i-0a", 1, "STANDARD"),
+        _priced("i-0a", 1, " Committed ", cost="2"),  # part of the hour under a commitment
+        _priced("i-0b", 0, "Dynamic"),
+        _priced("i-0b", 0, "standard"),
+        _priced("i-0c", 0, "other"),
+        _priced("i-0c", 1, ""),  # not known
+        _priced("i-0d", 0, ""),
+        _priced("i-0d", 0, "Committed", cost="-1"),  # a refund still says what the hour was
+    ]
+    path = write_focus(tmp_path / "priced.csv", rows, PRICED_HEADER)
+    import_focus(any_engine, path, now=AS_OF)
+    with any_engine.connect() as conn:
+        stored_rows = conn.execute(
+            select(gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.pricing_category).order_by(
+                gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.usage_hour
+            )
+        ).all()
+    assert [tuple(r) for r in stored_rows] == [
+        ("i-0a", "Standard"),
+        ("i-0a", "Committed"),
+        ("i-0b", "Dynamic"),
+        ("i-0c", "Other"),
+        ("i-0c", None),
+        ("i-0d", "Committed"),
+    ]
+    parquet = _as_parquet(path, tmp_path / "priced.parquet")
+    pd.testing.assert_frame_equal(read_focus(path, now=AS_OF).rows, read_focus(parquet, now=AS_OF).rows)
+
+
+def test_pricing_category_outside_focus_is_refused(tmp_path: Path, sqlite_engine: Engine) -> None:
+    rows = [_priced("i-0a", 0, "Standard"), _priced("i-0a", 1, "Spot")]
+    path = write_focus(tmp_path / "priced.csv", rows, PRICED_HEADER)
+    with pytest.raises(ImportInputError) as error:
+        import_focus(sqlite_engine, path, now=AS_OF)
+    assert str(error.value).startswith(
+        f"{path}, line 3, column PricingCategory: 'Spot' is not a FOCUS PricingCategory "
+        "(Other, Standard, Dynamic, Committed, or empty)"
+    )
+    assert stored(sqlite_engine) == (0, Decimal(0))
+
+
+def test_held_hours_keep_their_pricing_category(tmp_path: Path, any_engine: Engine) -> None:
+    """A charge for hours that have not started waits in gpu_usage_pending with its category
+    and reaches gpu_usage_hourly with it."""
+    row = _priced("i-0later", 0, "committed")
+    row["ChargePeriodEnd"] = _iso(START + dt.timedelta(hours=4))
+    path = write_focus(tmp_path / "priced.csv", [row], PRICED_HEADER)
+    report = import_focus(any_engine, path, now=START + dt.timedelta(hours=1, minutes=30))
+    assert report.pending_hours == 2
+    assert release_due_usage(any_engine, START + dt.timedelta(hours=5)) == 2
+    with any_engine.connect() as conn:
+        categories = conn.execute(select(gpu_usage_hourly.c.pricing_category)).scalars().all()
+    assert categories == ["Committed"] * 4
 
 
 # --- spreading -------------------------------------------------------------------------------

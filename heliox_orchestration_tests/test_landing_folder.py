@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import importlib.util
 import shutil
 import time
 from collections.abc import Callable
@@ -328,12 +327,6 @@ def test_usage_of_one_past_day_refreshes_that_day_only(heliox: Heliox, landing: 
     assert refresh.partition_key == "2026-01-07" and "dagster/asset_partition_range_start" not in refresh.tags
 
 
-PYARROW = importlib.util.find_spec("pyarrow") is not None
-
-
-@pytest.mark.skipif(
-    not PYARROW, reason="pyarrow is not installed: Parquet exports cannot be read (the lead pins it)"
-)
 def test_a_parquet_export_is_imported_like_its_csv(heliox: Heliox, landing: Path, tmp_path: Path) -> None:
     rows = p5_hours("i-0pq", TODAY, 5, "98.32")
     pd.DataFrame(rows).to_parquet(landing / "export.snappy.parquet", index=False)

@@ -36,6 +36,7 @@ from heliox_orchestration.settings import (
 F = TypeVar("F", bound=Callable[..., Any])
 SLACK_LOGGER = "dagster.builtin.slack"  # get_dagster_logger("slack") of the Slack resource
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+PROGRESS_MIN_ROWS = 200_000
 
 
 def friendly_errors(func: F) -> F:
@@ -109,6 +110,17 @@ def progress_bar(path: Path, size: int) -> Iterator[Callable[[int], None]]:
         yield lambda _n: None
         return
     with click.progressbar(length=size, label=f"Reading {path.name}", file=sys.stderr) as bar:
+        yield bar.update
+
+
+@contextmanager
+def rows_bar(rows: int) -> Iterator[Callable[[int], None]]:
+    """The import's write progress (a ``WriteProgressFactory``): a bar on stderr for writes big
+    enough to wait for."""
+    if rows < PROGRESS_MIN_ROWS:
+        yield lambda _n: None
+        return
+    with click.progressbar(length=rows, label="Writing resource-hours", file=sys.stderr) as bar:
         yield bar.update
 
 

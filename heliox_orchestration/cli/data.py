@@ -14,6 +14,7 @@ from heliox_orchestration.cli.common import (
     open_database,
     progress_bar,
     resolve_database_url,
+    rows_bar,
 )
 from heliox_orchestration.clock import utc_now
 from heliox_orchestration.db.engine import (
@@ -155,7 +156,7 @@ def seed_demo_command(
 def import_focus_command(
     path: str, utilization: str | None, dry_run: bool, database_url: str | None, model_tag: str, team_tag: str
 ) -> None:
-    """Import the GPU usage of a FOCUS cost export (CSV, plain or .gz) into the Heliox database.
+    """Import the GPU usage of a FOCUS cost export (Parquet, or CSV plain or .gz) into the Heliox database.
 
     Re-importing a file replaces the same resource-hours instead of adding to them; a file with
     any unusable value writes nothing. See docs/importing.md.
@@ -168,6 +169,7 @@ def import_focus_command(
         dry_run=dry_run,
         tag_keys=TagKeys(model=model_tag, team=team_tag),
         progress=progress_bar,
+        write_progress=rows_bar,
         max_hourly_cost_usd=settings.max_hourly_cost_usd,
     )
     for line in format_report(report):

@@ -1,16 +1,25 @@
 """Fast bulk writes of hourly usage rows, shared by the demo generator and the FOCUS import.
 
 A frame holds the columns of ``gpu_usage_hourly`` except ``cost_usd``, plus ``cost_micros``
-(the exact cost in integer micro-dollars); ``usage_hour`` is a UTC datetime64 column.
+(the exact cost in integer micro-dollars); ``usage_hour`` is a UTC datetime64 column. Optional
+columns (``OPTIONAL_COLUMNS``) may be absent: they are written as NULL.
+
+Writes stream in batches of ``WRITE_BATCH_ROWS``: on PostgreSQL each batch is one ``COPY`` from a
+buffer holding only that batch, on SQLite one ``executemany``; so the text of the whole frame is
+never held at once, and a progress callback hears of each batch.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, Table, delete, select, tuple_
 
 from heliox_orchestration.db.schema import gpu_usage_hourly, sqlite_datetime_text
@@ -18,6 +27,9 @@ from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
 from heliox_orchestration.money import micros_to_dollars
 
 COLUMNS = [c.name for c in gpu_usage_hourly.columns]
+OPTIONAL_COLUMNS = ("pricing_category",)
+_ATTRIBUTE_COLUMNS = ["provider", "region", "resource_id", "gpu_type", "gpu_count", "model_name", "team"]
+WRITE_BATCH_ROWS = 100_000
 # SQLite keeps money as REAL (a double). Below $2**31 a double is within 0.13 micro-dollar of
 # the exact amount, so both reading paths (``Money``'s quantize, ``money_sum_micros``'s ROUND of
 # x * 1e6) give back the exact micro-dollars; the import refuses hours anywhere near that.
@@ -45,20 +57,30 @@ def micros_real(micros: Any) -> list[float]:
     return (values / 1_000_000).tolist()
 
 
-def insert_usage_frame(conn: Connection, frame: pd.DataFrame, table: Table = gpu_usage_hourly) -> None:
+def insert_usage_frame(
+    conn: Connection,
+    frame: pd.DataFrame,
+    table: Table = gpu_usage_hourly,
+    progress: Callable[[int], None] | None = None,
+) -> None:
     """COPY on PostgreSQL/psycopg2, raw ``executemany`` on SQLite, SQLAlchemy ``executemany``
-    otherwise. ``table`` must have the columns of ``gpu_usage_hourly``; writing to that table, the
-    month partitions of the frame's hours are created first."""
+    otherwise, ``WRITE_BATCH_ROWS`` rows at a time (``progress`` hears of each batch's rows).
+    ``table`` must have the columns of ``gpu_usage_hourly``; writing to that table, the month
+    partitions of the frame's hours are created first."""
     if table is gpu_usage_hourly and len(frame):
         ensure_frame_partitions(conn, frame)
-    if "pricing_category" not in frame.columns:  # a source without FOCUS PricingCategory
-        frame = frame.assign(pricing_category=None)
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
-        _copy_postgres(conn, frame, table.name)
-    elif conn.dialect.name == "sqlite":
-        _executemany_sqlite(conn, frame, table.name)
-    else:
-        _insert_core(conn, frame, table)
+    missing = {c: None for c in OPTIONAL_COLUMNS if c not in frame}
+    for first in range(0, len(frame), WRITE_BATCH_ROWS):
+        batch = frame.iloc[first : first + WRITE_BATCH_ROWS]
+        batch = batch.assign(**missing) if missing else batch
+        if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+            _copy_postgres(conn, batch, table.name)
+        elif conn.dialect.name == "sqlite":
+            _executemany_sqlite(conn, batch, table.name)
+        else:
+            _insert_core(conn, batch, table)
+        if progress:
+            progress(len(batch))
 
 
 def ensure_frame_partitions(conn: Connection, frame: pd.DataFrame) -> None:
@@ -67,19 +89,19 @@ def ensure_frame_partitions(conn: Connection, frame: pd.DataFrame) -> None:
 
 
 def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
-    out = frame.assign(
-        usage_hour=frame["usage_hour"].dt.strftime("%Y-%m-%d %H:%M:%S+00"),
-        cost_usd=micros_text(frame["cost_micros"]),
-    )[COLUMNS]
-    buffer = io.StringIO()
-    out.to_csv(buffer, index=False, header=False, float_format="%.6f", na_rep="\\N")  # utilization
-    buffer.seek(0)
+    """One COPY of the batch, its CSV written by pyarrow: a null is an unquoted empty field
+    (COPY's NULL in CSV), an empty text a quoted one."""
+    table = pa.Table.from_pandas(frame[[c for c in COLUMNS if c != "cost_usd"]], preserve_index=False)
+    hours = pc.strftime(table.column("usage_hour"), format="%Y-%m-%d %H:%M:%S+00")
+    table = table.set_column(table.schema.get_field_index("usage_hour"), "usage_hour", hours)
+    costs = pa.array(micros_text(frame["cost_micros"]), type=pa.string())
+    table = table.add_column(COLUMNS.index("cost_usd"), "cost_usd", costs).select(COLUMNS)
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
+    buffer = io.BytesIO(sink.getvalue().to_pybytes())
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.copy_expert(
-            f"COPY {table_name} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
-            buffer,
-        )
+        cursor.copy_expert(f"COPY {table_name} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buffer)
     finally:
         cursor.close()
 
@@ -87,16 +109,16 @@ def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> No
 def _executemany_sqlite(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
     hours = [sqlite_datetime_text(h) for h in frame["usage_hour"].dt.to_pydatetime()]
     costs = micros_real(frame["cost_micros"])
-    values = frame[COLUMNS[1:8]].astype(object).where(frame[COLUMNS[1:8]].notna(), None)
-    pricing = frame["pricing_category"].astype(object).where(frame["pricing_category"].notna(), None)
+    named = [*_ATTRIBUTE_COLUMNS, *OPTIONAL_COLUMNS]
+    values = frame[named].astype(object).where(frame[named].notna(), None)
+    width = len(_ATTRIBUTE_COLUMNS)
     rows = [
-        (hour, *rest, cost, util, category)
-        for hour, rest, cost, util, category in zip(
+        (hour, *rest[:width], cost, util, *rest[width:])
+        for hour, rest, cost, util in zip(
             hours,
             values.itertuples(index=False, name=None),
             costs,
             frame["gpu_utilization_pct"].tolist(),
-            pricing.tolist(),
             strict=True,
         )
     ]
@@ -117,7 +139,7 @@ def _insert_core(conn: Connection, frame: pd.DataFrame, table: Table) -> None:
             "cost_usd": micros_to_dollars(micros),
         }
         for row, micros in zip(
-            values[[*COLUMNS[:8], "gpu_utilization_pct", "pricing_category"]].to_dict("records"),
+            values[[c for c in COLUMNS if c != "cost_usd"]].to_dict("records"),
             frame["cost_micros"].tolist(),
             strict=True,
         )
@@ -134,15 +156,21 @@ _STAGE = Table(
 )
 
 
-def stage_usage_rows(conn: Connection, frame: pd.DataFrame) -> Table:
-    """The frame's rows in a temporary table with the columns of ``gpu_usage_hourly``, loaded
-    by the bulk path, so that replacing stored rows takes a few set-based statements whatever
-    the size. Drop it with ``drop_stage`` before the transaction ends."""
+def stage_usage_rows(
+    conn: Connection,
+    frames: pd.DataFrame | Iterable[pd.DataFrame],
+    progress: Callable[[int], None] | None = None,
+) -> Table:
+    """The rows of a frame (or of frames, one at a time) in a temporary table with the columns
+    of ``gpu_usage_hourly``, loaded by the bulk path, so that replacing stored rows takes a few
+    set-based statements whatever the size. Drop it with ``drop_stage`` before the transaction
+    ends."""
     if conn.dialect.name == "sqlite":
         # A SQLite temporary table survives a failed transaction on a pooled connection.
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{_STAGE.name}")
     _STAGE.create(conn)
-    insert_usage_frame(conn, frame, _STAGE)
+    for frame in [frames] if isinstance(frames, pd.DataFrame) else frames:
+        insert_usage_frame(conn, frame, _STAGE, progress)
     if conn.dialect.name == "postgresql":
         # A temporary table has no statistics: without them the planner guesses the join badly.
         conn.exec_driver_sql(f"ANALYZE {_STAGE.name}")

@@ -255,11 +255,9 @@ def seed_demo(
         )
         replaced = conn.execute(delete(gpu_usage_hourly).where(in_range)).rowcount or 0
         for frame in generate_chunks(spec, now):
-            insert_usage_frame(conn, frame)
+            insert_usage_frame(conn, frame, progress=progress)  # COPY, a batch at a time
             rows += len(frame)
             total_micros += int(frame["cost_micros"].sum())
-            if progress:
-                progress(len(frame))
     return SeedReport(
         rows=rows,
         total_cost_usd=micros_to_dollars(total_micros),

@@ -18,6 +18,7 @@ to commit and then finds nothing left to do. SQLite runs one writing transaction
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -43,16 +44,24 @@ def _serialize_usage_writes(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": USAGE_WRITE_LOCK})
 
 
-def write_imported_hours(conn: Connection, frame: pd.DataFrame, now: dt.datetime) -> ImportWrite:
-    """Write the frame's resource-hours: started ones to ``gpu_usage_hourly``, the others to
-    ``gpu_usage_pending``, replacing the stored rows of the same resource-hours in both tables.
-    Runs in the caller's transaction."""
+def write_imported_hours(
+    conn: Connection,
+    frames: pd.DataFrame | Iterable[pd.DataFrame],
+    now: dt.datetime,
+    progress: Callable[[int], None] | None = None,
+) -> ImportWrite:
+    """Write the resource-hours of a frame (or of frames, streamed one at a time): started ones
+    to ``gpu_usage_hourly``, the others to ``gpu_usage_pending``, replacing the stored rows of
+    the same resource-hours in both tables. Runs in the caller's transaction; ``progress`` hears
+    of the rows loaded, batch by batch."""
     _serialize_usage_writes(conn)
-    started_hours = frame["usage_hour"][frame["usage_hour"] <= pd.Timestamp(now)]
-    if len(started_hours):
-        first, last = started_hours.min().to_pydatetime(), started_hours.max().to_pydatetime()
+    stage = stage_usage_rows(conn, frames, progress)
+    # The months of the started hours, known once the stage holds them all (the frames stream).
+    first, last = conn.execute(
+        select(func.min(stage.c.usage_hour), func.max(stage.c.usage_hour)).where(stage.c.usage_hour <= now)
+    ).one()
+    if first is not None:
         ensure_usage_partitions(conn, first, last)
-    stage = stage_usage_rows(conn, frame)
     replaced = delete_staged_hours(conn, gpu_usage_hourly) + delete_staged_hours(conn, gpu_usage_pending)
     started = stage.c.usage_hour <= now
     written = conn.execute(

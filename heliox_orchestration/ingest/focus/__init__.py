@@ -36,9 +36,15 @@ charge removed from a later version of the same export stays stored. The write i
 transaction, and it starts only after both files have been read and validated: a bad file
 leaves the database untouched.
 
-The modules, in the order the data flows: ``files`` (CSV, CSV.gz and Parquet, a chunk at a
-time), ``charges`` (the FOCUS rules above, per charge), ``validation`` (what is refused, and the
-one-line error), ``hours`` (charges summed into resource-hours, corrections netted),
-``utilization`` (samples averaged per hour and merged), ``report`` (what the import did, as
-text) and ``importer`` (``import_focus``: read everything, then write once).
+* ``PricingCategory`` is kept (``pricing_category``: Standard, Committed, Dynamic, Other, or NULL
+  when not known); charges of one resource-hour with different categories: Committed > Dynamic >
+  Standard > Other, the highest wins.
+
+The modules, in the order the data flows: ``files`` (CSV, CSV.gz and Parquet through pyarrow's
+streaming readers, a batch at a time), ``charges`` (the FOCUS rules above, per charge),
+``validation`` (what is refused, and the one-line error), ``spool`` (the hourly parts on disk, by
+resource, so that memory follows a batch, not the file), ``hours`` (charges summed into
+resource-hours, corrections netted, a spool partition at a time), ``utilization`` (samples
+averaged per hour and merged), ``report`` (what the import did, as text) and ``importer``
+(``import_focus``: read everything, then write once, streaming the spool).
 """

@@ -42,11 +42,16 @@ HOUR = pd.Timedelta(hours=1)
 REQUIRED_COLUMNS = ("ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory", "ResourceId")
 COST_COLUMNS = ("EffectiveCost", "BilledCost")  # preferred first
 PROVIDER_COLUMNS = ("ServiceProviderName", "ProviderName")  # FOCUS 1.2 name first
-OPTIONAL_COLUMNS = ("ChargeClass", "RegionId", "Tags", "BillingCurrency")
+OPTIONAL_COLUMNS = ("ChargeClass", "RegionId", "Tags", "BillingCurrency", "PricingCategory")
 # Searched, in this order, for an instance type name; every x_ column goes first.
 RECOGNITION_COLUMNS = ("SkuMeter", "SkuPriceDetails", "ResourceType", "SkuId", "ChargeDescription")
 
 CHARGE_CATEGORIES = {c.lower(): c for c in ("Usage", "Purchase", "Tax", "Credit", "Adjustment")}
+# FOCUS PricingCategory in the order a resource-hour's charges decide it: the highest wins, so an
+# hour any part of which is Committed is Committed (stopping the GPU would not save the committed
+# part). 0 is "not known" (empty), which never outranks a stated category.
+PRICING_CATEGORIES = ("Other", "Standard", "Dynamic", "Committed")
+PRICING_RANKS = {name.lower(): rank for rank, name in enumerate(PRICING_CATEGORIES, start=1)}
 
 # Why a row was not imported, in report order.
 SKIP_REASONS: dict[str, str] = {
@@ -268,6 +273,7 @@ def spread_gpu_charges(
             ),
         )
     check_not_future(errors, sel["ChargePeriodStart"], start, "ChargePeriodStart", now, STARTS_IN_THE_FUTURE)
+    pricing = pricing_ranks(sel, errors)
     # Provider and GPU type need no check: an imported row's are the catalog's own short names.
     check_text(errors, sel["ResourceId"], "ResourceId", 255)
     region = sel["RegionId"].to_numpy(dtype=object) if "RegionId" in sel else np.full(len(sel), None)
@@ -281,8 +287,12 @@ def spread_gpu_charges(
     errors.raise_first()
 
     # check_costs has refused non-finite and oversized costs: the micro-dollars fit int64.
-    exact, micros = zip(*(to_micros(text) for text in cost_text.tolist()), strict=True)
-    index, offset, part = spread_evenly(np.array(micros, dtype=np.int64), hours)
+    # Prices repeat (an instance type's hourly rate): each distinct text is converted once.
+    codes, texts = pd.factorize(cost_text.to_numpy(dtype=object))
+    converted = [to_micros(text) for text in texts.tolist()]
+    exact = tuple(converted[c][0] for c in codes.tolist())
+    micros = np.array([value for _, value in converted], dtype=np.int64)[codes]
+    index, offset, part = spread_evenly(micros, hours)
     first_hour = start_hour.dt.tz_localize(None).to_numpy()
     parts = pd.DataFrame(
         {
@@ -295,6 +305,7 @@ def spread_gpu_charges(
             "model_name": models[index],
             "team": teams[index],
             "cost_micros": part,
+            "_pricing": pricing[index],
             "_line": errors.lines[index].astype(np.int64),
             "_billed": sel["_billed"].to_numpy(dtype=bool)[index],
             "_gross": np.abs(part).astype(float),
@@ -302,6 +313,28 @@ def spread_gpu_charges(
     )
     parts["usage_hour"] = parts["usage_hour"].dt.tz_localize("UTC").astype(HOUR_DTYPE)
     return HourlyParts(parts=parts, charge=index, exact=exact, hours=hours)
+
+
+def pricing_ranks(sel: pd.DataFrame, errors: Errors) -> np.ndarray:
+    """Rank (``PRICING_CATEGORIES``, 1-based; 0 = not known) of each row's PricingCategory,
+    matched case-insensitively; any other value is refused."""
+    if "PricingCategory" not in sel:
+        return np.zeros(len(sel), dtype=np.int8)
+    raw = sel["PricingCategory"]
+    ranks = raw.str.strip().str.lower().map(PRICING_RANKS)
+    allowed = ", ".join(PRICING_CATEGORIES)
+    errors.check(
+        raw.notna() & ranks.isna(),
+        "PricingCategory",
+        lambda i: f"{raw.iloc[i]!r} is not a FOCUS PricingCategory ({allowed}, or empty)",
+    )
+    return ranks.fillna(0).to_numpy(dtype=np.int8)
+
+
+def pricing_names(ranks: Any) -> np.ndarray:
+    """Ranks back to the stored spelling (None for 0, not known)."""
+    names = np.array([None, *PRICING_CATEGORIES], dtype=object)
+    return names[np.asarray(ranks, dtype=np.int64)]
 
 
 # --- tags ----------------------------------------------------------------------------------------

@@ -1,6 +1,14 @@
-"""Reading FOCUS exports and utilization samples, a chunk of rows at a time: CSV (plain or gzip,
-detected by content) and Parquet (when pyarrow is importable), both as text with ``_line``, the
-line (or Parquet row) each record starts on, so that both formats share one validation."""
+"""Reading FOCUS exports and utilization samples a batch at a time with pyarrow's streaming
+readers: CSV (plain or gzip, detected by content) through ``pyarrow.csv.open_csv`` and Parquet
+through ``ParquetFile.iter_batches``. Both arrive as text with ``_line``, the line (or Parquet
+row) each record starts on, so that both formats share one validation. Memory follows the
+batch (``CSV_BLOCK_BYTES`` of CSV, ``chunk_rows`` rows), never the file.
+
+CSV values are read as strings, never inferred, so validation sees exactly what the file says.
+Every column is read, so that line breaks inside quoted values are counted and ``_line`` stays
+the physical line. Blank lines are skipped, as are records whose every field is empty. When
+pyarrow refuses a file (a record with the wrong number of fields, bytes that are not UTF-8, a
+corrupt gzip stream), the file is scanned again with Python's csv module to name the line."""
 
 from __future__ import annotations
 
@@ -17,15 +25,22 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from heliox_orchestration.ingest.focus.validation import ImportInputError
 
 DEFAULT_CHUNK_ROWS = 50_000
+CSV_BLOCK_BYTES = 4 << 20  # pyarrow parses this much CSV per batch (peak memory grows with it)
+PARQUET_BUFFER_BYTES = 8 << 20
 NULL_TEXTS = frozenset({"", "NULL"})  # the FOCUS sample writes empty values as NULL
 
 # (file, its size in bytes) -> a context whose value is called with each number of bytes read.
 # The command line passes its progress bar (``cli.progress_bar``); nothing here draws one.
 ProgressFactory = Callable[[Path, int], AbstractContextManager[Callable[[int], None]]]
+ColumnChooser = Callable[[list[str]], dict[str, int]]
 
 
 @contextmanager
@@ -45,50 +60,120 @@ def _decompressed(raw: BinaryIO) -> BinaryIO | gzip.GzipFile:
     return gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
 
 
-def _is_parquet(path: Path) -> bool:
+def _magic(path: Path) -> bytes:
     with _open_binary(path) as raw:
-        return raw.read(4) == b"PAR1"
+        return raw.read(4)
+
+
+# --- CSV -----------------------------------------------------------------------------------------
+
+
+def _csv_header(path: Path) -> tuple[list[str], int, bool]:
+    """The header's names, the number of physical lines it takes, and whether anything follows."""
+    with _open_binary(path) as raw:
+        text = io.TextIOWrapper(_decompressed(raw), encoding="utf-8-sig", newline="")
+        reader = csv.reader(text)
+        try:
+            header = next(reader, None)
+        except (csv.Error, UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error):
+            header = []  # the scan below names the problem
+            _locate_csv_failure(path, None)
+        if not header:
+            raise ImportInputError(path, "is empty: expected a CSV header row", line=1)
+        lines = reader.line_num
+        try:
+            more = next(reader, None) is not None
+        except (csv.Error, UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error):
+            more = True  # pyarrow's read fails too, and the scan names the line
+        return header, lines, more
+
+
+def _line_breaks(batch: pa.RecordBatch) -> np.ndarray:
+    """Line breaks inside the quoted values of each record (all columns): a record spans that
+    many lines more than one. \\r\\n counts once, like a bare \\r or \\n."""
+    breaks = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        data = column.buffers()[2]
+        text = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+        if (text == 10).any():  # a look at the raw bytes first: almost no column has a \n
+            newline = pc.fill_null(pc.count_substring(column, "\n"), 0)
+            breaks += newline.to_numpy(zero_copy_only=False)
+        if (text == 13).any():
+            crlf = pc.fill_null(pc.count_substring(column, "\r\n"), 0)
+            cr = pc.fill_null(pc.count_substring(column, "\r"), 0)
+            breaks += cr.to_numpy(zero_copy_only=False) - crlf.to_numpy(zero_copy_only=False)
+    return breaks
 
 
 def _csv_chunks(
-    path: Path,
-    choose_columns: Callable[[list[str]], dict[str, int]],
-    chunk_rows: int,
-    progress: Callable[[int], None],
+    path: Path, choose_columns: ColumnChooser, chunk_rows: int, progress: Callable[[int], None]
 ) -> Iterator[pd.DataFrame]:
     """Frames of at most ``chunk_rows`` records holding the chosen columns as text (None for
     empty or NULL) and ``_line``, the physical line each record starts on. Plain or gzip."""
+    header, header_lines, more = _csv_header(path)
+    picks = choose_columns([h.strip() for h in header])
+    if not more:  # a header alone (pyarrow cannot skip a last line without a line break)
+        return
+    names, positions = list(picks), list(picks.values())
+    # Positional names: a header may repeat a name; the chooser has picked the first.
+    labels = [f"c{i}" for i in range(len(header))]
+    options = (
+        pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, skip_rows=1, column_names=labels),
+        pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+        pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(labels, pa.string()),
+            null_values=sorted(NULL_TEXTS),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        ),
+    )
+    raw = pa.OSFile(str(path))
+    stream = pa.CompressedInputStream(raw, "gzip") if _magic(path)[:2] == b"\x1f\x8b" else raw
+    line, reported = header_lines + 1, 0
+    try:
+        with raw, stream:
+            reader = pa_csv.open_csv(stream, *options)
+            for batch in reader:
+                breaks = _line_breaks(batch)
+                lines = line + np.arange(batch.num_rows) + np.cumsum(breaks) - breaks
+                line += batch.num_rows + int(breaks.sum())
+                # Blank lines arrive as records of nulls: skip them, and any record of empty fields.
+                filled = np.zeros(batch.num_rows, dtype=bool)
+                if all(column.null_count for column in batch.columns):  # else no record is all null
+                    for column in batch.columns:
+                        filled |= column.is_valid().to_numpy(zero_copy_only=False)
+                else:
+                    filled[:] = True
+                picked = batch.select(positions).rename_columns(names)
+                if not filled.all():
+                    picked = picked.filter(pa.array(filled))
+                    lines = lines[filled]
+                for first in range(0, picked.num_rows, chunk_rows):
+                    frame = picked.slice(first, chunk_rows).to_pandas()
+                    frame["_line"] = lines[first : first + chunk_rows]
+                    yield frame
+                progress(raw.tell() - reported)
+                reported = raw.tell()
+    except (pa.ArrowException, OSError, EOFError) as exc:
+        _locate_csv_failure(path, len(header))
+        raise ImportInputError(path, f"could not be read as CSV ({exc})", line=line) from None
+
+
+def _locate_csv_failure(path: Path, width: int | None) -> None:
+    """Scan the file with Python's csv module and raise the error of the first bad record,
+    naming its line; returns if it finds none. ``width`` is the header's number of fields."""
     with _open_binary(path) as raw:
         text = io.TextIOWrapper(_decompressed(raw), encoding="utf-8-sig", newline="")
         reader = csv.reader(text)
         line = 1
-        reported = 0
         try:
-            header = next(reader, None)
-            if header is None:
-                raise ImportInputError(path, "is empty: expected a CSV header row", line=1)
-            picks = choose_columns([h.strip() for h in header])
-            names, positions, width = list(picks), list(picks.values()), len(header)
-            rows: list[list[str | None]] = []
-            lines: list[int] = []
-            line = reader.line_num + 1
             for record in reader:
-                if record:
-                    if len(record) != width:
-                        raise ImportInputError(
-                            path, f"has {len(record)} fields, the header has {width}", line=line
-                        )
-                    rows.append([None if record[i] in NULL_TEXTS else record[i] for i in positions])
-                    lines.append(line)
+                if width is None:
+                    width = len(record)
+                elif record and len(record) != width:
+                    message = f"has {len(record)} fields, the header has {width}"
+                    raise ImportInputError(path, message, line=line)
                 line = reader.line_num + 1
-                if len(rows) >= chunk_rows:
-                    yield pd.DataFrame(rows, columns=names).assign(_line=lines)
-                    rows, lines = [], []
-                    progress(raw.tell() - reported)
-                    reported = raw.tell()
-            if rows:
-                yield pd.DataFrame(rows, columns=names).assign(_line=lines)
-            progress(raw.tell() - reported)
         except csv.Error as exc:
             raise ImportInputError(path, f"is not valid CSV ({exc})", line=line) from None
         except UnicodeDecodeError:
@@ -111,36 +196,42 @@ def _first_undecodable_line(path: Path) -> int | None:
     return None
 
 
+# --- Parquet -------------------------------------------------------------------------------------
+
+
 def _parquet_chunks(
-    path: Path,
-    choose_columns: Callable[[list[str]], dict[str, int]],
-    chunk_rows: int,
-    progress: Callable[[int], None],
+    path: Path, choose_columns: ColumnChooser, chunk_rows: int, progress: Callable[[int], None]
 ) -> Iterator[pd.DataFrame]:
-    """Parquet, read only when pyarrow is importable: Heliox does not depend on it. Values are
-    turned into the text a CSV export holds, so both formats share one validation; ``_line``
-    is the row number (errors say "row")."""
+    """Values are turned into the text a CSV export holds, so both formats share one
+    validation; ``_line`` is the row number (errors say "row")."""
     try:
-        import pyarrow.parquet as pq  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        raise ImportInputError(
-            path,
-            "is a Parquet file, and reading Parquet needs pyarrow, which Heliox does not depend on: "
-            "install it (pip install pyarrow) or export the data as CSV (plain or .gz)",
-        ) from None
-    parquet = pq.ParquetFile(path)
-    picks = choose_columns(list(parquet.schema_arrow.names))
+        # Buffered reads: a column chunk is streamed, not loaded whole; pyarrow decodes a batch at a time.
+        parquet = pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES)
+    except (pa.ArrowException, OSError) as exc:
+        raise ImportInputError(path, f"is not a readable Parquet file ({exc})") from None
     header = list(parquet.schema_arrow.names)
+    picks = choose_columns(header)
     size, total = path.stat().st_size, max(1, parquet.metadata.num_rows)
     first = 1
-    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[header[i] for i in picks.values()]):
-        frame = pd.DataFrame(
-            {name: parquet_text(batch.column(i).to_pylist()) for i, name in enumerate(picks)}, dtype=object
-        )
-        frame["_line"] = np.arange(first, first + len(frame))
-        first += len(frame)
-        progress(int(size * len(frame) / total))
-        yield frame
+    try:
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[header[i] for i in picks.values()]):
+            frame = pd.DataFrame(
+                {name: _parquet_column_text(batch.column(i)) for i, name in enumerate(picks)}, dtype=object
+            )
+            frame["_line"] = np.arange(first, first + len(frame))
+            first += len(frame)
+            progress(int(size * len(frame) / total))
+            yield frame
+    except (pa.ArrowException, OSError) as exc:
+        raise ImportInputError(path, f"is not a readable Parquet file ({exc})", row=first) from None
+
+
+def _parquet_column_text(column: pa.Array) -> list[str | None] | np.ndarray:
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        blank = pc.fill_null(pc.is_in(column, value_set=pa.array(sorted(NULL_TEXTS))), False)
+        kept = pc.if_else(blank, pa.scalar(None, column.type), column)
+        return kept.to_numpy(zero_copy_only=False)
+    return parquet_text(column.to_pylist())
 
 
 def parquet_text(values: list[Any]) -> list[str | None]:
@@ -168,16 +259,13 @@ def _as_text(value: Any) -> str:
 
 
 def chunks(
-    path: Path,
-    choose_columns: Callable[[list[str]], dict[str, int]],
-    chunk_rows: int,
-    progress: ProgressFactory | None,
+    path: Path, choose_columns: ColumnChooser, chunk_rows: int, progress: ProgressFactory | None
 ) -> Iterator[tuple[pd.DataFrame, bool]]:
     """(frame, is_parquet) chunks of either format; ``progress`` hears of the bytes read."""
     path = Path(path)
     if path.is_dir():
         raise ImportInputError(path, "is a folder, not a file")
-    parquet = _is_parquet(path)
+    parquet = _magic(path) == b"PAR1"
     reader = _parquet_chunks if parquet else _csv_chunks
     size = path.stat().st_size
     bar: AbstractContextManager[Callable[[int], None]] = (
@@ -188,9 +276,7 @@ def chunks(
             yield frame, parquet
 
 
-def column_picker(
-    path: Path, wanted: Callable[[dict[str, str]], list[str]]
-) -> Callable[[list[str]], dict[str, int]]:
+def column_picker(path: Path, wanted: Callable[[dict[str, str]], list[str]]) -> ColumnChooser:
     """Header -> {canonical name: position}. Names match case-insensitively; ``wanted`` gets
     {lower-case name: name as written} and returns the canonical names to read, or raises."""
 

@@ -1,12 +1,14 @@
 """A FOCUS export read into resource-hours: chunk by chunk, each charge checked and spread
-(``charges``), the parts of a resource-hour summed into one row, corrections netted in or
-skipped once the whole file is known. Memory grows with the GPU resource-hours found, not with
-the rows of the file."""
+(``charges``), the parts spooled to disk by resource (``spool``); once the whole file is read,
+each partition's parts of a resource-hour are summed into one row, corrections netted in or
+skipped, hourly totals checked, and the final rows spooled for the write. Memory follows a chunk
+and a partition, not the file."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from heliox_orchestration import clock
 from heliox_orchestration.ingest.focus.charges import (
@@ -22,6 +25,7 @@ from heliox_orchestration.ingest.focus.charges import (
     SKIP_REASONS,
     TagKeys,
     focus_columns,
+    pricing_names,
     recognize,
     skip_reasons,
     spread_gpu_charges,
@@ -29,8 +33,8 @@ from heliox_orchestration.ingest.focus.charges import (
 )
 from heliox_orchestration.ingest.focus.files import DEFAULT_CHUNK_ROWS, ProgressFactory, chunks
 from heliox_orchestration.ingest.focus.report import ImportReport
-from heliox_orchestration.ingest.focus.utilization import HOUR_DTYPE
-from heliox_orchestration.ingest.focus.validation import Errors, check_hourly_totals, exact_sum
+from heliox_orchestration.ingest.focus.spool import Spool, partition_count, spool_directory
+from heliox_orchestration.ingest.focus.validation import Errors, exact_sum, hourly_total_error
 from heliox_orchestration.money import micros_to_dollars
 
 DEFAULT_MAX_HOURLY_COST_USD = Decimal(10_000)
@@ -38,9 +42,35 @@ MAX_HOURLY_COST_SETTING = "HELIOX_MAX_HOURLY_COST_USD"
 
 _KEY = ["resource_id", "usage_hour"]
 _FIRST = ["provider", "region", "gpu_type", "gpu_count", "model_name", "team"]
+# The highest PricingCategory rank of a resource-hour's charges (charges.PRICING_CATEGORIES).
+_PRICING = "_pricing"
 # Carried per resource-hour for validation only: the first line charging it (and whether that
 # line's cost is its BilledCost), and the float sum of its charges' absolute micro-dollars.
 _CHECKED = ["_line", "_billed", "_gross"]
+_TEXT = ["resource_id", "provider", "region", "gpu_type", "model_name", "team"]
+_HOUR_TYPE = pa.timestamp("us", tz="UTC")
+# A chunk's hourly parts on disk: regular charges summed per chunk, corrections as they are.
+PARTS_SCHEMA = pa.schema(
+    [
+        *(
+            (c, pa.string() if c in _TEXT else _HOUR_TYPE if c == "usage_hour" else pa.int64())
+            for c in [*_KEY, *_FIRST]
+        ),
+        ("cost_micros", pa.int64()),
+        (_PRICING, pa.int8()),
+        ("_line", pa.int64()),
+        ("_billed", pa.bool_()),
+        ("_gross", pa.float64()),
+        ("_correction", pa.bool_()),
+    ]
+)
+# The final rows: the columns of an hourly row (but utilization), cost in micro-dollars.
+ROWS_SCHEMA = pa.schema(
+    [
+        *(f for f in PARTS_SCHEMA if f.name in {*_KEY, *_FIRST, "cost_micros"}),
+        ("pricing_category", pa.string()),
+    ]
+)
 
 
 @dataclass
@@ -53,8 +83,6 @@ class _FocusState:
     gpu_skipped_rows: Counter[str] = field(default_factory=Counter)
     gpu_skipped_cost: dict[str, Decimal] = field(default_factory=dict)
     file_gpu_cost: Decimal = Decimal(0)
-    hourly: list[pd.DataFrame] = field(default_factory=list)
-    corrections: list[pd.DataFrame] = field(default_factory=list)
     # line -> (exact cost, spread?) of correction rows, decided once the whole file is read
     correction_lines: dict[int, tuple[Decimal, bool]] = field(default_factory=dict)
 
@@ -63,32 +91,25 @@ class _FocusState:
         self.gpu_skipped_cost[reason] = self.gpu_skipped_cost.get(reason, Decimal(0)) + cost
 
 
-def _empty_rows() -> pd.DataFrame:
-    empty = pd.DataFrame({c: [] for c in [*_KEY, *_FIRST, "cost_micros", *_CHECKED]}, dtype=object)
-    return empty.astype(
-        {
-            "usage_hour": HOUR_DTYPE,
-            "gpu_count": np.int64,
-            "cost_micros": np.int64,
-            "_line": np.int64,
-            "_billed": bool,
-            "_gross": float,
-        }
-    )
-
-
 def _aggregate(parts: pd.DataFrame) -> pd.DataFrame:
     """One row per resource-hour: costs summed, attributes from the first charge naming them."""
     if parts.empty:
-        return parts[[*_KEY, *_FIRST, "cost_micros", *_CHECKED]]
+        return parts[[*_KEY, *_FIRST, "cost_micros", _PRICING, *_CHECKED]]
     spec: dict[str, Any] = {c: "first" for c in [*_FIRST, "_line", "_billed"]}
     spec["cost_micros"] = "sum"  # exact while _gross < 2**62 (check_hourly_totals refuses the rest)
+    spec[_PRICING] = "max"
     spec["_gross"] = "sum"
     return parts.groupby(_KEY, sort=False, as_index=False).agg(spec)
 
 
 def _process_chunk(
-    frame: pd.DataFrame, path: Path, parquet: bool, tag_keys: TagKeys, now: dt.datetime, state: _FocusState
+    frame: pd.DataFrame,
+    path: Path,
+    parquet: bool,
+    tag_keys: TagKeys,
+    now: dt.datetime,
+    state: _FocusState,
+    spool: Spool,
 ) -> None:
     lines = frame["_line"].to_numpy()
     charges = validate_charges(frame, Errors(path, lines, parquet))
@@ -124,16 +145,14 @@ def _process_chunk(
     )
     correction, hours = charges.correction[take], spread.hours
     regular = ~correction
-    state.hourly.append(_aggregate(spread.parts[regular[spread.charge]]))
+    spool.append(_aggregate(spread.parts[regular[spread.charge]]).assign(_correction=False))
     state.file_gpu_cost += sum((spread.exact[i] for i in np.flatnonzero(regular)), Decimal(0))
     state.spread += int((hours[regular] > 1).sum())
     state.kept += int((hours[regular] == 1).sum())
     if correction.any():
-        state.corrections.append(spread.parts[correction[spread.charge]])
+        spool.append(spread.parts[correction[spread.charge]].assign(_correction=True))
         for i in np.flatnonzero(correction):
             state.correction_lines[int(errors.lines[i])] = (spread.exact[i], bool(hours[i] > 1))
-    if len(state.hourly) >= 20:  # bound memory by resource-hours, not by charges
-        state.hourly = [_aggregate(pd.concat(state.hourly, ignore_index=True))]
 
 
 def _net_corrections(hourly: pd.DataFrame, corrections: pd.DataFrame, state: _FocusState) -> pd.DataFrame:
@@ -157,12 +176,46 @@ def _net_corrections(hourly: pd.DataFrame, corrections: pd.DataFrame, state: _Fo
     return _aggregate(pd.concat([hourly, netted], ignore_index=True)) if len(netted) else hourly
 
 
-@dataclass(frozen=True)
 class FocusData:
-    """A FOCUS file read and validated: hourly GPU rows (``cost_micros``) and the report."""
+    """A FOCUS file read and validated: the report, and its hourly GPU rows (``cost_micros``)
+    in a spool on disk, a partition at a time (``frames``) or all at once (``rows``, for small
+    files). ``held`` rows start after now (``held_until`` the last). ``close`` removes the spool."""
 
-    rows: pd.DataFrame
-    report: ImportReport
+    def __init__(
+        self,
+        report: ImportReport,
+        spool: Spool,
+        directory: Any,
+        held: int,
+        held_until: pd.Timestamp | None,
+    ) -> None:
+        self.report, self.spool, self._directory = report, spool, directory
+        self.held, self.held_until = held, held_until
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        yield from self.spool
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        frames = list(self.spool)
+        rows = pd.concat(frames, ignore_index=True) if frames else self.spool.read(0)
+        return rows.sort_values(_KEY, ignore_index=True)
+
+    def close(self) -> None:
+        self._directory.cleanup()
+
+
+def _finish_partition(parts: pd.DataFrame, state: _FocusState) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(resource-hours with the checked columns, the final rows) of one partition."""
+    correction = parts.pop("_correction").to_numpy(dtype=bool)
+    hourly = _aggregate(parts[~correction])
+    if correction.any():
+        hourly = _net_corrections(hourly, parts[correction], state)
+    final = hourly.drop(columns=_CHECKED).sort_values(_KEY, ignore_index=True)
+    final["pricing_category"] = pricing_names(final.pop(_PRICING))
+    final["cost_micros"] = final["cost_micros"].astype(np.int64)
+    final["gpu_count"] = final["gpu_count"].astype(np.int64)
+    return hourly, final
 
 
 def read_focus(
@@ -176,24 +229,63 @@ def read_focus(
 ) -> FocusData:
     """Read, validate and aggregate a FOCUS export, a chunk of rows at a time. Raises
     ImportInputError at the first unusable value. ``now`` (default: the clock) decides which
-    charges start in the future."""
+    charges start in the future, and which hours are held."""
     path = Path(path)
     now = now or clock.utc_now()
     state = _FocusState()
-    parquet = False
-    for frame, parquet in chunks(path, focus_columns(path), chunk_rows, progress):
-        _process_chunk(frame, path, parquet, tag_keys, now, state)
+    directory = spool_directory()
+    try:
+        return _read(path, directory, tag_keys, chunk_rows, progress, now, max_hourly_cost_usd, state)
+    except BaseException:
+        directory.cleanup()
+        raise
 
-    hourly = _aggregate(pd.concat(state.hourly, ignore_index=True)) if state.hourly else _empty_rows()
-    if state.corrections:
-        hourly = _net_corrections(hourly, pd.concat(state.corrections, ignore_index=True), state)
-    check_hourly_totals(hourly, path, parquet, max_hourly_cost_usd, MAX_HOURLY_COST_SETTING)
-    hourly = hourly.drop(columns=_CHECKED).sort_values(_KEY, ignore_index=True)
-    hourly["cost_micros"] = hourly["cost_micros"].astype(np.int64)
-    hourly["gpu_count"] = hourly["gpu_count"].astype(np.int64)
-    for column in ("resource_id", "provider", "region", "gpu_type", "model_name", "team"):
-        hourly[column] = hourly[column].astype(object).where(hourly[column].notna(), None)
-    hours = hourly["usage_hour"]
+
+def _read(
+    path: Path,
+    directory: Any,
+    tag_keys: TagKeys,
+    chunk_rows: int,
+    progress: ProgressFactory | None,
+    now: dt.datetime,
+    max_hourly_cost_usd: Decimal,
+    state: _FocusState,
+) -> FocusData:
+    parquet = False
+    parts: Spool | None = None
+    for frame, parquet in chunks(path, focus_columns(path), chunk_rows, progress):
+        if parts is None:
+            parts = Spool(Path(directory.name), "parts", PARTS_SCHEMA, partition_count(path, parquet))
+        _process_chunk(frame, path, parquet, tag_keys, now, state, parts)
+    parts = parts or Spool(Path(directory.name), "parts", PARTS_SCHEMA, 1)
+    parts.finish()
+    rows = Spool(Path(directory.name), "rows", ROWS_SCHEMA, parts.partitions)
+    errors = []
+    micros, resource_hours, resources, negative, held = 0, 0, 0, 0, 0
+    first, last, held_until = None, None, None
+    later = pd.Timestamp(now)
+    for k in range(parts.partitions):
+        hourly, final = _finish_partition(parts.read(k), state)
+        error = hourly_total_error(hourly, path, parquet, max_hourly_cost_usd, MAX_HOURLY_COST_SETTING)
+        if error is not None:
+            errors.append(error)
+        if errors or final.empty:
+            continue
+        rows.append(final, partition=k)
+        hours = final["usage_hour"]
+        micros += exact_sum(final["cost_micros"].to_numpy())
+        resource_hours += len(final)
+        resources += final["resource_id"].nunique()  # a resource is in one partition
+        negative += int((final["cost_micros"] < 0).sum())
+        first = hours.min() if first is None else min(first, hours.min())
+        last = hours.max() if last is None else max(last, hours.max())
+        pending = hours[hours > later]
+        held += len(pending)
+        if len(pending):
+            held_until = pending.max() if held_until is None else max(held_until, pending.max())
+    if errors:
+        raise min(errors, key=lambda e: (e[0], e[1]))[2]
+    rows.finish()
     report = ImportReport(
         path=path,
         rows=state.rows,
@@ -207,11 +299,11 @@ def read_focus(
             if state.gpu_skipped_rows[k]
         },
         file_gpu_cost_usd=state.file_gpu_cost,
-        imported_cost_usd=micros_to_dollars(exact_sum(hourly["cost_micros"].to_numpy())),
-        resource_hours=len(hourly),
-        resources=hourly["resource_id"].nunique(),
-        first_hour=hours.min() if len(hourly) else None,
-        last_hour=hours.max() if len(hourly) else None,
-        negative_hours=int((hourly["cost_micros"] < 0).sum()),
+        imported_cost_usd=micros_to_dollars(micros),
+        resource_hours=resource_hours,
+        resources=resources,
+        first_hour=first,
+        last_hour=last,
+        negative_hours=negative,
     )
-    return FocusData(rows=hourly, report=report)
+    return FocusData(report, rows, directory, held, held_until)

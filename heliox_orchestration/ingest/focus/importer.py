@@ -1,9 +1,11 @@
-"""``import_focus``: both files read and validated completely, then one transaction."""
+"""``import_focus``: both files read and validated completely (the FOCUS rows into a spool on
+disk, ``spool``), then one transaction that streams them to the database a partition at a time."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -15,10 +17,17 @@ from sqlalchemy import Engine
 from heliox_orchestration import clock
 from heliox_orchestration.ingest.focus.charges import DEFAULT_TAG_KEYS, TagKeys
 from heliox_orchestration.ingest.focus.files import DEFAULT_CHUNK_ROWS, ProgressFactory
-from heliox_orchestration.ingest.focus.hours import DEFAULT_MAX_HOURLY_COST_USD, read_focus
+from heliox_orchestration.ingest.focus.hours import DEFAULT_MAX_HOURLY_COST_USD, FocusData, read_focus
 from heliox_orchestration.ingest.focus.report import ImportReport
-from heliox_orchestration.ingest.focus.utilization import apply_utilization, read_utilization
+from heliox_orchestration.ingest.focus.utilization import (
+    UtilizationReport,
+    merge_utilization,
+    read_utilization,
+)
 from heliox_orchestration.ingest.pending import release_due_usage, write_imported_hours
+
+# The number of rows to write -> a context whose value is called with each batch's rows written.
+WriteProgressFactory = Callable[[int], AbstractContextManager[Callable[[int], None]]]
 
 
 def import_focus(
@@ -30,6 +39,7 @@ def import_focus(
     tag_keys: TagKeys = DEFAULT_TAG_KEYS,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: ProgressFactory | None = None,
+    write_progress: WriteProgressFactory | None = None,
     now: dt.datetime | None = None,
     max_hourly_cost_usd: Decimal = DEFAULT_MAX_HOURLY_COST_USD,
 ) -> ImportReport:
@@ -39,7 +49,7 @@ def import_focus(
     in the same transaction, move the held hours of earlier imports that have started).
     ``database`` may be a function that opens it: it is called only once there is something
     valid to write, so a bad file or a dry run never touches (or creates) the database.
-    ``progress`` is told of the bytes read from each file."""
+    ``progress`` is told of the bytes read from each file, ``write_progress`` of the rows written."""
     now = now or clock.utc_now()
     if now.tzinfo is None:
         raise ValueError("import_focus needs a timezone-aware now")
@@ -51,27 +61,62 @@ def import_focus(
         now=now,
         max_hourly_cost_usd=max_hourly_cost_usd,
     )
-    rows = data.rows.assign(gpu_utilization_pct=np.nan)
+    try:
+        return _import(data, database, utilization, dry_run, chunk_rows, progress, write_progress, now)
+    finally:
+        data.close()
+
+
+def _import(
+    data: FocusData,
+    database: Engine | Callable[[], Engine] | None,
+    utilization: Path | str | None,
+    dry_run: bool,
+    chunk_rows: int,
+    progress: ProgressFactory | None,
+    write_progress: WriteProgressFactory | None,
+    now: dt.datetime,
+) -> ImportReport:
+    hourly_util: pd.DataFrame | None = None
     util_report = None
     if utilization is not None:
         hourly_util, samples = read_utilization(
             utilization, chunk_rows=chunk_rows, progress=progress, now=now
         )
-        rows, util_report = apply_utilization(rows, hourly_util, samples, Path(utilization))
-    held = rows["usage_hour"] > pd.Timestamp(now)
+        matched = sum(_with_utilization(frame, hourly_util)[1] for frame in data.frames())
+        util_report = UtilizationReport(
+            path=Path(utilization),
+            samples=samples,
+            sampled_hours=len(hourly_util),
+            matched_hours=matched,
+            unmatched_hours=len(hourly_util) - matched,
+        )
     report = replace(
         data.report,
         dry_run=dry_run,
         utilization=util_report,
-        pending_hours=int(held.sum()),
-        pending_until=rows["usage_hour"][held].max() if held.any() else None,
+        pending_hours=data.held,
+        pending_until=data.held_until,
     )
-    if dry_run or not len(rows):
+    if dry_run or not report.resource_hours:
         return report
     if database is None:
         raise ValueError("import_focus needs a database unless dry_run is set")
     engine = database if isinstance(database, Engine) else database()
-    with engine.begin() as conn:
-        written = write_imported_hours(conn, rows, now)
+    bar: AbstractContextManager[Callable[[int], None]] = (
+        write_progress(report.resource_hours) if write_progress else nullcontext(lambda _n: None)
+    )
+    frames = (_with_utilization(frame, hourly_util)[0] for frame in data.frames())
+    with bar as update, engine.begin() as conn:
+        written = write_imported_hours(conn, frames, now, update)
         released = release_due_usage(conn, now)
     return replace(report, replaced_rows=written.replaced, released_rows=released)
+
+
+def _with_utilization(rows: pd.DataFrame, hourly_util: pd.DataFrame | None) -> tuple[pd.DataFrame, int]:
+    """A partition's rows with ``gpu_utilization_pct`` (NULL where unknown) and how many got one."""
+    rows = rows.assign(gpu_utilization_pct=np.nan)
+    if hourly_util is None:
+        return rows, 0
+    merged = merge_utilization(rows, hourly_util)
+    return merged, int(merged["gpu_utilization_pct"].notna().sum())

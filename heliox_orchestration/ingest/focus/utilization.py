@@ -126,12 +126,17 @@ def read_utilization(
     return totals[[*_KEY, "gpu_utilization_pct"]], samples
 
 
+def merge_utilization(rows: pd.DataFrame, utilization: pd.DataFrame) -> pd.DataFrame:
+    """Rows with ``gpu_utilization_pct`` from the hourly means (NULL where there is none)."""
+    return rows.drop(columns="gpu_utilization_pct", errors="ignore").merge(utilization, on=_KEY, how="left")
+
+
 def apply_utilization(
     rows: pd.DataFrame, utilization: pd.DataFrame, samples: int, path: Path
 ) -> tuple[pd.DataFrame, UtilizationReport]:
     """Rows with ``gpu_utilization_pct`` from the hourly means; hours without samples stay NULL
     (unknown, which the idle rule never treats as idle)."""
-    merged = rows.drop(columns="gpu_utilization_pct", errors="ignore").merge(utilization, on=_KEY, how="left")
+    merged = merge_utilization(rows, utilization)
     matched = int(merged["gpu_utilization_pct"].notna().sum())
     report = UtilizationReport(
         path=path,

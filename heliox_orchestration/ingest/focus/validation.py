@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from heliox_orchestration.money import MICROS, format_usd, micros_to_dollars
 
@@ -95,7 +97,9 @@ def parse_times(values: pd.Series) -> pd.Series:
     """ISO 8601 date-times (with 'T' or a space, 'Z' or an offset; naive means UTC, as FOCUS
     requires UTC) -> UTC timestamps, NaT where unparseable."""
     # pandas also accepts words such as "now" and "today": only values that start as a date do.
-    dated = values.where(values.str.match(_DATE_SHAPE).fillna(False).astype(bool))
+    text = pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    shaped = pc.fill_null(pc.match_substring_regex(text, "^" + _DATE_SHAPE), False)
+    dated = values.where(shaped.to_numpy(zero_copy_only=False))
     return pd.to_datetime(dated, format="ISO8601", utc=True, errors="coerce")
 
 
@@ -200,15 +204,25 @@ def check_hourly_totals(
     could overflow the sum), naming a line that charges the hour. ``hourly`` has
     ``cost_micros``, ``_gross`` (float sum of the charges' absolute micro-dollars), ``_line``
     (the first line charging the hour) and ``_billed`` (that line's cost is its BilledCost)."""
+    found = hourly_total_error(hourly, path, parquet, max_hourly_cost_usd, setting)
+    if found is not None:
+        raise found[2]
+
+
+def hourly_total_error(
+    hourly: pd.DataFrame, path: Path, parquet: bool, max_hourly_cost_usd: Decimal, setting: str
+) -> tuple[int, pd.Timestamp, ImportInputError] | None:
+    """``check_hourly_totals``'s error with its (line, hour), to pick the first of several
+    parts of a file; None if every hour is plausible."""
     if hourly.empty:
-        return
+        return None
     bound = int(max_hourly_cost_usd.quantize(MICROS) * 1_000_000)
     overflow = hourly["_gross"].to_numpy(dtype=float) >= MAX_GROSS_MICROS
     # The int64 sum is exact wherever the gross is below 2**62: only those are compared.
     micros = hourly["cost_micros"].to_numpy(dtype=np.int64)
     implausible = overflow | (np.abs(np.where(overflow, 0, micros)) > bound)
     if not implausible.any():
-        return
+        return None
     lines = hourly["_line"].to_numpy(dtype=np.int64)
     candidates = np.flatnonzero(implausible)
     hours = hourly["usage_hour"].to_numpy()[candidates]
@@ -220,12 +234,16 @@ def check_hourly_totals(
         total = "more than $4.6 trillion in absolute value"
     else:
         total = format_usd(micros_to_dollars(int(micros[i])))
-    raise error_at(
-        path,
-        parquet,
+    return (
         int(lines[i]),
-        "BilledCost" if row["_billed"] else "EffectiveCost",
-        f"the charges of {where} add up to {total}, more than {setting}=${max_hourly_cost_usd:,} "
-        "allows for one resource-hour: check the file (a wrong unit or a duplicated export?), "
-        f"or raise {setting} if the cost is real",
+        hour,
+        error_at(
+            path,
+            parquet,
+            int(lines[i]),
+            "BilledCost" if row["_billed"] else "EffectiveCost",
+            f"the charges of {where} add up to {total}, more than {setting}=${max_hourly_cost_usd:,} "
+            "allows for one resource-hour: check the file (a wrong unit or a duplicated export?), "
+            f"or raise {setting} if the cost is real",
+        ),
     )
