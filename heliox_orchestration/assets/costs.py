@@ -35,6 +35,7 @@ from heliox_orchestration.assets.keys import (
 from heliox_orchestration.costs.common import markdown_table, model_label, records_of
 from heliox_orchestration.costs.daily_costs import DailyCosts, compute_daily_costs, write_daily_costs
 from heliox_orchestration.costs.quality import RuleReport, days_text, future_usage_report, usage_rule_report
+from heliox_orchestration.costs.rollup import forget_rollup_days
 from heliox_orchestration.costs.summary import top_drivers
 from heliox_orchestration.ingest.pending import release_due_usage
 from heliox_orchestration.money import format_usd, micros_to_dollars
@@ -188,10 +189,14 @@ def build_daily_gpu_costs(partitions: DailyPartitionsDefinition) -> AssetsDefini
         ]
         if not checked.passed:
             yield from checks
+            # The rollup of these days no longer stands for their rows: readers use the raw rows.
+            forget_rollup_days(engine, *days)
             what = f"daily_gpu_costs {span} was not written"
             raise refusal(checked, what, scope, checked.fix_in("gpu_usage_hourly", f"re-materialize {span}"))
         costs = compute_daily_costs(engine, *days, settings.timezone)
-        written = write_daily_costs(engine, costs, computed_at=now)
+        written = write_daily_costs(
+            engine, costs, computed_at=now, idle_utilization_pct=settings.idle_utilization_pct
+        )
         context.log.info(f"daily_gpu_costs: {written} rows for {days[0]}..{days[1]} ({settings.timezone})")
         yield MaterializeResult(metadata=daily_costs_metadata(costs, written), check_results=checks)
 

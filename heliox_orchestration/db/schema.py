@@ -109,6 +109,7 @@ def money_sum_micros(column: ColumnElement[Any]) -> ColumnElement[int]:
 
 metadata = MetaData()
 
+# fmt: off
 gpu_usage_hourly = Table(
     "gpu_usage_hourly",
     metadata,
@@ -122,6 +123,7 @@ gpu_usage_hourly = Table(
     Column("team", String(128), nullable=True),
     Column("cost_usd", Money(), nullable=False, comment="cost of the resource for this hour"),
     Column("gpu_utilization_pct", Numeric(5, 2, asdecimal=False), nullable=True),
+    Column("pricing_category", String(16), nullable=True, comment="FOCUS PricingCategory: Standard | Committed | Dynamic | Other; NULL = not known"),
     PrimaryKeyConstraint("resource_id", "usage_hour", name="pk_gpu_usage_hourly"),
     CheckConstraint("gpu_count >= 1", name="ck_gpu_usage_hourly_gpu_count"),
     # New databases refuse what no query can sum (see costs/quality.py, whose rules still
@@ -150,6 +152,7 @@ gpu_usage_hourly = Table(
     ),
     comment="One row per GPU resource per hour.",
 )
+# fmt: on
 # The primary key index serves per-resource scans; day-range scans use this one. On PostgreSQL it
 # also carries every column the cost aggregates and checks read (all but region and team), so a
 # day or a window is an index-only scan of consecutive index pages: its cost follows the range,
@@ -166,6 +169,7 @@ Index(
         "model_name",
         "cost_usd",
         "gpu_utilization_pct",
+        "pricing_category",
     ],
 )
 
@@ -300,6 +304,9 @@ idle_gpu_recommendations = Table(
     Column("monthly_savings_usd", Money(), nullable=False, comment="hourly_cost_usd x 730"),
     Column("title", String(255), nullable=False),
     Column("detail", String(255), nullable=False),
+    Column(
+        "action", String(16), nullable=True, comment="terminate | reallocate (committed); NULL = terminate"
+    ),
     PrimaryKeyConstraint("evaluated_at", "resource_id", name="pk_idle_gpu_recommendations"),
     CheckConstraint("severity IN ('high', 'medium', 'low')", name="ck_idle_gpu_recommendations_severity"),
     comment="Asset idle_gpu_recommendations: findings of each evaluation.",

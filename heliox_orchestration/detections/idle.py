@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -47,6 +47,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    union,
 )
 
 from heliox_orchestration.costs.common import (
@@ -67,7 +68,9 @@ from heliox_orchestration.costs.quality import (
     usage_rule_report,
     withheld_resources,
 )
+from heliox_orchestration.costs.rollup import COMMITTED, rollup_rows_query
 from heliox_orchestration.db.gpu_prices import PROVIDER_LABELS
+from heliox_orchestration.db.rollup_schema import rightsizing_recommendations
 from heliox_orchestration.db.schema import (
     gpu_usage_hourly,
     idle_gpu_evaluations,
@@ -75,9 +78,20 @@ from heliox_orchestration.db.schema import (
     idle_gpu_withheld_resources,
     money_sum_micros,
 )
+from heliox_orchestration.detections.idle_rollup import (
+    merge_reports,
+    plan_segments,
+    raw_ranges,
+    rollup_candidates_query,
+)
+from heliox_orchestration.detections.rightsizing import RIGHTSIZE_COLUMNS, rightsizing_frame
+from heliox_orchestration.money import MICROS
 from heliox_orchestration.reports import IdleFinding, IdleSpendReport, WithheldResource
 from heliox_orchestration.settings import Settings
 
+ROLLUP, RAW = "rollup", "raw"  # where compute_idle_evaluation reads the window
+TERMINATE, REALLOCATE = "terminate", "reallocate"
+REALLOCATE_DETAIL = "; committed capacity: reallocate it (no savings from terminating)"
 SEVERITY_DAYS = (("high", 7), ("medium", 3))  # streak days at or above which; else "low"
 SEVERITIES = ("high", "medium", "low")
 FINDING_COLUMNS = [c.name for c in idle_gpu_recommendations.columns if c.name != "evaluated_at"]
@@ -163,6 +177,7 @@ def idle_candidates_query(
             u.c.gpu_count,
             u.c.model_name,
             u.c.team,
+            u.c.pricing_category,
             per_resource.c.observed_hours,
             per_resource.c.idle_hours,
             per_resource.c.last_active_hour,
@@ -196,10 +211,10 @@ def idle_detail(idle_pct: int, streak_hours: int) -> str:
     return f"{idle_pct}% idle for {streak_hours} hour{'s' if streak_hours != 1 else ''}"
 
 
-def _findings_frame(raw: pd.DataFrame) -> pd.DataFrame:
+def _findings_frame(raw: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
     """Apply the display and money rules to the query's per-resource rows (a handful of rows)."""
     records = []
-    for r in records_of(raw):
+    for r in raw if isinstance(raw, list) else records_of(raw):
         observed, idle, streak = (
             as_int(r["observed_hours"]),
             as_int(r["idle_hours"]),
@@ -208,6 +223,9 @@ def _findings_frame(raw: pd.DataFrame) -> pd.DataFrame:
         streak_micros = as_int(r["streak_cost_micros"])
         idle_pct = idle * 100 // observed
         hourly = micros_ratio(streak_micros, streak)
+        # Committed capacity is paid for whether it runs or not: reallocate it, $0 from terminating.
+        action = REALLOCATE if r["pricing_category"] == COMMITTED else TERMINATE
+        monthly = micros_ratio(streak_micros * HOURS_PER_MONTH, streak) if action == TERMINATE else Decimal(0)
         records.append(
             {
                 **{k: r[k] for k in ("resource_id", "provider", "region", "gpu_type", "model_name", "team")},
@@ -222,9 +240,10 @@ def _findings_frame(raw: pd.DataFrame) -> pd.DataFrame:
                 "last_active_hour": r["last_active_hour"],
                 "last_observed_hour": r["last_observed_hour"],
                 "hourly_cost_usd": hourly,
-                "monthly_savings_usd": micros_ratio(streak_micros * HOURS_PER_MONTH, streak),
+                "monthly_savings_usd": monthly.quantize(MICROS),
                 "title": idle_title(r["provider"], r["gpu_type"]),
-                "detail": idle_detail(idle_pct, streak),
+                "detail": idle_detail(idle_pct, streak) + (REALLOCATE_DETAIL if action == REALLOCATE else ""),
+                "action": action,
             }
         )
     return _by_savings(records)
@@ -246,6 +265,9 @@ class IdleEvaluation:
     has_usage: bool = True  # False: no usage rows at all in the window
     withheld: tuple[WithheldResource, ...] = ()  # not judged: their usage rows fail checks
     usage_report: RuleReport | None = None  # the rules on the window's rows (None: loaded)
+    rightsizing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RIGHTSIZE_COLUMNS))
+    rollup_days: tuple[dt.date, ...] = ()  # whole local days read from the rollup
+    raw_days: tuple[dt.date, ...] = ()  # (partial) local days read from the raw hours
 
     @property
     def as_of(self) -> dt.datetime:
@@ -265,11 +287,79 @@ class IdleEvaluation:
 
 
 def compute_idle_evaluation(
-    engine: Engine, settings: Settings, as_of: dt.datetime | None = None
+    engine: Engine, settings: Settings, as_of: dt.datetime | None = None, *, source: str = ROLLUP
 ) -> IdleEvaluation:
-    """Evaluate the idle rule on ``gpu_usage_hourly`` at ``as_of`` (default: now). The rules
-    on the window's rows run first; resources with a failing row are withheld, not judged."""
+    """Evaluate the idle rule at ``as_of`` (default: now), with rightsizing. ``source`` ``rollup``
+    (the default) reads the daily rollup where it is usable and the raw hours elsewhere
+    (``detections.idle_rollup``); ``raw`` is the raw-row rule over ``gpu_usage_hourly`` alone
+    (no rightsizing), kept as the reference the rollup must match. The data-quality rules run
+    first on the hours read raw; resources with a failing row are withheld, not judged."""
     window = idle_window(settings, as_of)
+    if source == RAW:
+        return _raw_evaluation(engine, settings, window)
+    if source != ROLLUP:
+        raise ValueError(f"source must be {ROLLUP!r} or {RAW!r}, not {source!r}")
+    with engine.connect() as conn:
+        rollup_days, raw_segments = plan_segments(conn, window.start, window.end, settings)
+    limit = settings.max_hourly_cost_usd
+    ranges = raw_ranges(raw_segments)
+    reports = [usage_rule_report(engine, a, b, max_hourly_cost=limit) for a, b in ranges]
+    withheld: tuple[WithheldResource, ...] = ()
+    leave_out = None
+    if not all(r.passed for r in reports):
+        found = [w for a, b in ranges for w in withheld_resources(engine, a, b, max_hourly_cost=limit)]
+        withheld = _merge_withheld(found)
+        leave_out = union(
+            *(bad_resources_query(a, b, engine.dialect.name, max_hourly_cost=limit) for a, b in ranges)
+        )
+    query = rollup_candidates_query(rollup_days, raw_segments, settings, leave_out)
+    u = gpu_usage_hourly.c
+    with engine.connect() as conn:
+        rows = records_of(fetch_frame(conn, query))
+        rolled_rows = sum(as_int(v) for v in conn.execute(rollup_rows_query(rollup_days)).scalars())
+        any_row = (
+            select(u.resource_id).where(u.usage_hour >= window.start, u.usage_hour < window.end).limit(1)
+        )
+        has_usage = bool(rows) or conn.execute(any_row).first() is not None
+    idle_rows = [r for r in rows if _is_idle_finding(r, settings)]
+    idle_ids = {r["resource_id"] for r in idle_rows}
+    rightsizing = rightsizing_frame((r for r in rows if r["resource_id"] not in idle_ids), settings)
+    return IdleEvaluation(
+        window,
+        _findings_frame(idle_rows),
+        has_usage,
+        withheld,
+        merge_reports(reports, rolled_rows),
+        rightsizing=rightsizing,
+        rollup_days=tuple(rollup_days),
+        raw_days=tuple(s.day for s in raw_segments),
+    )
+
+
+def _is_idle_finding(r: dict[str, Any], settings: Settings) -> bool:
+    """The raw query's HAVING, on a row that may be a rightsizing candidate only."""
+    observed, idle = as_int(r["observed_hours"]), as_int(r["idle_hours"])
+    share_n, share_d = settings.idle_min_idle_share_pct.as_integer_ratio()
+    return (
+        observed >= settings.idle_min_observed_hours
+        and idle * 100 * share_d >= observed * share_n
+        and (r["last_active_hour"] is None or r["last_active_hour"] < r["last_observed_hour"])
+    )
+
+
+def _merge_withheld(found: list[WithheldResource]) -> tuple[WithheldResource, ...]:
+    merged: dict[str, WithheldResource] = {}
+    for w in found:
+        old = merged.get(w.resource_id)
+        if old is None:
+            merged[w.resource_id] = w
+        else:
+            problems = tuple(dict.fromkeys(old.problems + w.problems))
+            merged[w.resource_id] = WithheldResource(w.resource_id, old.usage_rows + w.usage_rows, problems)
+    return tuple(merged[k] for k in sorted(merged))
+
+
+def _raw_evaluation(engine: Engine, settings: Settings, window: IdleWindow) -> IdleEvaluation:
     limit = settings.max_hourly_cost_usd
     checked = usage_rule_report(engine, window.start, window.end, max_hourly_cost=limit)
     withheld: tuple[WithheldResource, ...] = ()
@@ -314,8 +404,10 @@ def write_idle_evaluation(engine: Engine, evaluation: IdleEvaluation) -> int:
         }
         for w in evaluation.withheld
     ]
+    rightsized = [{**r, "evaluated_at": as_of} for r in records_of(evaluation.rightsizing)]
+    tables = (idle_gpu_recommendations, idle_gpu_withheld_resources, rightsizing_recommendations)
     with engine.begin() as conn:
-        for table in (idle_gpu_recommendations, idle_gpu_withheld_resources, idle_gpu_evaluations):
+        for table in (*tables, idle_gpu_evaluations):
             conn.execute(delete(table).where(table.c.evaluated_at == as_of))
         conn.execute(
             idle_gpu_evaluations.insert().values(
@@ -331,6 +423,8 @@ def write_idle_evaluation(engine: Engine, evaluation: IdleEvaluation) -> int:
             conn.execute(idle_gpu_recommendations.insert(), findings)
         if withheld:
             conn.execute(idle_gpu_withheld_resources.insert(), withheld)
+        if rightsized:
+            conn.execute(rightsizing_recommendations.insert(), rightsized)
     return len(findings)
 
 
@@ -360,8 +454,15 @@ def load_idle_evaluation(engine: Engine) -> IdleEvaluation:
                 select(w).where(w.c.evaluated_at == latest.evaluated_at).order_by(w.c.resource_id)
             )
         )
+        rs = rightsizing_recommendations
+        rightsizing = fetch_frame(
+            conn,
+            select(*(rs.c[name] for name in RIGHTSIZE_COLUMNS))
+            .where(rs.c.evaluated_at == latest.evaluated_at)
+            .order_by(rs.c.monthly_savings_usd.desc(), rs.c.resource_id),
+        )
     window = IdleWindow(latest.evaluated_at, latest.window_start, latest.window_end)
-    return IdleEvaluation(window, _by_savings(records_of(raw)), withheld=withheld)
+    return IdleEvaluation(window, _by_savings(records_of(raw)), withheld=withheld, rightsizing=rightsizing)
 
 
 def load_idle_spend_report(engine: Engine, severities: Sequence[str] = ("high",)) -> IdleSpendReport:

@@ -1,0 +1,308 @@
+"""The per-resource daily rollup: ``daily_resource_usage``, one row per local day and resource.
+
+Written by the ``daily_gpu_costs`` refresh of a day (``INSERT ... SELECT`` in the same transaction
+as the cost rows: no usage row reaches Python), and read by the idle rule and rightsizing instead
+of the raw hours. Per local day in ``TIMEZONE`` and resource: cost (exact micro-dollars), GPU-hours,
+observed hours and those with a utilization, idle hours below ``IDLE_UTILIZATION_PCT``, the
+first/last observed and active hours, the idle tail after the last active hour (rows, cost, start),
+the GPU-hour weighted utilization sum, the peak hourly GPU load (max of gpu_count x utilization /
+100), the largest gpu_count, and the cost and hours of ``Committed`` rows.
+
+The same query computes those columns for any UTC range (a "segment"): the idle evaluation reads
+the window's partial days and the days without a usable rollup row from the raw hours this way,
+so both paths share one definition of every column.
+
+A rolled-up day records the ``TIMEZONE`` and ``IDLE_UTILIZATION_PCT`` it was computed with, and
+when. ``usable_rollup_days`` accepts a day only when both match the current settings and it was
+computed after the day ended (so it saw every hour); any other day is read from the raw rows by
+its reader, which gives the same answer more slowly, until the next refresh of the day rewrites
+it. A refresh refused by the usage checks drops the day's rollup (``forget_rollup_days``) so a
+reader judges those rows itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Date,
+    Engine,
+    Numeric,
+    Select,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    values,
+)
+
+from heliox_orchestration.db.rollup_schema import daily_resource_usage, daily_resource_usage_days
+from heliox_orchestration.db.schema import UTCDateTime, gpu_usage_hourly, money_sum_micros
+
+COMMITTED = "Committed"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """UTC hours [start, end) aggregated under ``day`` (a local day, or the part of one)."""
+
+    day: dt.date
+    start: dt.datetime
+    end: dt.datetime
+
+
+def _micros(column_: Any) -> Any:
+    """A Money column as integer micro-dollars (exact on SQLite's REAL storage too)."""
+    return cast(func.round(column_ * 1_000_000), BigInteger)
+
+
+def _dollars(micros: Any) -> Any:
+    # REAL on SQLite (as Money stores it), exact NUMERIC on PostgreSQL.
+    return micros / literal_column("1000000.0")
+
+
+def segment_rows_query(segments: Sequence[Segment], idle_utilization_pct: Decimal) -> Select:
+    """Per (segment, resource) every rollup column from ``gpu_usage_hourly``; money in
+    ``*_micros`` columns. One scan of the segments' hours for the counts, then the idle tails of
+    the (few) resources with one, read through the primary key."""
+    bounds = (
+        values(
+            column("day", Date),
+            column("start_utc", UTCDateTime()),
+            column("end_utc", UTCDateTime()),
+            name="segs",
+        )
+        .data([(s.day, s.start, s.end) for s in segments])
+        .cte("segs")
+    )
+    u = gpu_usage_hourly
+    threshold = bindparam("rollup_idle_utilization_pct", idle_utilization_pct, type_=Numeric())
+    is_idle = case((u.c.gpu_utilization_pct < threshold, 1), else_=0)  # NULL is never idle
+    active_hour = case((is_idle == 0, u.c.usage_hour))
+    known = u.c.gpu_utilization_pct.is_not(None)
+    committed = u.c.pricing_category == COMMITTED
+    in_segment = and_(u.c.usage_hour >= bounds.c.start_utc, u.c.usage_hour < bounds.c.end_utc)
+    per = (
+        select(
+            bounds.c.day,
+            u.c.resource_id,
+            bounds.c.start_utc,
+            bounds.c.end_utc,
+            money_sum_micros(u.c.cost_usd).label("cost_micros"),
+            func.sum(u.c.gpu_count).label("gpu_hours"),
+            func.count().label("usage_rows"),
+            func.count(u.c.gpu_utilization_pct).label("utilization_rows"),
+            func.sum(is_idle).label("idle_rows"),
+            func.min(u.c.usage_hour).label("first_observed_hour"),
+            func.max(u.c.usage_hour).label("last_observed_hour"),
+            func.min(active_hour).label("first_active_hour"),
+            func.max(active_hour).label("last_active_hour"),
+            func.sum(u.c.gpu_utilization_pct * u.c.gpu_count).label("utilization_x_gpu_hours"),
+            func.sum(case((known, u.c.gpu_count), else_=0)).label("utilization_gpu_hours"),
+            (func.max(u.c.gpu_utilization_pct * u.c.gpu_count) / literal_column("100.0")).label(
+                "peak_gpu_load"
+            ),
+            func.max(u.c.gpu_count).label("max_gpu_count"),
+            func.coalesce(func.sum(case((committed, _micros(u.c.cost_usd)), else_=0)), 0).label(
+                "committed_cost_micros"
+            ),
+            func.sum(case((committed, 1), else_=0)).label("committed_rows"),
+        )
+        .select_from(bounds.join(u, in_segment))
+        .where(
+            u.c.usage_hour >= min(s.start for s in segments), u.c.usage_hour < max(s.end for s in segments)
+        )
+        .group_by(bounds.c.day, u.c.resource_id, bounds.c.start_utc, bounds.c.end_utc)
+        .cte("per_segment")
+    )
+    t = u.alias("tail_hours")
+    has_tail = or_(per.c.last_active_hour.is_(None), per.c.last_active_hour < per.c.last_observed_hour)
+    in_tail = and_(
+        t.c.resource_id == per.c.resource_id,
+        t.c.usage_hour >= per.c.start_utc,
+        t.c.usage_hour < per.c.end_utc,
+        or_(per.c.last_active_hour.is_(None), t.c.usage_hour > per.c.last_active_hour),
+    )
+    tail = (
+        select(
+            per.c.day,
+            per.c.resource_id,
+            func.count().label("rows"),
+            money_sum_micros(t.c.cost_usd).label("cost_micros"),
+            func.min(t.c.usage_hour).label("start"),
+        )
+        .select_from(per.join(t, in_tail))
+        .where(has_tail)
+        .group_by(per.c.day, per.c.resource_id)
+        .cte("tails")
+    )
+    return select(
+        per.c.day,
+        per.c.resource_id,
+        per.c.cost_micros,
+        per.c.gpu_hours,
+        per.c.usage_rows,
+        per.c.utilization_rows,
+        per.c.idle_rows,
+        per.c.first_observed_hour,
+        per.c.last_observed_hour,
+        per.c.first_active_hour,
+        per.c.last_active_hour,
+        func.coalesce(tail.c.rows, 0).label("tail_idle_rows"),
+        func.coalesce(tail.c.cost_micros, 0).label("tail_idle_cost_micros"),
+        tail.c.start.label("tail_idle_start"),
+        per.c.utilization_x_gpu_hours,
+        per.c.utilization_gpu_hours,
+        per.c.peak_gpu_load,
+        per.c.max_gpu_count,
+        per.c.committed_cost_micros,
+        per.c.committed_rows,
+    ).select_from(per.outerjoin(tail, and_(tail.c.day == per.c.day, tail.c.resource_id == per.c.resource_id)))
+
+
+MONEY_COLUMNS = {"cost_usd": "cost_micros", "tail_idle_cost_usd": "tail_idle_cost_micros"} | {
+    "committed_cost_usd": "committed_cost_micros"
+}
+
+
+def stored_rows_query(days: Sequence[dt.date]) -> Select:
+    """The stored rollup rows of ``days`` with the columns of ``segment_rows_query``."""
+    r = daily_resource_usage.c
+    money = {micros: _micros(r[name]).label(micros) for name, micros in MONEY_COLUMNS.items()}
+    columns = [money[c] if c in money else r[c] for c in SEGMENT_COLUMNS]
+    return select(*columns).where(r.day.in_(list(days)))
+
+
+SEGMENT_COLUMNS = [
+    "day",
+    "resource_id",
+    "cost_micros",
+    "gpu_hours",
+    "usage_rows",
+    "utilization_rows",
+    "idle_rows",
+    "first_observed_hour",
+    "last_observed_hour",
+    "first_active_hour",
+    "last_active_hour",
+    "tail_idle_rows",
+    "tail_idle_cost_micros",
+    "tail_idle_start",
+    "utilization_x_gpu_hours",
+    "utilization_gpu_hours",
+    "peak_gpu_load",
+    "max_gpu_count",
+    "committed_cost_micros",
+    "committed_rows",
+]
+
+
+def rollup_rows_query(days: Sequence[dt.date]) -> Select:
+    """The hourly rows the rollup of ``days`` stands for (they passed the usage checks)."""
+    r = daily_resource_usage.c
+    return select(func.coalesce(func.sum(r.usage_rows), 0)).where(r.day.in_(list(days)))
+
+
+def write_rollup(
+    conn: Connection,
+    segments: Sequence[Segment],
+    timezone: str,
+    idle_utilization_pct: Decimal,
+    computed_at: dt.datetime,
+) -> int:
+    """Replace the rollup of the local days ``segments`` (whole days) inside the caller's
+    transaction; returns the rows written."""
+    days = [s.day for s in segments]
+    for table in (daily_resource_usage, daily_resource_usage_days):
+        conn.execute(delete(table).where(table.c.day.in_(days)))
+    q = segment_rows_query(segments, idle_utilization_pct).subquery("rollup")
+    names = [c.name for c in daily_resource_usage.columns]
+    selected = [
+        _dollars(q.c[MONEY_COLUMNS[name]]).label(name) if name in MONEY_COLUMNS else q.c[name]
+        for name in names
+    ]
+    written = conn.execute(daily_resource_usage.insert().from_select(names, select(*selected))).rowcount
+    counts: dict[dt.date, int] = dict(
+        conn.execute(
+            select(daily_resource_usage.c.day, func.count())
+            .where(daily_resource_usage.c.day.in_(days))
+            .group_by(daily_resource_usage.c.day)
+        ).all()
+    )
+    conn.execute(
+        daily_resource_usage_days.insert(),
+        [
+            {
+                "day": s.day,
+                "timezone": timezone,
+                "idle_utilization_pct": str(idle_utilization_pct),
+                "start_utc": s.start,
+                "end_utc": s.end,
+                "resources": int(counts.get(s.day, 0)),
+                "computed_at": computed_at,
+            }
+            for s in segments
+        ],
+    )
+    return int(written or 0)
+
+
+def forget_rollup_days(engine: Engine, first: dt.date, last: dt.date) -> None:
+    """Drop the rollup of the days ``first`` through ``last``: their usage rows failed a check,
+    so readers must judge those hours from the raw rows (and withhold what fails)."""
+    with engine.begin() as conn:
+        for table in (daily_resource_usage, daily_resource_usage_days):
+            conn.execute(delete(table).where(table.c.day.between(first, last)))
+
+
+def usable_rollup_days(
+    conn: Connection, segments: Sequence[Segment], timezone: str, idle_utilization_pct: Decimal
+) -> set[dt.date]:
+    """The days of ``segments`` (whole local days) whose stored rollup can stand in for the raw
+    rows: computed in ``timezone`` with ``idle_utilization_pct``, with the same UTC bounds, and
+    after the day ended."""
+    if not segments:
+        return set()
+    d = daily_resource_usage_days.c
+    wanted = {s.day: s for s in segments}
+    rows = conn.execute(
+        select(d.day, d.timezone, d.idle_utilization_pct, d.start_utc, d.end_utc, d.computed_at).where(
+            d.day.in_(list(wanted))
+        )
+    ).all()
+    usable = set()
+    for day, tz, pct, start, end, computed_at in rows:
+        s = wanted[day]
+        if (
+            tz == timezone
+            and Decimal(pct) == idle_utilization_pct
+            and (start, end) == (s.start, s.end)
+            and computed_at >= end
+        ):
+            usable.add(day)
+    return usable
+
+
+def rollup_settings_mismatch(conn: Connection, timezone: str, idle_utilization_pct: Decimal) -> int:
+    """How many rolled-up days were computed with another TIMEZONE or IDLE_UTILIZATION_PCT."""
+    d = daily_resource_usage_days.c
+    n = 0
+    for tz, pct in conn.execute(select(d.timezone, d.idle_utilization_pct)).all():
+        n += tz != timezone or Decimal(pct) != idle_utilization_pct
+    return n
+
+
+def as_decimal_or_none(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
