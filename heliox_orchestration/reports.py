@@ -66,6 +66,7 @@ class IdleFinding:
     title: str  # "Idle GPU: H100 on AWS"
     detail: str  # "100% idle for 14 days"
     hourly_cost_usd: Decimal | None = None  # mean over the idle streak (monthly = this x 730)
+    action: str = "terminate"  # "reallocate" for committed capacity: $0 savings from terminating
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from heliox_orchestration.db.schema import gpu_usage_hourly, sqlite_datetime_tex
 from heliox_orchestration.money import micros_to_dollars
 
 COLUMNS = [c.name for c in gpu_usage_hourly.columns]
+# Written when the frame has them (NULL otherwise), after the columns every frame has.
+OPTIONAL_COLUMNS = ["pricing_category"]
 # SQLite keeps money as REAL (a double). Below $2**31 a double is within 0.13 micro-dollar of
 # the exact amount, so both reading paths (``Money``'s quantize, ``money_sum_micros``'s ROUND of
 # x * 1e6) give back the exact micro-dollars; the import refuses hours anywhere near that.
@@ -55,18 +57,23 @@ def insert_usage_frame(conn: Connection, frame: pd.DataFrame, table: Table = gpu
         _insert_core(conn, frame, table)
 
 
+def _columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in COLUMNS if c not in OPTIONAL_COLUMNS or c in frame.columns]
+
+
 def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
+    columns = _columns(frame)
     out = frame.assign(
         usage_hour=frame["usage_hour"].dt.strftime("%Y-%m-%d %H:%M:%S+00"),
         cost_usd=micros_text(frame["cost_micros"]),
-    )[COLUMNS]
+    )[columns]
     buffer = io.StringIO()
     out.to_csv(buffer, index=False, header=False, float_format="%.6f", na_rep="\\N")  # utilization
     buffer.seek(0)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(
-            f"COPY {table_name} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
+            f"COPY {table_name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
             buffer,
         )
     finally:
@@ -77,20 +84,23 @@ def _executemany_sqlite(conn: Connection, frame: pd.DataFrame, table_name: str) 
     hours = [sqlite_datetime_text(h) for h in frame["usage_hour"].dt.to_pydatetime()]
     costs = micros_real(frame["cost_micros"])
     values = frame[COLUMNS[1:8]].astype(object).where(frame[COLUMNS[1:8]].notna(), None)
+    columns = _columns(frame)
+    extra = frame[columns[10:]].astype(object).where(frame[columns[10:]].notna(), None)
     rows = [
-        (hour, *rest, cost, util)
-        for hour, rest, cost, util in zip(
+        (hour, *rest, cost, util, *more)
+        for hour, rest, cost, util, more in zip(
             hours,
             values.itertuples(index=False, name=None),
             costs,
             frame["gpu_utilization_pct"].tolist(),
+            extra.itertuples(index=False, name=None),
             strict=True,
         )
     ]
-    placeholders = ", ".join("?" * len(COLUMNS))
+    placeholders = ", ".join("?" * len(columns))
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.executemany(f"INSERT INTO {table_name} ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows)
+        cursor.executemany(f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES ({placeholders})", rows)
     finally:
         cursor.close()
 
@@ -104,7 +114,7 @@ def _insert_core(conn: Connection, frame: pd.DataFrame, table: Table) -> None:
             "cost_usd": micros_to_dollars(micros),
         }
         for row, micros in zip(
-            values[[*COLUMNS[:-2], "gpu_utilization_pct"]].to_dict("records"),
+            values[[*COLUMNS[:8], *_columns(frame)[9:]]].to_dict("records"),
             frame["cost_micros"].tolist(),
             strict=True,
         )
