@@ -22,8 +22,9 @@ MEASUREMENTS = (
     "idle_recommendations",
     "backfill",
     "definition_load",
+    "rollup_idle",
 )
-GOALS = {"1", "2a", "2b", "2c", "3a", "3b", "4a", "4b", "5"}  # definition load: reported only
+GOALS = {"1", "2a", "2b", "2c", "3a", "3b", "4a", "4b", "5", "G1", "G1b"}  # definition load: reported only
 
 
 @pytest.mark.postgres
@@ -73,3 +74,7 @@ def test_quick_benchmark_reports_every_measurement(create_postgres_database: Cal
     naive = report["measurements"]["naive"]
     assert naive["window_naive_findings"] == naive["window_project_findings"] > 0
     assert {"day_query_" + f"{report['fleet']['days']}d", "day_query_7d"} <= set(report["plans"])
+    # The idle rule on the rollup finds exactly what the raw-row rule finds on the benchmark fleet.
+    rollup = report["measurements"]["rollup_idle"]
+    assert rollup["findings_identical_to_raw_rule"] is True and rollup["findings"] > 0
+    assert rollup["rollup_days_read"] == 14 and rollup["raw_days_read"] == 0

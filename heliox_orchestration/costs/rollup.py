@@ -182,7 +182,18 @@ def stored_rows_query(days: Sequence[dt.date]) -> Select:
     r = daily_resource_usage.c
     money = {micros: _micros(r[name]).label(micros) for name, micros in MONEY_COLUMNS.items()}
     columns = [money[c] if c in money else r[c] for c in SEGMENT_COLUMNS]
-    return select(*columns).where(r.day.in_(list(days)))
+    return select(*columns).where(days_condition(r.day, days))
+
+
+def days_condition(day: Any, days: Sequence[dt.date]) -> Any:
+    """``day`` in ``days`` as ranges of consecutive days (one primary-key range scan each)."""
+    runs: list[list[dt.date]] = []
+    for d in sorted(days):
+        if runs and runs[-1][1] + dt.timedelta(days=1) == d:
+            runs[-1][1] = d
+        else:
+            runs.append([d, d])
+    return or_(*(day.between(a, b) for a, b in runs)) if runs else day.is_(None)
 
 
 SEGMENT_COLUMNS = [
@@ -212,7 +223,7 @@ SEGMENT_COLUMNS = [
 def rollup_rows_query(days: Sequence[dt.date]) -> Select:
     """The hourly rows the rollup of ``days`` stands for (they passed the usage checks)."""
     r = daily_resource_usage.c
-    return select(func.coalesce(func.sum(r.usage_rows), 0)).where(r.day.in_(list(days)))
+    return select(func.coalesce(func.sum(r.usage_rows), 0)).where(days_condition(r.day, days))
 
 
 def write_rollup(
