@@ -185,16 +185,16 @@ def test_rollup_rows_of_a_day(any_engine: Engine) -> None:
     write_daily_costs(any_engine, costs, AS_OF, settings.idle_utilization_pct)
     with any_engine.connect() as conn:
         r = conn.execute(select(daily_resource_usage)).one()._asdict()
-    assert r["cost_usd"] == Decimal("49.500000")
+    assert r["cost_micros"] == 49_500_000
     assert (r["gpu_hours"], r["usage_rows"], r["utilization_rows"], r["idle_rows"]) == (46, 12, 11, 3)
     assert (r["first_observed_hour"], r["last_observed_hour"]) == (utc(2026, 1, 10), utc(2026, 1, 10, 13))
     # The NULL hour is not idle: it is the last active hour, and the idle tail is empty.
     assert (r["first_active_hour"], r["last_active_hour"]) == (utc(2026, 1, 10), utc(2026, 1, 10, 13))
-    assert (r["tail_idle_rows"], r["tail_idle_cost_usd"], r["tail_idle_start"]) == (0, Decimal(0), None)
+    assert (r["tail_idle_rows"], r["tail_idle_cost_micros"], r["tail_idle_start"]) == (0, 0, None)
     assert (r["utilization_gpu_hours"], r["max_gpu_count"]) == (44, 4)
     assert r["utilization_x_gpu_hours"] == pytest.approx(7 * 200 + 360 + 12)
     assert r["peak_gpu_load"] == pytest.approx(3.6)
-    assert (r["committed_cost_usd"], r["committed_rows"]) == (Decimal("4.000000"), 1)
+    assert (r["committed_cost_micros"], r["committed_rows"]) == (4_000_000, 1)
 
 
 def _daily_load(hour: int) -> float:

@@ -42,6 +42,7 @@ from sqlalchemy import (
     column,
     delete,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -68,63 +69,80 @@ def _micros(column_: Any) -> Any:
     return cast(func.round(column_ * 1_000_000), BigInteger)
 
 
-def _dollars(micros: Any) -> Any:
-    # REAL on SQLite (as Money stores it), exact NUMERIC on PostgreSQL.
-    return micros / literal_column("1000000.0")
-
-
-def segment_rows_query(segments: Sequence[Segment], idle_utilization_pct: Decimal) -> Select:
+def segment_rows_query(
+    segments: Sequence[Segment], idle_utilization_pct: Decimal, resource_ids: Sequence[str] | None = None
+) -> Select:
     """Per (segment, resource) every rollup column from ``gpu_usage_hourly``; money in
     ``*_micros`` columns. One scan of the segments' hours for the counts, then the idle tails of
     the (few) resources with one, read through the primary key."""
+    u = gpu_usage_hourly
+    ordered = sorted(segments, key=lambda s: s.start)
+    # Each hour's segment by comparisons in the row (no join: a row meets one small CASE).
+    day_key: Any = literal(ordered[-1].day, Date())
+    if len(ordered) > 1:
+        day_key = case(
+            *((u.c.usage_hour < s.end, literal(s.day, Date())) for s in ordered[:-1]), else_=day_key
+        )
+    rows = (
+        select(
+            day_key.label("day"),
+            u.c.resource_id,
+            u.c.usage_hour,
+            u.c.cost_usd,
+            u.c.gpu_count,
+            u.c.gpu_utilization_pct,
+            u.c.pricing_category,
+        )
+        .where(
+            or_(*(and_(u.c.usage_hour >= a, u.c.usage_hour < b) for a, b in _ranges(ordered))),
+            *([u.c.resource_id.in_(resource_ids)] if resource_ids is not None else []),
+        )
+        .subquery("segment_hours")
+    )
+    threshold = bindparam("rollup_idle_utilization_pct", idle_utilization_pct, type_=Numeric())
+    is_idle = case((rows.c.gpu_utilization_pct < threshold, 1), else_=0)  # NULL is never idle
+    active_hour = case((is_idle == 0, rows.c.usage_hour))
+    known = rows.c.gpu_utilization_pct.is_not(None)
+    committed = rows.c.pricing_category == COMMITTED
+    load = rows.c.gpu_utilization_pct * rows.c.gpu_count
+    grouped = (
+        select(
+            rows.c.day,
+            rows.c.resource_id,
+            money_sum_micros(rows.c.cost_usd).label("cost_micros"),
+            func.sum(rows.c.gpu_count).label("gpu_hours"),
+            func.count().label("usage_rows"),
+            func.count(rows.c.gpu_utilization_pct).label("utilization_rows"),
+            func.sum(is_idle).label("idle_rows"),
+            func.min(rows.c.usage_hour).label("first_observed_hour"),
+            func.max(rows.c.usage_hour).label("last_observed_hour"),
+            func.min(active_hour).label("first_active_hour"),
+            func.max(active_hour).label("last_active_hour"),
+            func.sum(load).label("utilization_x_gpu_hours"),
+            func.sum(case((known, rows.c.gpu_count), else_=0)).label("utilization_gpu_hours"),
+            (func.max(load) / literal_column("100.0")).label("peak_gpu_load"),
+            func.max(rows.c.gpu_count).label("max_gpu_count"),
+            func.coalesce(func.sum(case((committed, _micros(rows.c.cost_usd)), else_=0)), 0).label(
+                "committed_cost_micros"
+            ),
+            func.sum(case((committed, 1), else_=0)).label("committed_rows"),
+        )
+        .group_by(rows.c.day, rows.c.resource_id)
+        .subquery("grouped")
+    )
     bounds = (
         values(
             column("day", Date),
             column("start_utc", UTCDateTime()),
             column("end_utc", UTCDateTime()),
-            name="segs",
+            name="segment_bounds",
         )
-        .data([(s.day, s.start, s.end) for s in segments])
-        .cte("segs")
+        .data([(s.day, s.start, s.end) for s in ordered])
+        .cte("segment_bounds")
     )
-    u = gpu_usage_hourly
-    threshold = bindparam("rollup_idle_utilization_pct", idle_utilization_pct, type_=Numeric())
-    is_idle = case((u.c.gpu_utilization_pct < threshold, 1), else_=0)  # NULL is never idle
-    active_hour = case((is_idle == 0, u.c.usage_hour))
-    known = u.c.gpu_utilization_pct.is_not(None)
-    committed = u.c.pricing_category == COMMITTED
-    in_segment = and_(u.c.usage_hour >= bounds.c.start_utc, u.c.usage_hour < bounds.c.end_utc)
     per = (
-        select(
-            bounds.c.day,
-            u.c.resource_id,
-            bounds.c.start_utc,
-            bounds.c.end_utc,
-            money_sum_micros(u.c.cost_usd).label("cost_micros"),
-            func.sum(u.c.gpu_count).label("gpu_hours"),
-            func.count().label("usage_rows"),
-            func.count(u.c.gpu_utilization_pct).label("utilization_rows"),
-            func.sum(is_idle).label("idle_rows"),
-            func.min(u.c.usage_hour).label("first_observed_hour"),
-            func.max(u.c.usage_hour).label("last_observed_hour"),
-            func.min(active_hour).label("first_active_hour"),
-            func.max(active_hour).label("last_active_hour"),
-            func.sum(u.c.gpu_utilization_pct * u.c.gpu_count).label("utilization_x_gpu_hours"),
-            func.sum(case((known, u.c.gpu_count), else_=0)).label("utilization_gpu_hours"),
-            (func.max(u.c.gpu_utilization_pct * u.c.gpu_count) / literal_column("100.0")).label(
-                "peak_gpu_load"
-            ),
-            func.max(u.c.gpu_count).label("max_gpu_count"),
-            func.coalesce(func.sum(case((committed, _micros(u.c.cost_usd)), else_=0)), 0).label(
-                "committed_cost_micros"
-            ),
-            func.sum(case((committed, 1), else_=0)).label("committed_rows"),
-        )
-        .select_from(bounds.join(u, in_segment))
-        .where(
-            u.c.usage_hour >= min(s.start for s in segments), u.c.usage_hour < max(s.end for s in segments)
-        )
-        .group_by(bounds.c.day, u.c.resource_id, bounds.c.start_utc, bounds.c.end_utc)
+        select(grouped, bounds.c.start_utc, bounds.c.end_utc)
+        .select_from(grouped.join(bounds, bounds.c.day == grouped.c.day))
         .cte("per_segment")
     )
     t = u.alias("tail_hours")
@@ -172,17 +190,21 @@ def segment_rows_query(segments: Sequence[Segment], idle_utilization_pct: Decima
     ).select_from(per.outerjoin(tail, and_(tail.c.day == per.c.day, tail.c.resource_id == per.c.resource_id)))
 
 
-MONEY_COLUMNS = {"cost_usd": "cost_micros", "tail_idle_cost_usd": "tail_idle_cost_micros"} | {
-    "committed_cost_usd": "committed_cost_micros"
-}
+def _ranges(ordered: Sequence[Segment]) -> list[tuple[dt.datetime, dt.datetime]]:
+    """Contiguous UTC ranges of segments sorted by start."""
+    ranges: list[tuple[dt.datetime, dt.datetime]] = []
+    for s in ordered:
+        if ranges and ranges[-1][1] == s.start:
+            ranges[-1] = (ranges[-1][0], s.end)
+        else:
+            ranges.append((s.start, s.end))
+    return ranges
 
 
 def stored_rows_query(days: Sequence[dt.date]) -> Select:
     """The stored rollup rows of ``days`` with the columns of ``segment_rows_query``."""
     r = daily_resource_usage.c
-    money = {micros: _micros(r[name]).label(micros) for name, micros in MONEY_COLUMNS.items()}
-    columns = [money[c] if c in money else r[c] for c in SEGMENT_COLUMNS]
-    return select(*columns).where(days_condition(r.day, days))
+    return select(*(r[c] for c in SEGMENT_COLUMNS)).where(days_condition(r.day, days))
 
 
 def days_condition(day: Any, days: Sequence[dt.date]) -> Any:
@@ -240,11 +262,8 @@ def write_rollup(
         conn.execute(delete(table).where(table.c.day.in_(days)))
     q = segment_rows_query(segments, idle_utilization_pct).subquery("rollup")
     names = [c.name for c in daily_resource_usage.columns]
-    selected = [
-        _dollars(q.c[MONEY_COLUMNS[name]]).label(name) if name in MONEY_COLUMNS else q.c[name]
-        for name in names
-    ]
-    written = conn.execute(daily_resource_usage.insert().from_select(names, select(*selected))).rowcount
+    insert = daily_resource_usage.insert().from_select(names, select(*(q.c[name] for name in names)))
+    written = conn.execute(insert).rowcount
     counts: dict[dt.date, int] = dict(
         conn.execute(
             select(daily_resource_usage.c.day, func.count())

@@ -9,7 +9,18 @@ was computed with (``TIMEZONE`` and ``IDLE_UTILIZATION_PCT``). Both are written 
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Date, Integer, Numeric, PrimaryKeyConstraint, String, Table
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    Float,
+    Index,
+    Integer,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+)
 
 from heliox_orchestration.db.schema import Money, UTCDateTime, metadata
 
@@ -18,8 +29,9 @@ daily_resource_usage = Table(
     metadata,
     Column("day", Date, nullable=False, comment="local calendar day in TIMEZONE"),
     Column("resource_id", String(255), nullable=False),
-    Column("cost_usd", Money(), nullable=False),
-    Column("gpu_hours", BigInteger, nullable=False, comment="sum of gpu_count over the hourly rows"),
+    # Money as integer micro-dollars: exact on both databases, and summed without conversion.
+    Column("cost_micros", BigInteger, nullable=False, comment="cost_usd summed, micro-dollars"),
+    Column("gpu_hours", Integer, nullable=False, comment="sum of gpu_count over the hourly rows"),
     Column("usage_rows", Integer, nullable=False, comment="observed hours: hourly rows of the day"),
     Column("utilization_rows", Integer, nullable=False, comment="observed hours with a utilization"),
     Column("idle_rows", Integer, nullable=False, comment="hours below the day's idle_utilization_pct"),
@@ -30,27 +42,32 @@ daily_resource_usage = Table(
     # The rows after the day's last active hour (all of them when it has none): the piece of an
     # idle streak this day contributes, so a streak starting mid-day needs no hourly row.
     Column("tail_idle_rows", Integer, nullable=False),
-    Column("tail_idle_cost_usd", Money(), nullable=False),
+    Column("tail_idle_cost_micros", BigInteger, nullable=False),
     Column("tail_idle_start", UTCDateTime(), nullable=True, comment="first hour of the tail; NULL: empty"),
+    # Double precision: summed fast, and only compared with a threshold (rightsizing).
     Column(
         "utilization_x_gpu_hours",
-        Numeric(20, 2, asdecimal=False),
+        Float,
         nullable=True,
         comment="sum of gpu_utilization_pct x gpu_count over rows with a utilization",
     ),
-    Column("utilization_gpu_hours", BigInteger, nullable=False, comment="gpu_count of those rows"),
+    Column("utilization_gpu_hours", Integer, nullable=False, comment="gpu_count of those rows"),
     Column(
         "peak_gpu_load",
-        Numeric(12, 4, asdecimal=False),
+        Float,
         nullable=True,
         comment="max over hours of gpu_count x utilization / 100: GPUs' worth of work",
     ),
     Column("max_gpu_count", Integer, nullable=False),
-    Column("committed_cost_usd", Money(), nullable=False, comment="rows with pricing_category Committed"),
+    Column(
+        "committed_cost_micros", BigInteger, nullable=False, comment="rows with pricing_category Committed"
+    ),
     Column("committed_rows", Integer, nullable=False),
     PrimaryKeyConstraint("day", "resource_id", name="pk_daily_resource_usage"),
     comment="Rollup (written by daily_gpu_costs): one row per local day and GPU resource.",
 )
+# The idle rule's second pass reads its few candidates' days through this one.
+Index("ix_daily_resource_usage_resource_day", daily_resource_usage.c.resource_id, daily_resource_usage.c.day)
 
 daily_resource_usage_days = Table(
     "daily_resource_usage_days",

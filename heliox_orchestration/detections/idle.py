@@ -79,6 +79,9 @@ from heliox_orchestration.db.schema import (
     money_sum_micros,
 )
 from heliox_orchestration.detections.idle_rollup import (
+    candidate_segments_query,
+    combine,
+    last_rows_query,
     merge_reports,
     plan_segments,
     raw_ranges,
@@ -312,11 +315,19 @@ def compute_idle_evaluation(
         leave_out = union(
             *(bad_resources_query(a, b, engine.dialect.name, max_hourly_cost=limit) for a, b in ranges)
         )
-    query = rollup_candidates_query(rollup_days, raw_segments, settings, leave_out)
     u = gpu_usage_hourly.c
     with engine.connect() as conn:
-        rows = records_of(fetch_frame(conn, query))
-        rolled_rows = sum(as_int(v) for v in conn.execute(rollup_rows_query(rollup_days)).scalars())
+        first = conn.execute(rollup_candidates_query(rollup_days, raw_segments, settings, leave_out))
+        candidates = [dict(r._mapping) for r in first]
+        ids = [r["resource_id"] for r in candidates]
+        rows: list[dict[str, Any]] = []
+        if ids:
+            segments = conn.execute(candidate_segments_query(rollup_days, raw_segments, settings, ids))
+            last = {r["resource_id"]: r["last_observed_hour"] for r in candidates}
+            attributes = {r.resource_id: r._mapping for r in conn.execute(last_rows_query(last))}
+            combined = combine(candidates, [dict(s._mapping) for s in segments])
+            rows = [{**attributes[r["resource_id"]], **r} for r in combined]
+        rolled_rows = as_int(conn.execute(rollup_rows_query(rollup_days)).scalar_one()) if rollup_days else 0
         any_row = (
             select(u.resource_id).where(u.usage_hour >= window.start, u.usage_hour < window.end).limit(1)
         )

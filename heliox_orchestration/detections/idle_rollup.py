@@ -20,30 +20,35 @@ The data-quality rules run on the raw segments only: a rolled-up day passed them
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     CompoundSelect,
     Connection,
-    Numeric,
+    Float,
     Select,
+    Subquery,
     and_,
     bindparam,
     func,
     or_,
     select,
+    tuple_,
     union_all,
 )
 
+from heliox_orchestration.costs.common import as_int
 from heliox_orchestration.costs.quality import RuleReport
 from heliox_orchestration.costs.rollup import (
+    SEGMENT_COLUMNS,
     Segment,
     segment_rows_query,
     stored_rows_query,
     usable_rollup_days,
 )
+from heliox_orchestration.db.rollup_schema import daily_resource_usage
 from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.settings import Settings
@@ -89,43 +94,51 @@ def raw_ranges(segments: Sequence[Segment]) -> list[tuple[dt.datetime, dt.dateti
     return ranges
 
 
+def _segments(
+    rollup_days: Sequence[dt.date],
+    raw_segments: Sequence[Segment],
+    settings: Settings,
+    resource_ids: Sequence[str] | None = None,
+) -> Subquery:
+    """Every segment row of the window (of ``resource_ids`` only, when given)."""
+    parts: list[Select] = []
+    if rollup_days:
+        stored = stored_rows_query(rollup_days)
+        if resource_ids is not None:
+            stored = stored.where(daily_resource_usage.c.resource_id.in_(resource_ids))
+        parts.append(stored)
+    if raw_segments:
+        parts.append(segment_rows_query(raw_segments, settings.idle_utilization_pct, resource_ids))
+    if not parts:
+        raise ValueError("an idle window has at least one hour")
+    return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("segments")
+
+
 def rollup_candidates_query(
     rollup_days: Sequence[dt.date],
     raw_segments: Sequence[Segment],
     settings: Settings,
     withheld: Select[tuple[str]] | CompoundSelect[tuple[str]] | None = None,
 ) -> Select:
-    """Per resource: the idle rule's counts and streak (as ``idle_candidates_query`` returns
-    them), the window's cost, GPU-hours, utilization sums, peak load and committed rows, and the
-    attributes of its last observed row; only idle findings and rightsizing candidates."""
-    parts: list[Select] = []
-    if rollup_days:
-        parts.append(stored_rows_query(rollup_days))
-    if raw_segments:
-        parts.append(segment_rows_query(raw_segments, settings.idle_utilization_pct))
-    if not parts:
-        raise ValueError("an idle window has at least one hour")
-    segs = (parts[0] if len(parts) == 1 else union_all(*parts)).cte("segments")
+    """The first pass, over every resource of the window: observed and idle hours, last
+    observed and active hours, utilization sums; only resources that meet the idle rule or are
+    rightsizing candidates (several GPUs, mean utilization below ``RIGHTSIZE_UTILIZATION_PCT``)."""
+    segs = _segments(rollup_days, raw_segments, settings)
     share_n, share_d = settings.idle_min_idle_share_pct.as_integer_ratio()
     observed, idle = func.sum(segs.c.usage_rows), func.sum(segs.c.idle_rows)
     last_observed, last_active = func.max(segs.c.last_observed_hour), func.max(segs.c.last_active_hour)
     util_x, util_gpu_hours = func.sum(segs.c.utilization_x_gpu_hours), func.sum(segs.c.utilization_gpu_hours)
-    rightsize_pct = bindparam(
-        "rightsize_utilization_pct", settings.rightsize_utilization_pct, type_=Numeric()
-    )
-    per_resource = (
+    pct = float(settings.rightsize_utilization_pct)
+    rightsize_pct = bindparam("rightsize_utilization_pct", pct, type_=Float())
+    return (
         select(
             segs.c.resource_id,
             observed.label("observed_hours"),
             idle.label("idle_hours"),
             last_observed.label("last_observed_hour"),
             last_active.label("last_active_hour"),
-            func.sum(segs.c.cost_micros).label("window_cost_micros"),
-            func.sum(segs.c.gpu_hours).label("window_gpu_hours"),
             util_x.label("utilization_x_gpu_hours"),
             util_gpu_hours.label("utilization_gpu_hours"),
-            func.max(segs.c.peak_gpu_load).label("peak_gpu_load"),
-            func.sum(segs.c.committed_rows).label("committed_rows"),
         )
         .where(*([segs.c.resource_id.not_in(withheld)] if withheld is not None else []))
         .group_by(segs.c.resource_id)
@@ -136,7 +149,6 @@ def rollup_candidates_query(
                     idle * 100 * share_d >= observed * share_n,
                     or_(last_active.is_(None), last_active < last_observed),
                 ),
-                # Rightsizing candidates: several GPUs, mean utilization below the threshold.
                 and_(
                     func.max(segs.c.max_gpu_count) > 1,
                     util_gpu_hours > 0,
@@ -144,52 +156,59 @@ def rollup_candidates_query(
                 ),
             )
         )
-        .cte("per_resource")
+        .order_by(segs.c.resource_id)
     )
-    in_streak = and_(
-        segs.c.resource_id == per_resource.c.resource_id,
-        or_(
-            per_resource.c.last_active_hour.is_(None),
-            segs.c.last_observed_hour >= per_resource.c.last_active_hour,
-        ),
-    )
-    streak = (
-        select(
-            per_resource.c.resource_id,
-            func.sum(segs.c.tail_idle_rows).label("streak_hours"),
-            func.min(segs.c.tail_idle_start).label("streak_start"),
-            func.sum(segs.c.tail_idle_cost_micros).label("streak_cost_micros"),
+
+
+def candidate_segments_query(
+    rollup_days: Sequence[dt.date],
+    raw_segments: Sequence[Segment],
+    settings: Settings,
+    resource_ids: Sequence[str],
+) -> Select:
+    """The second pass: the segment rows of the (few) candidates, through (resource_id, day)
+    on the rollup and the primary key of the raw hours."""
+    segs = _segments(rollup_days, raw_segments, settings, resource_ids)
+    return select(*(segs.c[c] for c in SEGMENT_COLUMNS))
+
+
+def last_rows_query(last_hours: Mapping[str, dt.datetime]) -> Select:
+    """The attributes of each candidate's last observed hour, by primary key."""
+    u = gpu_usage_hourly.c
+    keys = [(resource_id, hour) for resource_id, hour in last_hours.items()]
+    return select(
+        u.resource_id, u.provider, u.region, u.gpu_type, u.gpu_count, u.model_name, u.team, u.pricing_category
+    ).where(tuple_(u.resource_id, u.usage_hour).in_(keys))
+
+
+def combine(
+    first: Sequence[Mapping[str, Any]], segments: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each candidate's streak and window totals from its segment rows: the streak is the idle
+    tail of the segment holding its last active hour plus every later segment (see above)."""
+    by_resource: dict[str, list[Mapping[str, Any]]] = {}
+    for seg in segments:
+        by_resource.setdefault(seg["resource_id"], []).append(seg)
+    out = []
+    for r in first:
+        segs = by_resource.get(r["resource_id"], [])
+        last_active = r["last_active_hour"]
+        streak = [s for s in segs if last_active is None or s["last_observed_hour"] >= last_active]
+        starts = [s["tail_idle_start"] for s in streak if s["tail_idle_start"] is not None]
+        peaks = [s["peak_gpu_load"] for s in segs if s["peak_gpu_load"] is not None]
+        out.append(
+            {
+                **r,
+                "streak_hours": sum(as_int(s["tail_idle_rows"]) for s in streak),
+                "streak_start": min(starts, default=None),
+                "streak_cost_micros": sum(as_int(s["tail_idle_cost_micros"]) for s in streak),
+                "window_cost_micros": sum(as_int(s["cost_micros"]) for s in segs),
+                "window_gpu_hours": sum(as_int(s["gpu_hours"]) for s in segs),
+                "peak_gpu_load": max(peaks, default=None),
+                "committed_rows": sum(as_int(s["committed_rows"]) for s in segs),
+            }
         )
-        .select_from(per_resource.join(segs, in_streak))
-        .group_by(per_resource.c.resource_id)
-        .cte("streaks")
-    )
-    u = gpu_usage_hourly
-    last_row = and_(
-        u.c.resource_id == per_resource.c.resource_id, u.c.usage_hour == per_resource.c.last_observed_hour
-    )
-    return (
-        select(
-            per_resource.c.resource_id,
-            u.c.provider,
-            u.c.region,
-            u.c.gpu_type,
-            u.c.gpu_count,
-            u.c.model_name,
-            u.c.team,
-            u.c.pricing_category,
-            *(per_resource.c[c] for c in list(per_resource.c.keys())[1:]),
-            streak.c.streak_hours,
-            streak.c.streak_start,
-            streak.c.streak_cost_micros,
-        )
-        .select_from(
-            per_resource.join(u, last_row).outerjoin(
-                streak, streak.c.resource_id == per_resource.c.resource_id
-            )
-        )
-        .order_by(per_resource.c.resource_id)
-    )
+    return out
 
 
 def merge_reports(reports: Sequence[RuleReport], extra_rows: int = 0) -> RuleReport:
