@@ -244,8 +244,8 @@ SEGMENT_COLUMNS = [
 
 def rollup_rows_query(days: Sequence[dt.date]) -> Select:
     """The hourly rows the rollup of ``days`` stands for (they passed the usage checks)."""
-    r = daily_resource_usage.c
-    return select(func.coalesce(func.sum(r.usage_rows), 0)).where(days_condition(r.day, days))
+    d = daily_resource_usage_days.c
+    return select(func.coalesce(func.sum(d.usage_rows), 0)).where(days_condition(d.day, days))
 
 
 def write_rollup(
@@ -264,13 +264,13 @@ def write_rollup(
     names = [c.name for c in daily_resource_usage.columns]
     insert = daily_resource_usage.insert().from_select(names, select(*(q.c[name] for name in names)))
     written = conn.execute(insert).rowcount
-    counts: dict[dt.date, int] = dict(
-        conn.execute(
-            select(daily_resource_usage.c.day, func.count())
-            .where(daily_resource_usage.c.day.in_(days))
-            .group_by(daily_resource_usage.c.day)
-        ).all()
-    )
+    r = daily_resource_usage.c
+    counts = {
+        day: (int(resources), int(rows or 0))
+        for day, resources, rows in conn.execute(
+            select(r.day, func.count(), func.sum(r.usage_rows)).where(r.day.in_(days)).group_by(r.day)
+        )
+    }
     conn.execute(
         daily_resource_usage_days.insert(),
         [
@@ -280,7 +280,8 @@ def write_rollup(
                 "idle_utilization_pct": str(idle_utilization_pct),
                 "start_utc": s.start,
                 "end_utc": s.end,
-                "resources": int(counts.get(s.day, 0)),
+                "resources": counts.get(s.day, (0, 0))[0],
+                "usage_rows": counts.get(s.day, (0, 0))[1],
                 "computed_at": computed_at,
             }
             for s in segments

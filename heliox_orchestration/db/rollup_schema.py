@@ -83,6 +83,9 @@ daily_resource_usage_days = Table(
     Column("start_utc", UTCDateTime(), nullable=False),
     Column("end_utc", UTCDateTime(), nullable=False),
     Column("resources", Integer, nullable=False),
+    Column(
+        "usage_rows", BigInteger, nullable=False, comment="hourly rows rolled up (they passed the checks)"
+    ),
     Column("computed_at", UTCDateTime(), nullable=False),
     comment="Rollup (written by daily_gpu_costs): the settings each rolled-up day was computed with.",
 )

@@ -326,7 +326,8 @@ def compute_idle_evaluation(
             last = {r["resource_id"]: r["last_observed_hour"] for r in candidates}
             attributes = {r.resource_id: r._mapping for r in conn.execute(last_rows_query(last))}
             combined = combine(candidates, [dict(s._mapping) for s in segments])
-            rows = [{**attributes[r["resource_id"]], **r} for r in combined]
+            # A resource whose hours were deleted since its days were rolled up is not judged.
+            rows = [{**attributes[r["resource_id"]], **r} for r in combined if r["resource_id"] in attributes]
         rolled_rows = as_int(conn.execute(rollup_rows_query(rollup_days)).scalar_one()) if rollup_days else 0
         any_row = (
             select(u.resource_id).where(u.usage_hour >= window.start, u.usage_hour < window.end).limit(1)
