@@ -70,6 +70,25 @@ class IdleFinding:
 
 
 @dataclass(frozen=True)
+class RightsizingFinding:
+    """One rightsizing recommendation (a row of ``rightsizing_recommendations``)."""
+
+    resource_id: str
+    provider: str
+    gpu_type: str
+    gpu_count: int
+    recommended_gpu_count: int  # ceil(peak hourly GPU load), at least 1
+    team: str | None
+    model_name: str | None
+    mean_utilization_pct: float
+    peak_gpu_load: float
+    monthly_savings_usd: Decimal  # spare GPUs x per-GPU hourly cost x 730 ($0 when committed)
+    action: str  # "rightsize" | "reallocate" (committed capacity)
+    title: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class WithheldResource:
     """A GPU resource left out of the idle rule: some of its usage rows in the window fail the
     data-quality rules, so any verdict on it would rest on numbers Heliox cannot trust."""
@@ -113,3 +132,5 @@ class CostSummary:
     # Resolved idle GPUs' hourly cost x their hours not spent this local month, through
     # report_date (detections/resolution.py); None: not computed (the stored summary alone).
     savings_realized_month_usd: Decimal | None = None
+    rightsizing_count: int = 0  # open rightsizing recommendations (medium: advice, not fires)
+    rightsizing_savings_monthly_usd: Decimal = Decimal(0)

@@ -320,6 +320,10 @@ def daily_summary_message(summary: CostSummary, *, dashboard_url: str | None = N
         blocks.append(section(f"⚠️ {recs} available\n{_dashboard(dashboard_url)}"))
     else:
         blocks.append(section("✅ No high-severity recommendations"))
+    if summary.rightsizing_count:
+        nodes = plural(summary.rightsizing_count, "oversized GPU node")
+        saving = format_usd(summary.rightsizing_savings_monthly_usd)
+        blocks.append(context(f"🔧 Rightsizing: {nodes} could run on fewer GPUs ({saving}/mo)"))
     fallback = (
         f"{title} for {day.isoformat()}: yesterday {format_usd(summary.yesterday_cost_usd)}, "
         f"last 7 days {format_usd(summary.last_7_days_cost_usd)}, "

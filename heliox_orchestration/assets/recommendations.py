@@ -83,10 +83,36 @@ def idle_metadata(evaluation: "IdleEvaluation") -> dict[str, Any]:
     }
     if not evaluation.has_usage:
         metadata["status"] = "No usage data: gpu_usage_hourly has no rows in the window."
+    metadata["rightsizing_findings"] = len(evaluation.rightsizing)
+    if len(evaluation.rightsizing):
+        metadata["rightsizing"] = MetadataValue.md(
+            markdown_table(
+                records_of(evaluation.rightsizing),
+                {
+                    "title": str,
+                    "detail": str,
+                    "resource_id": str,
+                    "monthly_savings_usd": lambda v: f"{format_usd(v)}/month",
+                },
+            )
+        )
+    metadata["rollup_days_read"] = len(evaluation.rollup_days)
+    if evaluation.unrolled_days:
+        metadata["days_read_raw"] = unrolled_note(evaluation)
     metadata["withheld_resources"] = len(evaluation.withheld)
     if evaluation.withheld:
         metadata["withheld"] = MetadataValue.md(_withheld_table(evaluation))
     return metadata
+
+
+def unrolled_note(evaluation: "IdleEvaluation") -> str:
+    """One line: the whole days of the window read from the raw hours, why, and what to do."""
+    days = ", ".join(d.isoformat() for d in evaluation.unrolled_days)
+    return (
+        f"Read from the raw hours (slower, same answer): {days}. Their rollup is missing, was "
+        "refreshed before the day ended, failed the checks, or was computed with another TIMEZONE "
+        "or IDLE_UTILIZATION_PCT; backfill daily_gpu_costs for these days to read the rollup again."
+    )
 
 
 def _withheld_table(evaluation: "IdleEvaluation") -> str:
@@ -190,6 +216,8 @@ def idle_gpu_recommendations(
     )
     if evaluation.withheld:
         context.log.warning(f"{len(evaluation.withheld)} GPUs not judged: their usage rows fail checks")
+    if evaluation.unrolled_days:
+        context.log.warning(unrolled_note(evaluation))
     # Alerted idle GPUs that stopped costing money idle (detections/resolution.py).
     changes = track_episodes(engine, evaluation, settings)
     for episode in changes.resolved:

@@ -62,6 +62,7 @@ class Segment:
     day: dt.date
     start: dt.datetime
     end: dt.datetime
+    whole: bool = True  # the whole local day (False: the part of it inside a window)
 
 
 def _micros(column_: Any) -> Any:

@@ -334,6 +334,8 @@ gpu_cost_summary = Table(
     Column("days_with_data_30", Integer, nullable=False),
     Column("high_severity_count", Integer, nullable=False),
     Column("potential_savings_monthly_usd", Money(), nullable=False),
+    Column("rightsizing_count", Integer, nullable=True, comment="NULL: stored before rightsizing"),
+    Column("rightsizing_savings_monthly_usd", Money(), nullable=True),
     Column("recommendations_as_of", UTCDateTime(), nullable=True),
     Column("computed_at", UTCDateTime(), nullable=False),
     comment="Asset gpu_cost_summary: the daily-summary numbers per report date.",

@@ -81,15 +81,17 @@ from heliox_orchestration.db.schema import (
 from heliox_orchestration.detections.idle_rollup import (
     candidate_segments_query,
     combine,
+    is_idle_finding,
     last_rows_query,
     merge_reports,
+    merge_withheld,
     plan_segments,
     raw_ranges,
     rollup_candidates_query,
 )
 from heliox_orchestration.detections.rightsizing import RIGHTSIZE_COLUMNS, rightsizing_frame
 from heliox_orchestration.money import MICROS
-from heliox_orchestration.reports import IdleFinding, IdleSpendReport, WithheldResource
+from heliox_orchestration.reports import IdleFinding, IdleSpendReport, RightsizingFinding, WithheldResource
 from heliox_orchestration.settings import Settings
 
 ROLLUP, RAW = "rollup", "raw"  # where compute_idle_evaluation reads the window
@@ -271,6 +273,7 @@ class IdleEvaluation:
     rightsizing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RIGHTSIZE_COLUMNS))
     rollup_days: tuple[dt.date, ...] = ()  # whole local days read from the rollup
     raw_days: tuple[dt.date, ...] = ()  # (partial) local days read from the raw hours
+    unrolled_days: tuple[dt.date, ...] = ()  # whole local days read raw: no usable rollup
 
     @property
     def as_of(self) -> dt.datetime:
@@ -283,6 +286,13 @@ class IdleEvaluation:
             IdleFinding(**{k: v for k, v in r.items() if k in fields})
             for r in records_of(self.findings)
             if r["severity"] in wanted
+        )
+
+    def to_rightsizing(self) -> tuple[RightsizingFinding, ...]:
+        fields = RightsizingFinding.__dataclass_fields__
+        return tuple(
+            RightsizingFinding(**{k: v for k, v in r.items() if k in fields})
+            for r in records_of(self.rightsizing)
         )
 
     def report(self, severities: Collection[str] = ("high",)) -> IdleSpendReport:
@@ -311,7 +321,7 @@ def compute_idle_evaluation(
     leave_out = None
     if not all(r.passed for r in reports):
         found = [w for a, b in ranges for w in withheld_resources(engine, a, b, max_hourly_cost=limit)]
-        withheld = _merge_withheld(found)
+        withheld = merge_withheld(found)
         leave_out = union(
             *(bad_resources_query(a, b, engine.dialect.name, max_hourly_cost=limit) for a, b in ranges)
         )
@@ -333,7 +343,7 @@ def compute_idle_evaluation(
             select(u.resource_id).where(u.usage_hour >= window.start, u.usage_hour < window.end).limit(1)
         )
         has_usage = bool(rows) or conn.execute(any_row).first() is not None
-    idle_rows = [r for r in rows if _is_idle_finding(r, settings)]
+    idle_rows = [r for r in rows if is_idle_finding(r, settings)]
     idle_ids = {r["resource_id"] for r in idle_rows}
     rightsizing = rightsizing_frame((r for r in rows if r["resource_id"] not in idle_ids), settings)
     return IdleEvaluation(
@@ -345,30 +355,8 @@ def compute_idle_evaluation(
         rightsizing=rightsizing,
         rollup_days=tuple(rollup_days),
         raw_days=tuple(s.day for s in raw_segments),
+        unrolled_days=tuple(s.day for s in raw_segments if s.whole),
     )
-
-
-def _is_idle_finding(r: dict[str, Any], settings: Settings) -> bool:
-    """The raw query's HAVING, on a row that may be a rightsizing candidate only."""
-    observed, idle = as_int(r["observed_hours"]), as_int(r["idle_hours"])
-    share_n, share_d = settings.idle_min_idle_share_pct.as_integer_ratio()
-    return (
-        observed >= settings.idle_min_observed_hours
-        and idle * 100 * share_d >= observed * share_n
-        and (r["last_active_hour"] is None or r["last_active_hour"] < r["last_observed_hour"])
-    )
-
-
-def _merge_withheld(found: list[WithheldResource]) -> tuple[WithheldResource, ...]:
-    merged: dict[str, WithheldResource] = {}
-    for w in found:
-        old = merged.get(w.resource_id)
-        if old is None:
-            merged[w.resource_id] = w
-        else:
-            problems = tuple(dict.fromkeys(old.problems + w.problems))
-            merged[w.resource_id] = WithheldResource(w.resource_id, old.usage_rows + w.usage_rows, problems)
-    return tuple(merged[k] for k in sorted(merged))
 
 
 def _raw_evaluation(engine: Engine, settings: Settings, window: IdleWindow) -> IdleEvaluation:

@@ -51,6 +51,7 @@ from heliox_orchestration.costs.rollup import (
 from heliox_orchestration.db.rollup_schema import daily_resource_usage
 from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration.partitions import local_day_bounds
+from heliox_orchestration.reports import WithheldResource
 from heliox_orchestration.settings import Settings
 
 
@@ -68,7 +69,8 @@ def window_segments(
         day_start, day_end = local_day_bounds(day, timezone)
         a, b = max(start, day_start), min(end, day_end)
         if a < b:
-            (whole if (a, b) == (day_start, day_end) else partial).append(Segment(day, a, b))
+            is_whole = (a, b) == (day_start, day_end)
+            (whole if is_whole else partial).append(Segment(day, a, b, is_whole))
         day += dt.timedelta(days=1)
     return whole, partial
 
@@ -225,3 +227,26 @@ def merge_reports(reports: Sequence[RuleReport], extra_rows: int = 0) -> RuleRep
         examples.extend(r.examples)
     rows = sum(r.rows_checked for r in reports) + extra_rows
     return RuleReport(rows, violations, tuple(samples), tuple(examples), fixes)
+
+
+def is_idle_finding(r: dict[str, Any], settings: Settings) -> bool:
+    """The raw query's HAVING, on a row that may be a rightsizing candidate only."""
+    observed, idle = as_int(r["observed_hours"]), as_int(r["idle_hours"])
+    share_n, share_d = settings.idle_min_idle_share_pct.as_integer_ratio()
+    return (
+        observed >= settings.idle_min_observed_hours
+        and idle * 100 * share_d >= observed * share_n
+        and (r["last_active_hour"] is None or r["last_active_hour"] < r["last_observed_hour"])
+    )
+
+
+def merge_withheld(found: list[WithheldResource]) -> tuple[WithheldResource, ...]:
+    merged: dict[str, WithheldResource] = {}
+    for w in found:
+        old = merged.get(w.resource_id)
+        if old is None:
+            merged[w.resource_id] = w
+        else:
+            problems = tuple(dict.fromkeys(old.problems + w.problems))
+            merged[w.resource_id] = WithheldResource(w.resource_id, old.usage_rows + w.usage_rows, problems)
+    return tuple(merged[k] for k in sorted(merged))
