@@ -184,9 +184,10 @@ def test_idle_asset_matches_the_compute_function(any_engine: Engine, instance: D
     )
     assert load_idle_spend_report(any_engine) == idle_spend_report(any_engine, SETTINGS, as_of=NOW)
     (meta,) = metadata_of(result, IDLE_KEY)
-    # The demo plants idle GPUs: two high-severity, one medium, one low.
-    assert (meta["high_severity"], meta["medium_severity"], meta["low_severity"]) == (2, 1, 1)
-    assert meta["dagster/row_count"] == 4
+    # The demo plants idle GPUs: two high-severity, two medium (one committed), one low.
+    assert (meta["high_severity"], meta["medium_severity"], meta["low_severity"]) == (2, 2, 1)
+    assert meta["dagster/row_count"] == 5
+    assert meta["rightsizing_findings"] == 1  # its 8-GPU node
     assert "Idle GPU: H100 on AWS" in meta["preview"]
 
 

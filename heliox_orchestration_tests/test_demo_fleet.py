@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
+from heliox_orchestration.detections.idle import compute_idle_evaluation
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, generate_chunks, seed_demo
 from heliox_orchestration.money import micros_to_dollars
+from heliox_orchestration.settings import Settings
 
 NOW = dt.datetime(2026, 1, 21, 12, 30, tzinfo=dt.UTC)
 SPEC = FleetSpec(gpus=30, days=20, end_date=dt.date(2026, 1, 20), seed=7)
@@ -93,3 +95,24 @@ def test_today_stops_at_the_last_completed_hour() -> None:
     spec = FleetSpec(gpus=1, days=1, end_date=dt.date(2026, 1, 21))
     _start, end = spec.hour_range(NOW)
     assert end == dt.datetime(2026, 1, 21, 12, tzinfo=dt.UTC)
+
+
+def test_committed_capacity_and_an_oversized_node(any_engine: Engine) -> None:
+    seed_demo(any_engine, FleetSpec(gpus=20, days=20, end_date=dt.date(2026, 1, 20), seed=3), now=NOW)
+    evaluation = compute_idle_evaluation(any_engine, Settings(), NOW)
+    committed = [f for f in evaluation.to_findings() if f.action == "reallocate"]
+    assert [(f.resource_id, f.severity, f.monthly_savings_usd) for f in committed] == [
+        ("demo-aws-h100-00004", "medium", Decimal(0))
+    ]
+    (node,) = evaluation.to_rightsizing()
+    assert (node.resource_id, node.gpu_count, node.recommended_gpu_count) == ("demo-aws-a100-00005", 8, 2)
+    assert node.monthly_savings_usd > 0
+    with any_engine.connect() as conn:
+        categories = dict(
+            conn.execute(
+                select(gpu_usage_hourly.c.pricing_category, func.count()).group_by(
+                    gpu_usage_hourly.c.pricing_category
+                )
+            ).all()
+        )
+    assert set(categories) == {"Committed", "Dynamic", "Standard"}

@@ -4,6 +4,7 @@ and committed capacity; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from heliox_orchestration.alerts.messages import idle_spend_message, rightsizing_message
 from heliox_orchestration.costs.common import records_of
 from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
 from heliox_orchestration.costs.rollup import forget_rollup_days
@@ -18,7 +20,8 @@ from heliox_orchestration.db.rollup_schema import daily_resource_usage
 from heliox_orchestration.detections.idle import RAW, IdleEvaluation, compute_idle_evaluation, idle_window
 from heliox_orchestration.detections.idle_rollup import window_segments
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
-from heliox_orchestration.settings import Settings
+from heliox_orchestration.reports import IdleFinding, IdleSpendReport, RightsizingFinding
+from heliox_orchestration.settings import Settings, SettingsError, load_settings
 from heliox_orchestration_tests.crafted import hourly, insert, row, utc
 
 H = dt.timedelta(hours=1)
@@ -252,3 +255,50 @@ def test_committed_idle_gpu_says_reallocate_with_no_termination_savings(any_engi
             Decimal("8971.700000"),
         )
         assert findings["spot"].monthly_savings_usd == Decimal("2920.000000")
+
+
+def test_rightsizing_settings_and_messages() -> None:
+    assert load_settings({}).rightsize_alerts is False
+    env = {"RIGHTSIZE_ALERTS": "true", "RIGHTSIZE_UTILIZATION_PCT": "25"}
+    settings = load_settings(env)
+    assert (settings.rightsize_alerts, settings.rightsize_utilization_pct) == (True, Decimal("25"))
+    with pytest.raises(SettingsError, match="RIGHTSIZE_ALERTS='yes' is not a boolean; use true or false"):
+        load_settings({"RIGHTSIZE_ALERTS": "yes"})
+    node = RightsizingFinding(
+        "node-1",
+        "aws",
+        "A100",
+        4,
+        2,
+        "llm",
+        "GPT-4",
+        20.0,
+        1.8,
+        Decimal("5840"),
+        "rightsize",
+        "Oversized GPU node: 4x A100 on AWS",
+        "20% mean utilization on 4 GPUs, peak 1.8 GPUs' worth: 2 would do",
+    )
+    payload = json.dumps(rightsizing_message([node]).to_payload(), ensure_ascii=False)
+    assert "2 would do" in payload and "$5,840.00/month" in payload and "RIGHTSIZE_ALERTS=true" in payload
+    reserved = IdleFinding(
+        "r-1",
+        "aws",
+        "H100",
+        1,
+        None,
+        None,
+        None,
+        5,
+        100,
+        Decimal(0),
+        "medium",
+        "Idle GPU: H100 on AWS",
+        "100% idle for 5 days; committed capacity: reallocate it (no savings from terminating)",
+        Decimal("12.29"),
+        "reallocate",
+    )
+    text = json.dumps(
+        idle_spend_message(IdleSpendReport(AS_OF, (reserved,))).to_payload(), ensure_ascii=False
+    )
+    assert "Reallocate" in text and "$8,971.70/month" in text and "$0 from terminating" in text
