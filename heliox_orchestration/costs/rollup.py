@@ -163,7 +163,8 @@ def segment_rows_query(
             func.min(t.c.usage_hour).label("start"),
         )
         .select_from(per.join(t, in_tail))
-        .where(has_tail)
+        # The segments' own hours, as constants: an index range, never the whole table's history.
+        .where(has_tail, or_(*(and_(t.c.usage_hour >= a, t.c.usage_hour < b) for a, b in _ranges(ordered))))
         .group_by(per.c.day, per.c.resource_id)
         .cte("tails")
     )
@@ -325,16 +326,3 @@ def usable_rollup_days(
         ):
             usable.add(day)
     return usable
-
-
-def rollup_settings_mismatch(conn: Connection, timezone: str, idle_utilization_pct: Decimal) -> int:
-    """How many rolled-up days were computed with another TIMEZONE or IDLE_UTILIZATION_PCT."""
-    d = daily_resource_usage_days.c
-    n = 0
-    for tz, pct in conn.execute(select(d.timezone, d.idle_utilization_pct)).all():
-        n += tz != timezone or Decimal(pct) != idle_utilization_pct
-    return n
-
-
-def as_decimal_or_none(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
