@@ -54,13 +54,17 @@ too, so the burn-rate alert sees today's spend so far. The database aggregates
 utilization); only the aggregates reach pandas. Materializing a day, or a backfill range in a
 single run, replaces those days' rows in one transaction, in the tables `daily_gpu_costs` and
 `daily_gpu_cost_days` (one row per day, `has_data = false` for a day without any usage: a gap,
-not a $0 day).
+not a $0 day). The same transaction writes the days' per-resource rollup
+(`daily_resource_usage`, one row per local day and GPU, with the `TIMEZONE` and
+`IDLE_UTILIZATION_PCT` it was computed with in `daily_resource_usage_days`) that the idle rule and
+rightsizing read instead of the raw hours.
 
 Before it computes, the asset checks the usage rows of its days (`valid_usage_rows`, however it
 is launched): a negative, non-numeric, infinite or implausible cost, a utilization outside 0-100,
 an hour not stored as a UTC hour, a blank key, or an hour after now. If any row fails, nothing is
-written and the run fails with the rule, the counts and example rows. Usage rows after now
-outside the run's days change no number of this run: `no_future_usage` names them (a warning)."""
+written, the days' rollup is dropped (readers judge those hours themselves), and the run fails
+with the rule, the counts and example rows. Usage rows after now outside the run's days change no
+number of this run: `no_future_usage` names them (a warning)."""
 
 
 def daily_costs_metadata(costs: "DailyCosts", rows_written: int) -> dict[str, Any]:
@@ -155,7 +159,12 @@ def build_daily_gpu_costs(partitions: DailyPartitionsDefinition) -> AssetsDefini
                 group_name=GROUP,
                 kinds=KINDS,
                 partitions_def=partitions,
-                metadata=table_metadata("daily_gpu_costs", "daily_gpu_cost_days"),
+                metadata=table_metadata(
+                    "daily_gpu_costs",
+                    "daily_gpu_cost_days",
+                    "daily_resource_usage",
+                    "daily_resource_usage_days",
+                ),
             )
         ],
         check_specs=DAILY_COSTS_CHECKS,
