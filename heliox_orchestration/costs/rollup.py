@@ -33,6 +33,7 @@ from sqlalchemy import (
     Connection,
     Date,
     Engine,
+    Integer,
     Numeric,
     Select,
     and_,
@@ -44,6 +45,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    null,
     or_,
     select,
     values,
@@ -71,11 +73,16 @@ def _micros(column_: Any) -> Any:
 
 
 def segment_rows_query(
-    segments: Sequence[Segment], idle_utilization_pct: Decimal, resource_ids: Sequence[str] | None = None
+    segments: Sequence[Segment],
+    idle_utilization_pct: Decimal,
+    resource_ids: Sequence[str] | None = None,
+    *,
+    tails: bool = True,
 ) -> Select:
     """Per (segment, resource) every rollup column from ``gpu_usage_hourly``; money in
     ``*_micros`` columns. One scan of the segments' hours for the counts, then the idle tails of
-    the (few) resources with one, read through the primary key."""
+    the (few) resources with one, read through the primary key. Without ``tails`` the tail
+    columns are 0/NULL and only the one scan runs (the database computes only the columns read)."""
     u = gpu_usage_hourly
     ordered = sorted(segments, key=lambda s: s.start)
     # Each hour's segment by comparisons in the row (no join: a row meets one small CASE).
@@ -131,6 +138,13 @@ def segment_rows_query(
         .group_by(rows.c.day, rows.c.resource_id)
         .subquery("grouped")
     )
+    if not tails:
+        empty = [
+            literal(0, Integer()).label("tail_idle_rows"),
+            literal(0, BigInteger()).label("tail_idle_cost_micros"),
+            null().label("tail_idle_start"),
+        ]
+        return select(*(grouped.c[c] if c in grouped.c else _named(empty, c) for c in SEGMENT_COLUMNS))
     bounds = (
         values(
             column("day", Date),
@@ -190,6 +204,10 @@ def segment_rows_query(
         per.c.committed_cost_micros,
         per.c.committed_rows,
     ).select_from(per.outerjoin(tail, and_(tail.c.day == per.c.day, tail.c.resource_id == per.c.resource_id)))
+
+
+def _named(columns: Sequence[Any], name: str) -> Any:
+    return next(c for c in columns if c.name == name)
 
 
 def _ranges(ordered: Sequence[Segment]) -> list[tuple[dt.datetime, dt.datetime]]:

@@ -85,6 +85,17 @@ def plan_segments(
     return sorted(usable), raw
 
 
+def merged(segments: Sequence[Segment]) -> list[Segment]:
+    """Contiguous segments joined into one (keyed by its first day)."""
+    out: list[Segment] = []
+    for s in sorted(segments, key=lambda s: s.start):
+        if out and out[-1].end == s.start:
+            out[-1] = Segment(out[-1].day, out[-1].start, s.end, whole=False)
+        else:
+            out.append(s)
+    return out
+
+
 def raw_ranges(segments: Sequence[Segment]) -> list[tuple[dt.datetime, dt.datetime]]:
     """Contiguous UTC ranges of the raw segments (one rule scan each)."""
     ranges: list[tuple[dt.datetime, dt.datetime]] = []
@@ -102,7 +113,10 @@ def _segments(
     settings: Settings,
     resource_ids: Sequence[str] | None = None,
 ) -> Subquery:
-    """Every segment row of the window (of ``resource_ids`` only, when given)."""
+    """Every segment row of the window (of ``resource_ids`` only, when given: the second pass,
+    with the idle tails). Contiguous raw days are one segment: the streak rule holds for any
+    cut of the window, and fewer groups make the raw part as cheap as the raw-row rule."""
+    raw_segments = merged(raw_segments)
     parts: list[Select] = []
     if rollup_days:
         stored = stored_rows_query(rollup_days)
@@ -110,7 +124,8 @@ def _segments(
             stored = stored.where(daily_resource_usage.c.resource_id.in_(resource_ids))
         parts.append(stored)
     if raw_segments:
-        parts.append(segment_rows_query(raw_segments, settings.idle_utilization_pct, resource_ids))
+        pct = settings.idle_utilization_pct
+        parts.append(segment_rows_query(raw_segments, pct, resource_ids, tails=resource_ids is not None))
     if not parts:
         raise ValueError("an idle window has at least one hour")
     return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("segments")
