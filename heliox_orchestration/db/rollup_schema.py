@@ -20,6 +20,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    or_,
 )
 
 from heliox_orchestration.db.schema import Money, UTCDateTime, metadata
@@ -66,8 +67,22 @@ daily_resource_usage = Table(
     PrimaryKeyConstraint("day", "resource_id", name="pk_daily_resource_usage"),
     comment="Rollup (written by daily_gpu_costs): one row per local day and GPU resource.",
 )
-# The idle rule's second pass reads its few candidates' days through this one.
+# The idle rule reads its few candidates' days through this one.
 Index("ix_daily_resource_usage_resource_day", daily_resource_usage.c.resource_id, daily_resource_usage.c.day)
+# The days that end idle (an idle tail) or of multi-GPU resources: the only resources the idle
+# rule and rightsizing can find (a small share of a working fleet).
+ENDS_IDLE = or_(
+    daily_resource_usage.c.last_active_hour.is_(None),
+    daily_resource_usage.c.last_active_hour < daily_resource_usage.c.last_observed_hour,
+    daily_resource_usage.c.max_gpu_count > 1,
+)
+Index(
+    "ix_daily_resource_usageENDS_IDLE",
+    daily_resource_usage.c.day,
+    daily_resource_usage.c.resource_id,
+    postgresql_where=ENDS_IDLE,
+    sqlite_where=ENDS_IDLE,
+)
 
 daily_resource_usage_days = Table(
     "daily_resource_usage_days",

@@ -79,15 +79,12 @@ from heliox_orchestration.db.schema import (
     money_sum_micros,
 )
 from heliox_orchestration.detections.idle_rollup import (
-    candidate_segments_query,
-    combine,
     is_idle_finding,
-    last_rows_query,
     merge_reports,
     merge_withheld,
     plan_segments,
     raw_ranges,
-    rollup_candidates_query,
+    read_candidates,
 )
 from heliox_orchestration.detections.rightsizing import RIGHTSIZE_COLUMNS, rightsizing_frame
 from heliox_orchestration.money import MICROS
@@ -314,31 +311,20 @@ def compute_idle_evaluation(
         raise ValueError(f"source must be {ROLLUP!r} or {RAW!r}, not {source!r}")
     with engine.connect() as conn:
         rollup_days, raw_segments = plan_segments(conn, window.start, window.end, settings)
-    limit = settings.max_hourly_cost_usd
-    ranges = raw_ranges(raw_segments)
-    reports = [usage_rule_report(engine, a, b, max_hourly_cost=limit) for a, b in ranges]
-    withheld: tuple[WithheldResource, ...] = ()
-    leave_out = None
-    if not all(r.passed for r in reports):
-        found = [w for a, b in ranges for w in withheld_resources(engine, a, b, max_hourly_cost=limit)]
-        withheld = merge_withheld(found)
-        leave_out = union(
-            *(bad_resources_query(a, b, engine.dialect.name, max_hourly_cost=limit) for a, b in ranges)
-        )
-    u = gpu_usage_hourly.c
-    with engine.connect() as conn:
-        first = conn.execute(rollup_candidates_query(rollup_days, raw_segments, settings, leave_out))
-        candidates = [dict(r._mapping) for r in first]
-        ids = [r["resource_id"] for r in candidates]
-        rows: list[dict[str, Any]] = []
-        if ids:
-            segments = conn.execute(candidate_segments_query(rollup_days, raw_segments, settings, ids))
-            last = {r["resource_id"]: r["last_observed_hour"] for r in candidates}
-            attributes = {r.resource_id: r._mapping for r in conn.execute(last_rows_query(last))}
-            combined = combine(candidates, [dict(s._mapping) for s in segments])
-            # A resource whose hours were deleted since its days were rolled up is not judged.
-            rows = [{**attributes[r["resource_id"]], **r} for r in combined if r["resource_id"] in attributes]
+        limit = settings.max_hourly_cost_usd
+        ranges = raw_ranges(raw_segments)
+        reports = [usage_rule_report(engine, a, b, max_hourly_cost=limit) for a, b in ranges]
+        withheld: tuple[WithheldResource, ...] = ()
+        leave_out = None
+        if not all(r.passed for r in reports):
+            found = [w for a, b in ranges for w in withheld_resources(engine, a, b, max_hourly_cost=limit)]
+            withheld = merge_withheld(found)
+            leave_out = union(
+                *(bad_resources_query(a, b, engine.dialect.name, max_hourly_cost=limit) for a, b in ranges)
+            )
+        rows = read_candidates(conn, rollup_days, raw_segments, settings, leave_out)
         rolled_rows = as_int(conn.execute(rollup_rows_query(rollup_days)).scalar_one()) if rollup_days else 0
+        u = gpu_usage_hourly.c
         any_row = (
             select(u.resource_id).where(u.usage_hour >= window.start, u.usage_hour < window.end).limit(1)
         )

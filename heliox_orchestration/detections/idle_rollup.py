@@ -112,23 +112,52 @@ def _segments(
     raw_segments: Sequence[Segment],
     settings: Settings,
     resource_ids: Sequence[str] | None = None,
+    *,
+    tails: bool = False,
+    stored_where: Any = None,
 ) -> Subquery:
-    """Every segment row of the window (of ``resource_ids`` only, when given: the second pass,
-    with the idle tails). Contiguous raw days are one segment: the streak rule holds for any
-    cut of the window, and fewer groups make the raw part as cheap as the raw-row rule."""
-    raw_segments = merged(raw_segments)
+    """Every segment row of the window (of ``resource_ids`` only, when given), with the idle
+    tails of raw segments only when ``tails``. Contiguous raw days are one segment: the streak
+    rule holds for any cut of the window, and fewer groups keep the raw part as cheap as the
+    raw-row rule."""
     parts: list[Select] = []
     if rollup_days:
         stored = stored_rows_query(rollup_days)
         if resource_ids is not None:
             stored = stored.where(daily_resource_usage.c.resource_id.in_(resource_ids))
+        if stored_where is not None:
+            stored = stored.where(stored_where)
         parts.append(stored)
     if raw_segments:
         pct = settings.idle_utilization_pct
-        parts.append(segment_rows_query(raw_segments, pct, resource_ids, tails=resource_ids is not None))
+        parts.append(segment_rows_query(merged(raw_segments), pct, resource_ids, tails=tails))
     if not parts:
         raise ValueError("an idle window has at least one hour")
     return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("segments")
+
+
+# Above this many resources that may be findings, the first pass reads every resource's rows
+# (one scan) instead of naming them.
+MAX_NAMED_RESOURCES = 5000
+
+
+def may_be_findings_query(
+    rollup_days: Sequence[dt.date], raw_segments: Sequence[Segment], settings: Settings
+) -> Select:
+    """The resources with a segment that ends idle (the last one does, when a resource is idle
+    now) or with several GPUs: the only ones the idle rule or rightsizing can find. Read through
+    the partial index ``ix_daily_resource_usage_ends_idle``: a small share of a working fleet."""
+    r = daily_resource_usage.c
+    stored_ends_idle = or_(
+        r.last_active_hour.is_(None), r.last_active_hour < r.last_observed_hour, r.max_gpu_count > 1
+    )
+    segs = _segments(rollup_days, raw_segments, settings, stored_where=stored_ends_idle)
+    ends_idle = or_(
+        segs.c.last_active_hour.is_(None),
+        segs.c.last_active_hour < segs.c.last_observed_hour,
+        segs.c.max_gpu_count > 1,
+    )
+    return select(segs.c.resource_id).where(ends_idle).distinct()
 
 
 def rollup_candidates_query(
@@ -136,17 +165,18 @@ def rollup_candidates_query(
     raw_segments: Sequence[Segment],
     settings: Settings,
     withheld: Select[tuple[str]] | CompoundSelect[tuple[str]] | None = None,
+    resource_ids: Sequence[str] | None = None,
 ) -> Select:
-    """The first pass, over every resource of the window: observed and idle hours, last
+    """The first pass, over every resource of the window (or ``resource_ids``): observed and idle hours, last
     observed and active hours, utilization sums; only resources that meet the idle rule or are
     rightsizing candidates (several GPUs, mean utilization below ``RIGHTSIZE_UTILIZATION_PCT``)."""
-    segs = _segments(rollup_days, raw_segments, settings)
+    segs = _segments(rollup_days, raw_segments, settings, resource_ids)
     share_n, share_d = settings.idle_min_idle_share_pct.as_integer_ratio()
     observed, idle = func.sum(segs.c.usage_rows), func.sum(segs.c.idle_rows)
     last_observed, last_active = func.max(segs.c.last_observed_hour), func.max(segs.c.last_active_hour)
     util_x, util_gpu_hours = func.sum(segs.c.utilization_x_gpu_hours), func.sum(segs.c.utilization_gpu_hours)
-    pct = float(settings.rightsize_utilization_pct)
-    rightsize_pct = bindparam("rightsize_utilization_pct", pct, type_=Float())
+    threshold = float(settings.rightsize_utilization_pct)
+    rightsize_pct = bindparam("rightsize_utilization_pct", threshold, type_=Float())
     return (
         select(
             segs.c.resource_id,
@@ -185,7 +215,7 @@ def candidate_segments_query(
 ) -> Select:
     """The second pass: the segment rows of the (few) candidates, through (resource_id, day)
     on the rollup and the primary key of the raw hours."""
-    segs = _segments(rollup_days, raw_segments, settings, resource_ids)
+    segs = _segments(rollup_days, raw_segments, settings, resource_ids, tails=True)
     return select(*(segs.c[c] for c in SEGMENT_COLUMNS))
 
 
@@ -226,6 +256,33 @@ def combine(
             }
         )
     return out
+
+
+def read_candidates(
+    conn: Connection,
+    rollup_days: Sequence[dt.date],
+    raw_segments: Sequence[Segment],
+    settings: Settings,
+    withheld: Select[tuple[str]] | CompoundSelect[tuple[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """The idle findings' and rightsizing candidates' rows of the window (the first pass's
+    counts, the streak and totals, the last hour's attributes), in four small queries: the
+    resources that may be findings, the first pass over them, their segments, their last hours."""
+    maybe = list(conn.execute(may_be_findings_query(rollup_days, raw_segments, settings)).scalars())
+    if not maybe:
+        return []
+    named = maybe if len(maybe) <= MAX_NAMED_RESOURCES else None
+    first = conn.execute(rollup_candidates_query(rollup_days, raw_segments, settings, withheld, named))
+    candidates = [dict(r._mapping) for r in first]
+    if not candidates:
+        return []
+    ids = [r["resource_id"] for r in candidates]
+    segments = conn.execute(candidate_segments_query(rollup_days, raw_segments, settings, ids))
+    last = {r["resource_id"]: r["last_observed_hour"] for r in candidates}
+    attributes = {r.resource_id: r._mapping for r in conn.execute(last_rows_query(last))}
+    combined = combine(candidates, [dict(s._mapping) for s in segments])
+    # A resource whose hours were deleted since its days were rolled up is not judged.
+    return [{**attributes[r["resource_id"]], **r} for r in combined if r["resource_id"] in attributes]
 
 
 def merge_reports(reports: Sequence[RuleReport], extra_rows: int = 0) -> RuleReport:
