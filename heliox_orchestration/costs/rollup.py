@@ -33,7 +33,6 @@ from sqlalchemy import (
     Connection,
     Date,
     Engine,
-    Integer,
     Numeric,
     Select,
     and_,
@@ -45,7 +44,6 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
-    null,
     or_,
     select,
     values,
@@ -113,38 +111,34 @@ def segment_rows_query(
     known = rows.c.gpu_utilization_pct.is_not(None)
     committed = rows.c.pricing_category == COMMITTED
     load = rows.c.gpu_utilization_pct * rows.c.gpu_count
+    aggregates = [
+        money_sum_micros(rows.c.cost_usd).label("cost_micros"),
+        func.sum(rows.c.gpu_count).label("gpu_hours"),
+        func.count().label("usage_rows"),
+        func.count(rows.c.gpu_utilization_pct).label("utilization_rows"),
+        func.sum(is_idle).label("idle_rows"),
+        func.min(rows.c.usage_hour).label("first_observed_hour"),
+        func.max(rows.c.usage_hour).label("last_observed_hour"),
+        func.min(active_hour).label("first_active_hour"),
+        func.max(active_hour).label("last_active_hour"),
+        func.sum(load).label("utilization_x_gpu_hours"),
+        func.sum(case((known, rows.c.gpu_count), else_=0)).label("utilization_gpu_hours"),
+        (func.max(load) / literal_column("100.0")).label("peak_gpu_load"),
+        func.max(rows.c.gpu_count).label("max_gpu_count"),
+        func.coalesce(func.sum(case((committed, _micros(rows.c.cost_usd)), else_=0)), 0).label(
+            "committed_cost_micros"
+        ),
+        func.sum(case((committed, 1), else_=0)).label("committed_rows"),
+    ]
+    if not tails:  # the first pass reads only these: the others would cost as much again
+        aggregates = [a for a in aggregates if a.name in FIRST_PASS_COLUMNS]
     grouped = (
-        select(
-            rows.c.day,
-            rows.c.resource_id,
-            money_sum_micros(rows.c.cost_usd).label("cost_micros"),
-            func.sum(rows.c.gpu_count).label("gpu_hours"),
-            func.count().label("usage_rows"),
-            func.count(rows.c.gpu_utilization_pct).label("utilization_rows"),
-            func.sum(is_idle).label("idle_rows"),
-            func.min(rows.c.usage_hour).label("first_observed_hour"),
-            func.max(rows.c.usage_hour).label("last_observed_hour"),
-            func.min(active_hour).label("first_active_hour"),
-            func.max(active_hour).label("last_active_hour"),
-            func.sum(load).label("utilization_x_gpu_hours"),
-            func.sum(case((known, rows.c.gpu_count), else_=0)).label("utilization_gpu_hours"),
-            (func.max(load) / literal_column("100.0")).label("peak_gpu_load"),
-            func.max(rows.c.gpu_count).label("max_gpu_count"),
-            func.coalesce(func.sum(case((committed, _micros(rows.c.cost_usd)), else_=0)), 0).label(
-                "committed_cost_micros"
-            ),
-            func.sum(case((committed, 1), else_=0)).label("committed_rows"),
-        )
+        select(rows.c.day, rows.c.resource_id, *aggregates)
         .group_by(rows.c.day, rows.c.resource_id)
         .subquery("grouped")
     )
     if not tails:
-        empty = [
-            literal(0, Integer()).label("tail_idle_rows"),
-            literal(0, BigInteger()).label("tail_idle_cost_micros"),
-            null().label("tail_idle_start"),
-        ]
-        return select(*(grouped.c[c] if c in grouped.c else _named(empty, c) for c in SEGMENT_COLUMNS))
+        return select(*(grouped.c[c] for c in ("day", "resource_id", *FIRST_PASS_COLUMNS)))
     bounds = (
         values(
             column("day", Date),
@@ -206,10 +200,6 @@ def segment_rows_query(
     ).select_from(per.outerjoin(tail, and_(tail.c.day == per.c.day, tail.c.resource_id == per.c.resource_id)))
 
 
-def _named(columns: Sequence[Any], name: str) -> Any:
-    return next(c for c in columns if c.name == name)
-
-
 def _ranges(ordered: Sequence[Segment]) -> list[tuple[dt.datetime, dt.datetime]]:
     """Contiguous UTC ranges of segments sorted by start."""
     ranges: list[tuple[dt.datetime, dt.datetime]] = []
@@ -221,10 +211,11 @@ def _ranges(ordered: Sequence[Segment]) -> list[tuple[dt.datetime, dt.datetime]]
     return ranges
 
 
-def stored_rows_query(days: Sequence[dt.date]) -> Select:
+def stored_rows_query(days: Sequence[dt.date], *, tails: bool = True) -> Select:
     """The stored rollup rows of ``days`` with the columns of ``segment_rows_query``."""
     r = daily_resource_usage.c
-    return select(*(r[c] for c in SEGMENT_COLUMNS)).where(days_condition(r.day, days))
+    names = SEGMENT_COLUMNS if tails else ["day", "resource_id", *FIRST_PASS_COLUMNS]
+    return select(*(r[c] for c in names)).where(days_condition(r.day, days))
 
 
 def days_condition(day: Any, days: Sequence[dt.date]) -> Any:
@@ -238,6 +229,16 @@ def days_condition(day: Any, days: Sequence[dt.date]) -> Any:
     return or_(*(day.between(a, b) for a, b in runs)) if runs else day.is_(None)
 
 
+# What the idle rule's first pass (and the resources that may be findings) read.
+FIRST_PASS_COLUMNS = [
+    "usage_rows",
+    "idle_rows",
+    "last_observed_hour",
+    "last_active_hour",
+    "utilization_x_gpu_hours",
+    "utilization_gpu_hours",
+    "max_gpu_count",
+]
 SEGMENT_COLUMNS = [
     "day",
     "resource_id",

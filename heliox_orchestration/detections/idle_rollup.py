@@ -122,7 +122,7 @@ def _segments(
     raw-row rule."""
     parts: list[Select] = []
     if rollup_days:
-        stored = stored_rows_query(rollup_days)
+        stored = stored_rows_query(rollup_days, tails=tails)
         if resource_ids is not None:
             stored = stored.where(daily_resource_usage.c.resource_id.in_(resource_ids))
         if stored_where is not None:
@@ -139,6 +139,7 @@ def _segments(
 # Above this many resources that may be findings, the first pass reads every resource's rows
 # (one scan) instead of naming them.
 MAX_NAMED_RESOURCES = 5000
+MAX_RAW_HOURS_TO_NAME = 50  # the window's two partial days, at most 25 hours each
 
 
 def may_be_findings_query(
@@ -268,10 +269,15 @@ def read_candidates(
     """The idle findings' and rightsizing candidates' rows of the window (the first pass's
     counts, the streak and totals, the last hour's attributes), in four small queries: the
     resources that may be findings, the first pass over them, their segments, their last hours."""
-    maybe = list(conn.execute(may_be_findings_query(rollup_days, raw_segments, settings)).scalars())
-    if not maybe:
-        return []
-    named = maybe if len(maybe) <= MAX_NAMED_RESOURCES else None
+    named: list[str] | None = None
+    raw_hours = sum((s.end - s.start) / dt.timedelta(hours=1) for s in raw_segments)
+    # Worth a query only when most of the window is rolled up; else one scan of the raw hours.
+    if raw_hours <= MAX_RAW_HOURS_TO_NAME:
+        named = list(conn.execute(may_be_findings_query(rollup_days, raw_segments, settings)).scalars())
+        if not named:
+            return []
+        if len(named) > MAX_NAMED_RESOURCES:
+            named = None
     first = conn.execute(rollup_candidates_query(rollup_days, raw_segments, settings, withheld, named))
     candidates = [dict(r._mapping) for r in first]
     if not candidates:
