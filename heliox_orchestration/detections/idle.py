@@ -17,7 +17,11 @@ window of ``IDLE_LOOKBACK_DAYS`` x 24 completed hours before ``as_of``:
 * monthly savings = mean hourly cost over the streak x 730; severity ``high`` for a streak of
   7 days or more, ``medium`` for 3 or more, else ``low``.
 
-Per-resource counts, the last active hour and the streak cost are one aggregate query.
+Per-resource counts, the last active hour and the streak cost are one aggregate query over the
+raw hours (``source="raw"``, the reference); by default the same rule reads the per-resource daily
+rollup where it is usable (``detections.idle_rollup``), with identical findings. A finding on
+committed capacity (its last hour's ``pricing_category`` is Committed) says "reallocate" and saves
+$0 by terminating; rightsizing (``detections.rightsizing``) comes with the rollup evaluation.
 
 A resource with a usage row in the window that fails the data-quality rules
 (``costs.quality``) is not judged: it is withheld from the query, reported with the
