@@ -45,6 +45,7 @@ from typing import Any
 
 from sqlalchemy import Executable, create_engine, make_url, text
 
+from benchmarks import rollup_goal
 from benchmarks.common import median
 from benchmarks.ingest_goal import measure_ingest
 from benchmarks.seeding import Prepared, create_database_if_missing, drop_database, prepare_database
@@ -440,7 +441,10 @@ def _measure(
             main_url, daily_costs_query(local_days(first_backfill_day, day, settings.timezone))
         ),
     }
-    return _summarize(labels, imports, part, idle, naive_day, naive_idle, backfill, plans)
+    summary = _summarize(labels, imports, part, idle, naive_day, naive_idle, backfill, plans)
+    log("(G1) idle_gpu_recommendations on the daily rollup")
+    rollup = rollup_goal.measure(run_worker, main_url, as_of, settings.timezone, repeat, workdir)
+    return rollup_goal.extend(summary, rollup, Goal)
 
 
 def _summarize(

@@ -35,6 +35,7 @@ from heliox_orchestration.assets.checks import INPUT_CHECK
 from heliox_orchestration.assets.costs import FUTURE_CHECK
 from heliox_orchestration.costs.daily_costs import daily_costs_query, local_days
 from heliox_orchestration.costs.quality import usage_rule_query
+from heliox_orchestration.costs.rollup import Segment, segment_rows_query
 from heliox_orchestration.detections.idle import idle_candidates_query, idle_window
 from heliox_orchestration.partitions import daily_partitions, local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
@@ -104,6 +105,12 @@ class Project:
         return times[DagsterEventType.STEP_SUCCESS] - times[DagsterEventType.STEP_START]
 
 
+def rollup_query(first: dt.date, last: dt.date, settings: Settings) -> Executable:
+    """The per-resource rollup the step also computes (issue 18): part of its bare SQL."""
+    days = [Segment(d.day, d.start, d.end) for d in local_days(first, last, settings.timezone)]
+    return segment_rows_query(days, settings.idle_utilization_pct)
+
+
 def bare_queries(url: str, *queries: Executable) -> tuple[float, int]:
     """The SQL a step must run, one query after the other: the seconds of all, the rows of the last.
     Since issue 12 every cost asset scans its input rules first, then aggregates."""
@@ -165,6 +172,7 @@ def partition_task(params: dict[str, Any]) -> dict[str, Any]:
     today = params["today"]
     day = dt.date.fromisoformat(today)
     query = daily_costs_query(local_days(day, day, settings.timezone))
+    rollup = rollup_query(day, day, settings)
     day_bounds = local_range_bounds(day, day, settings.timezone)
     rules = usage_rule_query(
         "postgresql", *day_bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=_now()
@@ -177,7 +185,9 @@ def partition_task(params: dict[str, Any]) -> dict[str, Any]:
     def one_round(timed: bool) -> dict[str, float]:
         out: dict[str, float] = {}
         for label, url in urls.items():
-            out[f"{label}.bare_query_s"], counts[f"{label}.query_rows"] = bare_queries(url, rules, query)
+            out[f"{label}.bare_query_s"], counts[f"{label}.query_rows"] = bare_queries(
+                url, rules, rollup, query
+            )
             wall, result = project.materialize(url, asset_only(DAILY_COSTS_KEY), partition_key=today)
             out[f"{label}.materialization_s"] = wall
             out[f"{label}.step_s"] = project.step_seconds(result, "daily_gpu_costs")
@@ -226,6 +236,7 @@ def backfill_task(params: dict[str, Any]) -> dict[str, Any]:
     first, last = dt.date.fromisoformat(params["first"]), dt.date.fromisoformat(params["last"])
     keys: Sequence[str] = [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     query = daily_costs_query(local_days(first, last, settings.timezone))
+    rollup = rollup_query(first, last, settings)
     range_bounds = local_range_bounds(first, last, settings.timezone)
     rules = usage_rule_query(
         "postgresql", *range_bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=_now()
@@ -235,7 +246,7 @@ def backfill_task(params: dict[str, Any]) -> dict[str, Any]:
 
     def one_round(timed: bool) -> dict[str, float]:
         out: dict[str, float] = {}
-        out["bare_query_s"], counts["query_rows"] = bare_queries(url, rules, query)
+        out["bare_query_s"], counts["query_rows"] = bare_queries(url, rules, rollup, query)
         wall, result = project.materialize(url, asset_only(DAILY_COSTS_KEY), tags=tags)
         out["single_run_s"] = wall
         out["single_run_step_s"] = project.step_seconds(result, "daily_gpu_costs")

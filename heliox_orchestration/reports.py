@@ -66,6 +66,26 @@ class IdleFinding:
     title: str  # "Idle GPU: H100 on AWS"
     detail: str  # "100% idle for 14 days"
     hourly_cost_usd: Decimal | None = None  # mean over the idle streak (monthly = this x 730)
+    action: str = "terminate"  # "reallocate" for committed capacity: $0 savings from terminating
+
+
+@dataclass(frozen=True)
+class RightsizingFinding:
+    """One rightsizing recommendation (a row of ``rightsizing_recommendations``)."""
+
+    resource_id: str
+    provider: str
+    gpu_type: str
+    gpu_count: int
+    recommended_gpu_count: int  # ceil(peak hourly GPU load), at least 1
+    team: str | None
+    model_name: str | None
+    mean_utilization_pct: float
+    peak_gpu_load: float
+    monthly_savings_usd: Decimal  # spare GPUs x per-GPU hourly cost x 730 ($0 when committed)
+    action: str  # "rightsize" | "reallocate" (committed capacity)
+    title: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -117,3 +137,5 @@ class CostSummary:
     monthly_budget_usd: Decimal | None = None
     month_to_date_usd: Decimal | None = None
     month_forecast_usd: Decimal | None = None
+    rightsizing_count: int = 0  # open rightsizing recommendations (medium: advice, not fires)
+    rightsizing_savings_monthly_usd: Decimal = Decimal(0)

@@ -76,6 +76,8 @@ class Settings:
     budget_alert_levels: tuple[int, ...] = (50, 80, 100)
     # The project folder (``home.py``): relative paths of the embedded database are under it.
     home: Path | None = field(default_factory=installed_checkout)
+    rightsize_utilization_pct: Decimal = Decimal("30")
+    rightsize_alerts: bool = False
 
     @property
     def tz(self) -> ZoneInfo:
@@ -157,6 +159,8 @@ SETTING_VARIABLES: dict[str, str] = {
     "monthly_budget_usd": "MONTHLY_BUDGET_USD",
     "budget_alert_levels": "BUDGET_ALERT_LEVELS",
     "home": HOME_VAR,
+    "rightsize_utilization_pct": "RIGHTSIZE_UTILIZATION_PCT",
+    "rightsize_alerts": "RIGHTSIZE_ALERTS",
 }
 ALL_ALERTS, NO_ALERTS = "all", "none"
 
@@ -221,6 +225,12 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("IDLE_MIN_OBSERVED_HOURS", "24", "Hours a GPU must be observed to be judged."),
     ("IDLE_MIN_IDLE_SHARE_PCT", "95", "Share of idle hours that makes a finding, %."),
     ("IDLE_REALERT_DAYS", "7", "Days before the same idle GPU is alerted again."),
+    (
+        "RIGHTSIZE_UTILIZATION_PCT",
+        "30",
+        "Multi-GPU resources below this GPU-hour weighted mean utilization, %, are rightsizing findings.",
+    ),
+    ("RIGHTSIZE_ALERTS", "false", "true: rightsizing findings are alerted with the idle alert."),
     (
         "IDLE_RESOLVE_BUSY_HOURS",
         "6",
@@ -297,6 +307,15 @@ def _decimal(env: Mapping[str, str], name: str, default: Decimal, lo: Decimal, h
     if not value.is_finite() or not lo <= value <= hi:
         raise SettingsError(f"{name}={raw} is out of range; allowed: {lo} to {hi}.")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("true", "false"):
+        return raw == "true"
+    raise SettingsError(f"{name}={env[name]!r} is not a boolean; use true or false.")
 
 
 def _cron(env: Mapping[str, str], name: str, default: str) -> str:
@@ -515,6 +534,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         budget_alert_levels=_budget_levels(env),
         home=_home(env),
+        rightsize_utilization_pct=_decimal(
+            env, "RIGHTSIZE_UTILIZATION_PCT", Settings.rightsize_utilization_pct, Decimal(1), Decimal(100)
+        ),
+        rightsize_alerts=_bool(env, "RIGHTSIZE_ALERTS", Settings.rightsize_alerts),
     )
 
 

@@ -29,6 +29,7 @@ def row(
     gpu_count: int = 1,
     region: str | None = "us-east-1",
     team: str | None = "llm",
+    pricing_category: str | None = None,
 ) -> dict[str, Any]:
     return {
         "resource_id": resource_id,
@@ -41,6 +42,7 @@ def row(
         "team": team,
         "cost_usd": Decimal(cost),
         "gpu_utilization_pct": util,
+        "pricing_category": pricing_category,
     }
 
 

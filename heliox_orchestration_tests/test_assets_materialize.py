@@ -29,12 +29,16 @@ from heliox_orchestration.assets import (
 )
 from heliox_orchestration.assets.refresh import COSTS_REFRESH_JOB, gpu_costs_refresh_job
 from heliox_orchestration.costs.summary import cost_summary, load_cost_summary
+from heliox_orchestration.db.rollup_schema import daily_resource_usage_days
 from heliox_orchestration.db.schema import daily_gpu_cost_days, daily_gpu_costs
 from heliox_orchestration.detections.idle import (
+    RAW,
     compute_idle_evaluation,
     idle_spend_report,
+    idle_window,
     load_idle_spend_report,
 )
+from heliox_orchestration.detections.idle_rollup import window_segments
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration.partitions import local_day_bounds, local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
@@ -246,9 +250,10 @@ def test_idle_asset_matches_the_compute_function(any_engine: Engine, instance: D
     )
     assert load_idle_spend_report(any_engine) == idle_spend_report(any_engine, SETTINGS, as_of=NOW)
     (meta,) = metadata_of(result, IDLE_KEY)
-    # The demo plants idle GPUs: two high-severity, one medium, one low.
-    assert (meta["high_severity"], meta["medium_severity"], meta["low_severity"]) == (2, 1, 1)
-    assert meta["dagster/row_count"] == 4
+    # The demo plants idle GPUs: two high-severity, two medium (one committed), one low.
+    assert (meta["high_severity"], meta["medium_severity"], meta["low_severity"]) == (2, 2, 1)
+    assert meta["dagster/row_count"] == 5
+    assert meta["rightsizing_findings"] == 1  # its 8-GPU node
     assert "Idle GPU: H100 on AWS" in meta["preview"]
 
 
@@ -310,3 +315,39 @@ def test_empty_database_reports_no_usage_data(any_engine: Engine, instance: Dags
     assert metadata_of(result, SUMMARY_KEY)[0]["status"].startswith("No usage data")
     summary = load_cost_summary(any_engine, dt.date(2026, 1, 15))
     assert summary.yesterday_cost_usd == Decimal(0) and len(summary.gap_days) == 30
+
+
+def test_the_daily_refresh_keeps_the_rollup_the_idle_asset_reads(
+    any_engine: Engine, instance: DagsterInstance
+) -> None:
+    seed_demo(any_engine, FLEET, now=NOW)
+    window = idle_window(SETTINGS, NOW)
+    whole, _partial = window_segments(window.start, window.end, SETTINGS.timezone)
+    first = window.start.astimezone(SETTINGS.tz).date()
+    backfill = {RANGE_START_TAG: str(first), RANGE_END_TAG: str(END)}
+    assert run(any_engine, instance, daily(), tags=backfill).success
+    result = run(any_engine, instance, AssetSelection.assets(IDLE_KEY), config=idle_config())
+    assert result.success
+    (meta,) = metadata_of(result, IDLE_KEY)
+    # Every whole local day of the window before today came from the rollup.
+    rolled = [s.day for s in whole if s.day <= END]
+    assert meta["rollup_days_read"] == len(rolled) >= 12 and "days_read_raw" not in meta
+    raw = compute_idle_evaluation(any_engine, SETTINGS, NOW, source=RAW)
+    every = ("high", "medium", "low")
+    assert load_idle_spend_report(any_engine, every) == raw.report(every)
+
+    # A bad row refuses its day, and drops the day's rollup: that day is judged from its hours.
+    bad_day = rolled[3]
+    start, _end = local_day_bounds(bad_day, SETTINGS.timezone)
+    insert(any_engine, hourly("bad-gpu", start, 20, "-1", 0.0))  # inside the day
+    assert not run(any_engine, instance, daily(), partition_key=str(bad_day)).success
+    with any_engine.connect() as conn:
+        days = set(conn.execute(select(daily_resource_usage_days.c.day)).scalars())
+    backfilled = {first + dt.timedelta(days=i) for i in range((END - first).days + 1)}
+    assert days == backfilled - {bad_day}
+    evaluation = compute_idle_evaluation(any_engine, SETTINGS, NOW)
+    assert evaluation.unrolled_days == (bad_day,)
+    assert [w.resource_id for w in evaluation.withheld] == ["bad-gpu"]
+    assert evaluation.report(every) == compute_idle_evaluation(any_engine, SETTINGS, NOW, source=RAW).report(
+        every
+    )

@@ -26,9 +26,10 @@ MEASUREMENTS = (
     "fresh_process_runs",
     "retention_month",
     "focus_import",
+    "rollup_idle",
 )
 # Definition load: reported only. G4 needs --g4 (its own 33.6 M-row database).
-GOALS = {"1", "2a", "2b", "2c", "3a", "3b", "4a", "4b", "5", "G2", "G2b", "G5", "G3a", "G3b"}
+GOALS = {"1", "2a", "2b", "2c", "3a", "3b", "4a", "4b", "5", "G1", "G1b", "G2", "G2b", "G5", "G3a", "G3b"}
 
 
 @pytest.mark.postgres
@@ -79,3 +80,7 @@ def test_quick_benchmark_reports_every_measurement(create_postgres_database: Cal
     naive = report["measurements"]["naive"]
     assert naive["window_naive_findings"] == naive["window_project_findings"] > 0
     assert {"day_query_" + f"{report['fleet']['days']}d", "day_query_7d"} <= set(report["plans"])
+    # The idle rule on the rollup finds exactly what the raw-row rule finds on the benchmark fleet.
+    rollup = report["measurements"]["rollup_idle"]
+    assert rollup["findings_identical_to_raw_rule"] is True and rollup["findings"] > 0
+    assert rollup["rollup_days_read"] == 14 and rollup["raw_days_read"] == 0

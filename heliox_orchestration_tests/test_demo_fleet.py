@@ -18,13 +18,14 @@ from heliox_orchestration.automation.ingestion import RANGE_END_TAG, RANGE_START
 from heliox_orchestration.automation.sensors import stale_data_sensor
 from heliox_orchestration.db.engine import ensure_schema, make_engine
 from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
+from heliox_orchestration.detections.idle import compute_idle_evaluation
 from heliox_orchestration.ingest.demo_feed import extend_demo_fleet, plant_runaway_job
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, generate_chunks, seed_demo
 from heliox_orchestration.money import micros_to_dollars
 from heliox_orchestration.partitions import daily_partitions
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.settings import HelioxSettings
-from heliox_orchestration.settings import DEMO_WINDOW_DAYS, load_settings
+from heliox_orchestration.settings import DEMO_WINDOW_DAYS, Settings, load_settings
 
 NOW = dt.datetime(2026, 1, 21, 12, 30, tzinfo=dt.UTC)
 SPEC = FleetSpec(gpus=30, days=20, end_date=dt.date(2026, 1, 20), seed=7)
@@ -237,3 +238,24 @@ def test_the_stale_data_sensor_never_alerts_on_the_live_demo(monkeypatch: pytest
         "Fresh: newest usage"
     )
     assert demo_rows(engine)[-1][0] == later.replace(minute=0) - dt.timedelta(hours=1)
+
+
+def test_committed_capacity_and_an_oversized_node(any_engine: Engine) -> None:
+    seed_demo(any_engine, FleetSpec(gpus=20, days=20, end_date=dt.date(2026, 1, 20), seed=3), now=NOW)
+    evaluation = compute_idle_evaluation(any_engine, Settings(), NOW)
+    committed = [f for f in evaluation.to_findings() if f.action == "reallocate"]
+    assert [(f.resource_id, f.severity, f.monthly_savings_usd) for f in committed] == [
+        ("demo-aws-h100-00004", "medium", Decimal(0))
+    ]
+    (node,) = evaluation.to_rightsizing()
+    assert (node.resource_id, node.gpu_count, node.recommended_gpu_count) == ("demo-aws-a100-00005", 8, 2)
+    assert node.monthly_savings_usd > 0
+    with any_engine.connect() as conn:
+        categories = dict(
+            conn.execute(
+                select(gpu_usage_hourly.c.pricing_category, func.count()).group_by(
+                    gpu_usage_hourly.c.pricing_category
+                )
+            ).all()
+        )
+    assert set(categories) == {"Committed", "Dynamic", "Standard"}

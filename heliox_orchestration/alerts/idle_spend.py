@@ -26,15 +26,21 @@ from heliox_orchestration.alerts.kinds import (
     iso_week,
     register,
 )
-from heliox_orchestration.alerts.messages import SlackMessage, idle_spend_message
+from heliox_orchestration.alerts.messages import SlackMessage, idle_spend_message, rightsizing_message
 from heliox_orchestration.alerts.preview import Preview
 from heliox_orchestration.alerts.routes import finding_destinations
 from heliox_orchestration.assets.refresh import IDLE_REFRESH_JOB
-from heliox_orchestration.detections.idle import idle_spend_report, load_idle_spend_report
+from heliox_orchestration.detections.idle import (
+    compute_idle_evaluation,
+    load_idle_evaluation,
+    load_idle_spend_report,
+)
 from heliox_orchestration.detections.resolution import latest_episodes, open_episodes
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.reports import IdleFinding, IdleSpendReport
 from heliox_orchestration.settings import Settings
+
+RIGHTSIZE = "rightsize-"  # the resource field of a rightsizing alert's key
 
 
 def _fresh(
@@ -102,6 +108,31 @@ def _destination_alert(
     )
 
 
+def _rightsizing_alert(run: AlertRun) -> Alert | None:
+    """With ``RIGHTSIZE_ALERTS=true``: the rightsizing findings not alerted in the last
+    ``IDLE_REALERT_DAYS``, in one message to the default channel. Their keys name the resource as
+    ``rightsize-<resource>``, apart from its idle alerts."""
+    findings = load_idle_evaluation(run.engine).to_rightsizing()
+    by_prefix = {IDLE_SPEND.prefix(f"{RIGHTSIZE}{f.resource_id}"): f for f in findings}
+    since = run.now - dt.timedelta(days=run.settings.idle_realert_days)
+    recent = ledger.recently_sent(run.engine, by_prefix, since=since)
+    fresh = [f for p, f in by_prefix.items() if p not in recent]
+    if not fresh:
+        return None
+    today = run.settings.today(run.now)
+    keys = {idle_key(f"{RIGHTSIZE}{f.resource_id}", today): f for f in fresh}
+
+    def message(won: Sequence[str]) -> SlackMessage:
+        return rightsizing_message([keys[k] for k in won], dashboard_url=run.settings.dashboard_url)
+
+    return Alert(
+        list(keys),
+        message,
+        names={k: f"rightsizing of {f.resource_id}" for k, f in keys.items()},
+        subjects={k: Subject(f.team, f.resource_id, f.model_name) for k, f in keys.items()},
+    )
+
+
 def detect_idle_spend(run: AlertRun) -> Detection:
     """One alert per destination: each routed team's findings to its channel, the others (and
     a team's with ``copy_to_default``) to the default one."""
@@ -115,6 +146,8 @@ def detect_idle_spend(run: AlertRun) -> Detection:
         for team, findings in destinations.items()
         if (alert := _destination_alert(run, report, team, findings)) is not None
     ]
+    if run.settings.rightsize_alerts and (rightsizing := _rightsizing_alert(run)) is not None:
+        alerts.append(rightsizing)
     if not alerts:
         return nothing(
             f"Nothing new: {len(report.findings)} high-severity findings, all alerted recently",
@@ -126,13 +159,22 @@ def detect_idle_spend(run: AlertRun) -> Detection:
 
 def preview_idle_spend(engine: Engine, settings: Settings, run_date: dt.date, now: dt.datetime) -> Preview:
     as_of = now if run_date == settings.today(now) else local_day_bounds(run_date, settings.timezone)[1]
-    report = idle_spend_report(engine, settings, as_of=as_of)
+    evaluation = compute_idle_evaluation(engine, settings, as_of)
+    report = evaluation.report()
     message = idle_spend_message(report, dashboard_url=settings.dashboard_url)
     withheld = (
         f"; {plural(len(report.withheld), 'GPU')} not judged (usage rows fail checks)"
         if report.withheld
         else ""
     )
+    rightsizing = evaluation.to_rightsizing()
+    if rightsizing:
+        sent = (
+            "alerted: RIGHTSIZE_ALERTS=true"
+            if settings.rightsize_alerts
+            else "not alerted (RIGHTSIZE_ALERTS)"
+        )
+        withheld += f"; {plural(len(rightsizing), 'rightsizing finding')} ({sent})"
     if report.findings:
         found = plural(len(report.findings), "high-severity finding")
         return Preview(

@@ -37,6 +37,7 @@ from heliox_orchestration.alerts.formatting import (
     truncate_mrkdwn,
     unescape,
 )
+from heliox_orchestration.costs.common import HOURS_PER_MONTH
 from heliox_orchestration.money import format_usd
 from heliox_orchestration.reports import (
     BurnRateStatus,
@@ -44,6 +45,7 @@ from heliox_orchestration.reports import (
     CostSummary,
     IdleFinding,
     IdleSpendReport,
+    RightsizingFinding,
     WithheldResource,
 )
 
@@ -245,12 +247,44 @@ def _finding(rank: int, finding: IdleFinding) -> str:
         details.append(f"Team: {label(finding.team)}")
     if finding.model_name:
         details.append(f"Model: {label(finding.model_name)}")
+    money = f"💰 Savings: {format_usd(finding.monthly_savings_usd)}/month"
+    if finding.action == "reallocate":
+        # Committed capacity is paid whether it runs or not: terminating it saves nothing.
+        idle = format_usd((finding.hourly_cost_usd or Decimal(0)) * HOURS_PER_MONTH)
+        money = f"🔁 Reallocate: committed capacity paid idle, {idle}/month ($0 from terminating)"
     return (
         f"*{rank}. {label(finding.title, MAX_HEADER_CHARS)}*\n"
         f"{label(finding.detail, 200)}\n"
-        f"💰 Savings: {format_usd(finding.monthly_savings_usd)}/month\n"
+        f"{money}\n"
         f"{' · '.join(details)}"
     )
+
+
+def rightsizing_message(
+    findings: Sequence[RightsizingFinding], *, dashboard_url: str | None = None
+) -> SlackMessage:
+    """🔧 Oversized GPU Nodes (sent only with ``RIGHTSIZE_ALERTS=true``): the top 3 by savings."""
+    title = "🔧 Oversized GPU Nodes"
+    total = format_usd(sum((f.monthly_savings_usd for f in findings), Decimal(0)))
+    nodes = plural(len(findings), "multi-GPU node")
+    blocks: list[Block] = [
+        header(title),
+        section(f"*{nodes}* could carry their busiest hour on fewer GPUs: {total}/month"),
+        divider(),
+    ]
+    for rank, f in enumerate(findings[:3], start=1):
+        team = f" · Team: {label(f.team)}" if f.team else ""
+        blocks.append(
+            section(
+                f"*{rank}. {label(f.title, MAX_HEADER_CHARS)}*\n{label(f.detail, 200)}\n"
+                f"💰 Savings: {format_usd(f.monthly_savings_usd)}/month\n"
+                f"Resource: {label(f.resource_id)}{team}"
+            )
+        )
+    blocks.append(
+        context("Advice, not a fire: sent because RIGHTSIZE_ALERTS=true. " + _dashboard(dashboard_url))
+    )
+    return SlackMessage.build(f"{title}: {nodes}, {total}/month potential savings", blocks)
 
 
 def idle_spend_message(
@@ -323,6 +357,10 @@ def daily_summary_message(summary: CostSummary, *, dashboard_url: str | None = N
         blocks.append(section(f"⚠️ {recs} available\n{_dashboard(dashboard_url)}"))
     else:
         blocks.append(section("✅ No high-severity recommendations"))
+    if summary.rightsizing_count:
+        nodes = plural(summary.rightsizing_count, "oversized GPU node")
+        saving = format_usd(summary.rightsizing_savings_monthly_usd)
+        blocks.append(context(f"🔧 Rightsizing: {nodes} could run on fewer GPUs ({saving}/mo)"))
     fallback = (
         f"{title} for {day.isoformat()}: yesterday {format_usd(summary.yesterday_cost_usd)}, "
         f"last 7 days {format_usd(summary.last_7_days_cost_usd)}, "

@@ -35,6 +35,7 @@ from heliox_orchestration.assets.keys import (
 from heliox_orchestration.costs.common import markdown_table, model_label, records_of
 from heliox_orchestration.costs.daily_costs import DailyCosts, compute_daily_costs, write_daily_costs
 from heliox_orchestration.costs.quality import RuleReport, days_text, future_usage_report, usage_rule_report
+from heliox_orchestration.costs.rollup import forget_rollup_days
 from heliox_orchestration.costs.summary import top_drivers
 from heliox_orchestration.ingest.pending import release_due_usage
 from heliox_orchestration.money import format_usd, micros_to_dollars
@@ -53,13 +54,17 @@ too, so the burn-rate alert sees today's spend so far. The database aggregates
 utilization); only the aggregates reach pandas. Materializing a day, or a backfill range in a
 single run, replaces those days' rows in one transaction, in the tables `daily_gpu_costs` and
 `daily_gpu_cost_days` (one row per day, `has_data = false` for a day without any usage: a gap,
-not a $0 day).
+not a $0 day). The same transaction writes the days' per-resource rollup
+(`daily_resource_usage`, one row per local day and GPU, with the `TIMEZONE` and
+`IDLE_UTILIZATION_PCT` it was computed with in `daily_resource_usage_days`) that the idle rule and
+rightsizing read instead of the raw hours.
 
 Before it computes, the asset checks the usage rows of its days (`valid_usage_rows`, however it
 is launched): a negative, non-numeric, infinite or implausible cost, a utilization outside 0-100,
 an hour not stored as a UTC hour, a blank key, or an hour after now. If any row fails, nothing is
-written and the run fails with the rule, the counts and example rows. Usage rows after now
-outside the run's days change no number of this run: `no_future_usage` names them (a warning)."""
+written, the days' rollup is dropped (readers judge those hours themselves), and the run fails
+with the rule, the counts and example rows. Usage rows after now outside the run's days change no
+number of this run: `no_future_usage` names them (a warning)."""
 
 
 def daily_costs_metadata(costs: "DailyCosts") -> dict[str, Any]:
@@ -139,7 +144,12 @@ def build_daily_gpu_costs(partitions: DailyPartitionsDefinition) -> AssetsDefini
                 group_name=GROUP,
                 kinds=KINDS,
                 partitions_def=partitions,
-                metadata=table_metadata("daily_gpu_costs", "daily_gpu_cost_days"),
+                metadata=table_metadata(
+                    "daily_gpu_costs",
+                    "daily_gpu_cost_days",
+                    "daily_resource_usage",
+                    "daily_resource_usage_days",
+                ),
             )
         ],
         check_specs=DAILY_COSTS_CHECKS,
@@ -173,10 +183,14 @@ def build_daily_gpu_costs(partitions: DailyPartitionsDefinition) -> AssetsDefini
         ]
         if not checked.passed:
             yield from checks
+            # The rollup of these days no longer stands for their rows: readers use the raw rows.
+            forget_rollup_days(engine, *days)
             what = f"daily_gpu_costs {span} was not written"
             raise refusal(checked, what, scope, checked.fix_in("gpu_usage_hourly", f"re-materialize {span}"))
         costs = compute_daily_costs(engine, *days, settings.timezone)
-        written = write_daily_costs(engine, costs, computed_at=now)
+        written = write_daily_costs(
+            engine, costs, computed_at=now, idle_utilization_pct=settings.idle_utilization_pct
+        )
         context.log.info(f"daily_gpu_costs: {written} rows for {days[0]}..{days[1]} ({settings.timezone})")
         # Each partition's materialization carries its own day's figures, also in a range run;
         # what the whole run shares is only which run wrote it.

@@ -83,10 +83,36 @@ def idle_metadata(evaluation: "IdleEvaluation") -> dict[str, Any]:
     }
     if not evaluation.has_usage:
         metadata["status"] = "No usage data: gpu_usage_hourly has no rows in the window."
+    metadata["rightsizing_findings"] = len(evaluation.rightsizing)
+    if len(evaluation.rightsizing):
+        metadata["rightsizing"] = MetadataValue.md(
+            markdown_table(
+                records_of(evaluation.rightsizing),
+                {
+                    "title": str,
+                    "detail": str,
+                    "resource_id": str,
+                    "monthly_savings_usd": lambda v: f"{format_usd(v)}/month",
+                },
+            )
+        )
+    metadata["rollup_days_read"] = len(evaluation.rollup_days)
+    if evaluation.unrolled_days:
+        metadata["days_read_raw"] = unrolled_note(evaluation)
     metadata["withheld_resources"] = len(evaluation.withheld)
     if evaluation.withheld:
         metadata["withheld"] = MetadataValue.md(_withheld_table(evaluation))
     return metadata
+
+
+def unrolled_note(evaluation: "IdleEvaluation") -> str:
+    """One line: the whole days of the window read from the raw hours, why, and what to do."""
+    days = ", ".join(d.isoformat() for d in evaluation.unrolled_days)
+    return (
+        f"Read from the raw hours (slower, same answer): {days}. Their rollup is missing, was "
+        "refreshed before the day ended, failed the checks, or was computed with another TIMEZONE "
+        "or IDLE_UTILIZATION_PCT; backfill daily_gpu_costs for these days to read the rollup again."
+    )
 
 
 def _withheld_table(evaluation: "IdleEvaluation") -> str:
@@ -145,8 +171,17 @@ below `IDLE_UTILIZATION_PCT` (5%) utilization (unknown utilization is never idle
 with at least `IDLE_MIN_OBSERVED_HOURS` (24) observed hours, at least `IDLE_MIN_IDLE_SHARE_PCT`
 (95%) of them idle and idle now is a finding. "Idle for N days" is its trailing idle streak in
 hours // 24; savings are the streak's mean hourly cost x 730; severity high from 7 days, medium
-from 3. Each evaluation is kept (`idle_gpu_evaluations`); the latest one's findings are the open
-recommendations.
+from 3. On committed capacity (`pricing_category` Committed) a finding says "reallocate" and its
+savings are $0. Each evaluation is kept (`idle_gpu_evaluations`); the latest one's findings are the
+open recommendations.
+
+Rightsizing (`rightsizing_recommendations`, medium): multi-GPU resources that are not idle, with a
+GPU-hour weighted mean utilization below `RIGHTSIZE_UTILIZATION_PCT` (30%), whose busiest hour fits
+on ceil(peak GPU load) GPUs; savings = spare GPUs x the window's cost per GPU-hour x 730.
+
+The window's whole local days are read from the daily rollup (`daily_resource_usage`) where it was
+computed with the current `TIMEZONE` and `IDLE_UTILIZATION_PCT` after the day ended; the partial
+days and any other day from `gpu_usage_hourly`, with identical findings.
 
 Before judging, the asset checks the usage rows of the window (`valid_usage_rows`, the same rules
 as `daily_gpu_costs`). A GPU with a failing row is not judged: it is withheld from the evaluation
@@ -161,7 +196,10 @@ and every other GPU is judged as usual."""
     group_name=GROUP,
     kinds=KINDS,
     metadata=table_metadata(
-        "idle_gpu_recommendations", "idle_gpu_evaluations", "idle_gpu_withheld_resources"
+        "idle_gpu_recommendations",
+        "idle_gpu_evaluations",
+        "idle_gpu_withheld_resources",
+        "rightsizing_recommendations",
     ),
     check_specs=[
         AssetCheckSpec(
@@ -190,6 +228,8 @@ def idle_gpu_recommendations(
     )
     if evaluation.withheld:
         context.log.warning(f"{len(evaluation.withheld)} GPUs not judged: their usage rows fail checks")
+    if evaluation.unrolled_days:
+        context.log.warning(unrolled_note(evaluation))
     # Alerted idle GPUs that stopped costing money idle (detections/resolution.py).
     changes = track_episodes(engine, evaluation, settings)
     for episode in changes.resolved:

@@ -97,6 +97,7 @@ def summary_metadata(
         "last_30_days_cost_usd": MetadataValue.float(float(summary.last_30_days_cost_usd)),
         "top_model": f"{top.label}: {format_usd(top.cost_usd)}" if top else "none (no usage data)",
         "high_severity_count": summary.high_severity_count,
+        "rightsizing_count": summary.rightsizing_count,
         "potential_savings_monthly_usd": MetadataValue.float(float(summary.potential_savings_monthly_usd)),
         "recommendations_as_of": MetadataValue.timestamp(evaluation.as_of),
         "days_without_data": ", ".join(d.isoformat() for d in summary.gap_days) or "none",
@@ -279,7 +280,7 @@ def write_summary(
 ) -> dict[str, Any]:
     """Compute and store the summary of one report date; its metadata."""
     costs, computed_days = materialized_or_computed(engine, *summary_range(report_date), settings.timezone)
-    summary = build_cost_summary(report_date, costs, evaluation.to_findings())
+    summary = build_cost_summary(report_date, costs, evaluation.to_findings(), evaluation.to_rightsizing())
     summary = with_month_budget(engine, summary, settings, now)
     write_cost_summary(engine, StoredSummary(summary, settings.timezone, evaluation.as_of, now), costs)
     if computed_days:

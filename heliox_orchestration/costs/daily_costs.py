@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,7 @@ from heliox_orchestration.costs.common import (
     fetch_frame,
     records_of,
 )
+from heliox_orchestration.costs.rollup import Segment, write_rollup
 from heliox_orchestration.db.schema import (
     UTCDateTime,
     daily_gpu_cost_days,
@@ -229,8 +231,12 @@ def compute_daily_costs(engine: Engine, first: dt.date, last: dt.date, timezone:
     return DailyCosts(timezone, days, _frame_from_query_rows(raw))
 
 
-def write_daily_costs(engine: Engine, costs: DailyCosts, computed_at: dt.datetime) -> int:
-    """Replace the stored rows of ``costs.days`` in one transaction; returns rows written."""
+def write_daily_costs(
+    engine: Engine, costs: DailyCosts, computed_at: dt.datetime, idle_utilization_pct: Decimal | None = None
+) -> int:
+    """Replace the stored rows of ``costs.days`` in one transaction; returns rows written. With
+    ``idle_utilization_pct``, the per-resource rollup of those days too (``costs.rollup``), in
+    the same transaction."""
     # cost_micros is the frame's arithmetic column; the tables store cost_usd (Money).
     rows = [
         {**{k: v for k, v in r.items() if k != "cost_micros"}, "computed_at": computed_at}
@@ -250,6 +256,9 @@ def write_daily_costs(engine: Engine, costs: DailyCosts, computed_at: dt.datetim
         if rows:
             conn.execute(daily_gpu_costs.insert(), rows)
         conn.execute(daily_gpu_cost_days.insert(), days)
+        if idle_utilization_pct is not None:
+            segments = [Segment(d.day, d.start, d.end) for d in costs.days]
+            write_rollup(conn, segments, costs.timezone, idle_utilization_pct, computed_at)
     return len(rows)
 
 

@@ -39,6 +39,7 @@ from heliox_orchestration.reports import (
     CostSummary,
     DailyCostPoint,
     IdleFinding,
+    RightsizingFinding,
 )
 from heliox_orchestration.settings import Settings
 
@@ -123,7 +124,10 @@ def summary_range(report_date: dt.date) -> tuple[dt.date, dt.date]:
 
 
 def build_cost_summary(
-    report_date: dt.date, costs: DailyCosts, findings: Sequence[IdleFinding]
+    report_date: dt.date,
+    costs: DailyCosts,
+    findings: Sequence[IdleFinding],
+    rightsizing: Sequence[RightsizingFinding] = (),
 ) -> CostSummary:
     """The summary numbers from 30 days of aggregates and the open recommendations. Its
     potential savings are those of the high-severity ones it counts: the findings the idle alert
@@ -149,6 +153,8 @@ def build_cost_summary(
             DailyCostPoint(d, micros_to_dollars(micros[d]), has_data=bool(has_data[d])) for d in series_days
         ),
         gap_days=tuple(d for d in sorted(has_data) if not has_data[d]),
+        rightsizing_count=len(rightsizing),
+        rightsizing_savings_monthly_usd=sum((r.monthly_savings_usd for r in rightsizing), Decimal(0)),
     )
 
 
@@ -160,8 +166,8 @@ def cost_summary(
     materialization. ``load_cost_summary`` reads the ``gpu_cost_summary`` asset instead."""
     first, last = summary_range(report_date)
     costs = compute_daily_costs(engine, first, last, settings.timezone)
-    findings = compute_idle_evaluation(engine, settings, as_of).to_findings()
-    summary = build_cost_summary(report_date, costs, findings)
+    evaluation = compute_idle_evaluation(engine, settings, as_of)
+    summary = build_cost_summary(report_date, costs, evaluation.to_findings(), evaluation.to_rightsizing())
     return with_month_budget(engine, summary, settings, as_of or dt.datetime.now(dt.UTC))
 
 
@@ -230,6 +236,8 @@ def write_cost_summary(engine: Engine, stored: StoredSummary, series: DailyCosts
                 days_with_data_30=int(totals["has_data"].sum()),
                 high_severity_count=s.high_severity_count,
                 potential_savings_monthly_usd=s.potential_savings_monthly_usd,
+                rightsizing_count=s.rightsizing_count,
+                rightsizing_savings_monthly_usd=s.rightsizing_savings_monthly_usd,
                 recommendations_as_of=stored.recommendations_as_of,
                 computed_at=stored.computed_at,
                 monthly_budget_usd=s.monthly_budget_usd,
@@ -268,6 +276,8 @@ def load_cost_summary(engine: Engine, report_date: dt.date) -> CostSummary:
         top_models=tuple(CostDriver(i.label, i.cost_usd) for i in items if i.kind == "top_model"),
         high_severity_count=row.high_severity_count,
         potential_savings_monthly_usd=row.potential_savings_monthly_usd,
+        rightsizing_count=row.rightsizing_count or 0,  # NULL: stored before rightsizing existed
+        rightsizing_savings_monthly_usd=row.rightsizing_savings_monthly_usd or Decimal(0),
         daily_series=tuple(days[-SERIES_DAYS:]),
         gap_days=tuple(p.day for p in days if not p.has_data),
         monthly_budget_usd=row.monthly_budget_usd,

@@ -124,7 +124,12 @@ gpu_usage_hourly = Table(
     Column("team", String(128), nullable=True),
     Column("cost_usd", Money(), nullable=False, comment="cost of the resource for this hour"),
     Column("gpu_utilization_pct", Numeric(5, 2, asdecimal=False), nullable=True),
-    Column("pricing_category", String(16), nullable=True, comment="FOCUS PricingCategory: Standard | Committed | Dynamic | Other; NULL = not known"),
+    Column(
+        "pricing_category",
+        String(16),
+        nullable=True,
+        comment="FOCUS PricingCategory: Standard | Committed | Dynamic | Other; NULL = not known",
+    ),
     PrimaryKeyConstraint("resource_id", "usage_hour", name="pk_gpu_usage_hourly"),
     CheckConstraint("gpu_count >= 1", name="ck_gpu_usage_hourly_gpu_count"),
     # New databases refuse what no query can sum (see costs/quality.py, whose rules still
@@ -306,6 +311,9 @@ idle_gpu_recommendations = Table(
     Column("monthly_savings_usd", Money(), nullable=False, comment="hourly_cost_usd x 730"),
     Column("title", String(255), nullable=False),
     Column("detail", String(255), nullable=False),
+    Column(
+        "action", String(16), nullable=True, comment="terminate | reallocate (committed); NULL = terminate"
+    ),
     PrimaryKeyConstraint("evaluated_at", "resource_id", name="pk_idle_gpu_recommendations"),
     CheckConstraint("severity IN ('high', 'medium', 'low')", name="ck_idle_gpu_recommendations_severity"),
     comment="Asset idle_gpu_recommendations: findings of each evaluation.",
@@ -333,6 +341,8 @@ gpu_cost_summary = Table(
     Column("days_with_data_30", Integer, nullable=False),
     Column("high_severity_count", Integer, nullable=False),
     Column("potential_savings_monthly_usd", Money(), nullable=False),
+    Column("rightsizing_count", Integer, nullable=True, comment="NULL: stored before rightsizing"),
+    Column("rightsizing_savings_monthly_usd", Money(), nullable=True),
     Column("recommendations_as_of", UTCDateTime(), nullable=True),
     Column("computed_at", UTCDateTime(), nullable=False),
     # Set only with MONTHLY_BUDGET_USD: the local month of the report date, through it.

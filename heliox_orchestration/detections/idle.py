@@ -17,7 +17,11 @@ window of ``IDLE_LOOKBACK_DAYS`` x 24 completed hours before ``as_of``:
 * monthly savings = mean hourly cost over the streak x 730; severity ``high`` for a streak of
   7 days or more, ``medium`` for 3 or more, else ``low``.
 
-Per-resource counts, the last active hour and the streak cost are one aggregate query.
+Per-resource counts, the last active hour and the streak cost are one aggregate query over the
+raw hours (``source="raw"``, the reference); by default the same rule reads the per-resource daily
+rollup where it is usable (``detections.idle_rollup``), with identical findings. A finding on
+committed capacity (its last hour's ``pricing_category`` is Committed) says "reallocate" and saves
+$0 by terminating; rightsizing (``detections.rightsizing``) comes with the rollup evaluation.
 
 A resource with a usage row in the window that fails the data-quality rules
 (``costs.quality``) is not judged: it is withheld from the query, reported with the
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -47,6 +51,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    union,
 )
 
 from heliox_orchestration.costs.common import (
@@ -67,7 +72,9 @@ from heliox_orchestration.costs.quality import (
     usage_rule_report,
     withheld_resources,
 )
+from heliox_orchestration.costs.rollup import COMMITTED, rollup_rows_query
 from heliox_orchestration.db.gpu_prices import PROVIDER_LABELS
+from heliox_orchestration.db.rollup_schema import rightsizing_recommendations
 from heliox_orchestration.db.schema import (
     gpu_usage_hourly,
     idle_gpu_evaluations,
@@ -75,9 +82,22 @@ from heliox_orchestration.db.schema import (
     idle_gpu_withheld_resources,
     money_sum_micros,
 )
-from heliox_orchestration.reports import IdleFinding, IdleSpendReport, WithheldResource
+from heliox_orchestration.detections.idle_rollup import (
+    is_idle_finding,
+    merge_reports,
+    merge_withheld,
+    plan_segments,
+    raw_ranges,
+    read_candidates,
+)
+from heliox_orchestration.detections.rightsizing import RIGHTSIZE_COLUMNS, rightsizing_frame
+from heliox_orchestration.money import MICROS
+from heliox_orchestration.reports import IdleFinding, IdleSpendReport, RightsizingFinding, WithheldResource
 from heliox_orchestration.settings import Settings
 
+ROLLUP, RAW = "rollup", "raw"  # where compute_idle_evaluation reads the window
+TERMINATE, REALLOCATE = "terminate", "reallocate"
+REALLOCATE_DETAIL = "; committed capacity: reallocate it (no savings from terminating)"
 SEVERITY_DAYS = (("high", 7), ("medium", 3))  # streak days at or above which; else "low"
 SEVERITIES = ("high", "medium", "low")
 FINDING_COLUMNS = [c.name for c in idle_gpu_recommendations.columns if c.name != "evaluated_at"]
@@ -163,6 +183,7 @@ def idle_candidates_query(
             u.c.gpu_count,
             u.c.model_name,
             u.c.team,
+            u.c.pricing_category,
             per_resource.c.observed_hours,
             per_resource.c.idle_hours,
             per_resource.c.last_active_hour,
@@ -196,10 +217,10 @@ def idle_detail(idle_pct: int, streak_hours: int) -> str:
     return f"{idle_pct}% idle for {streak_hours} hour{'s' if streak_hours != 1 else ''}"
 
 
-def _findings_frame(raw: pd.DataFrame) -> pd.DataFrame:
+def _findings_frame(raw: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
     """Apply the display and money rules to the query's per-resource rows (a handful of rows)."""
     records = []
-    for r in records_of(raw):
+    for r in raw if isinstance(raw, list) else records_of(raw):
         observed, idle, streak = (
             as_int(r["observed_hours"]),
             as_int(r["idle_hours"]),
@@ -208,6 +229,9 @@ def _findings_frame(raw: pd.DataFrame) -> pd.DataFrame:
         streak_micros = as_int(r["streak_cost_micros"])
         idle_pct = idle * 100 // observed
         hourly = micros_ratio(streak_micros, streak)
+        # Committed capacity is paid for whether it runs or not: reallocate it, $0 from terminating.
+        action = REALLOCATE if r["pricing_category"] == COMMITTED else TERMINATE
+        monthly = micros_ratio(streak_micros * HOURS_PER_MONTH, streak) if action == TERMINATE else Decimal(0)
         records.append(
             {
                 **{k: r[k] for k in ("resource_id", "provider", "region", "gpu_type", "model_name", "team")},
@@ -222,9 +246,10 @@ def _findings_frame(raw: pd.DataFrame) -> pd.DataFrame:
                 "last_active_hour": r["last_active_hour"],
                 "last_observed_hour": r["last_observed_hour"],
                 "hourly_cost_usd": hourly,
-                "monthly_savings_usd": micros_ratio(streak_micros * HOURS_PER_MONTH, streak),
+                "monthly_savings_usd": monthly.quantize(MICROS),
                 "title": idle_title(r["provider"], r["gpu_type"]),
-                "detail": idle_detail(idle_pct, streak),
+                "detail": idle_detail(idle_pct, streak) + (REALLOCATE_DETAIL if action == REALLOCATE else ""),
+                "action": action,
             }
         )
     return _by_savings(records)
@@ -246,6 +271,10 @@ class IdleEvaluation:
     has_usage: bool = True  # False: no usage rows at all in the window
     withheld: tuple[WithheldResource, ...] = ()  # not judged: their usage rows fail checks
     usage_report: RuleReport | None = None  # the rules on the window's rows (None: loaded)
+    rightsizing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RIGHTSIZE_COLUMNS))
+    rollup_days: tuple[dt.date, ...] = ()  # whole local days read from the rollup
+    raw_days: tuple[dt.date, ...] = ()  # (partial) local days read from the raw hours
+    unrolled_days: tuple[dt.date, ...] = ()  # whole local days read raw: no usable rollup
 
     @property
     def as_of(self) -> dt.datetime:
@@ -260,16 +289,67 @@ class IdleEvaluation:
             if r["severity"] in wanted
         )
 
+    def to_rightsizing(self) -> tuple[RightsizingFinding, ...]:
+        fields = RightsizingFinding.__dataclass_fields__
+        return tuple(
+            RightsizingFinding(**{k: v for k, v in r.items() if k in fields})
+            for r in records_of(self.rightsizing)
+        )
+
     def report(self, severities: Collection[str] = ("high",)) -> IdleSpendReport:
         return IdleSpendReport(self.as_of, self.to_findings(severities), self.withheld)
 
 
 def compute_idle_evaluation(
-    engine: Engine, settings: Settings, as_of: dt.datetime | None = None
+    engine: Engine, settings: Settings, as_of: dt.datetime | None = None, *, source: str = ROLLUP
 ) -> IdleEvaluation:
-    """Evaluate the idle rule on ``gpu_usage_hourly`` at ``as_of`` (default: now). The rules
-    on the window's rows run first; resources with a failing row are withheld, not judged."""
+    """Evaluate the idle rule at ``as_of`` (default: now), with rightsizing. ``source`` ``rollup``
+    (the default) reads the daily rollup where it is usable and the raw hours elsewhere
+    (``detections.idle_rollup``); ``raw`` is the raw-row rule over ``gpu_usage_hourly`` alone
+    (no rightsizing), kept as the reference the rollup must match. The data-quality rules run
+    first on the hours read raw; resources with a failing row are withheld, not judged."""
     window = idle_window(settings, as_of)
+    if source == RAW:
+        return _raw_evaluation(engine, settings, window)
+    if source != ROLLUP:
+        raise ValueError(f"source must be {ROLLUP!r} or {RAW!r}, not {source!r}")
+    with engine.connect() as conn:
+        rollup_days, raw_segments = plan_segments(conn, window.start, window.end, settings)
+        limit = settings.max_hourly_cost_usd
+        ranges = raw_ranges(raw_segments)
+        reports = [usage_rule_report(engine, a, b, max_hourly_cost=limit) for a, b in ranges]
+        withheld: tuple[WithheldResource, ...] = ()
+        leave_out = None
+        if not all(r.passed for r in reports):
+            found = [w for a, b in ranges for w in withheld_resources(engine, a, b, max_hourly_cost=limit)]
+            withheld = merge_withheld(found)
+            leave_out = union(
+                *(bad_resources_query(a, b, engine.dialect.name, max_hourly_cost=limit) for a, b in ranges)
+            )
+        rows = read_candidates(conn, rollup_days, raw_segments, settings, leave_out)
+        rolled_rows = as_int(conn.execute(rollup_rows_query(rollup_days)).scalar_one()) if rollup_days else 0
+        u = gpu_usage_hourly.c
+        any_row = (
+            select(u.resource_id).where(u.usage_hour >= window.start, u.usage_hour < window.end).limit(1)
+        )
+        has_usage = bool(rows) or conn.execute(any_row).first() is not None
+    idle_rows = [r for r in rows if is_idle_finding(r, settings)]
+    idle_ids = {r["resource_id"] for r in idle_rows}
+    rightsizing = rightsizing_frame((r for r in rows if r["resource_id"] not in idle_ids), settings)
+    return IdleEvaluation(
+        window,
+        _findings_frame(idle_rows),
+        has_usage,
+        withheld,
+        merge_reports(reports, rolled_rows),
+        rightsizing=rightsizing,
+        rollup_days=tuple(rollup_days),
+        raw_days=tuple(s.day for s in raw_segments),
+        unrolled_days=tuple(s.day for s in raw_segments if s.whole),
+    )
+
+
+def _raw_evaluation(engine: Engine, settings: Settings, window: IdleWindow) -> IdleEvaluation:
     limit = settings.max_hourly_cost_usd
     checked = usage_rule_report(engine, window.start, window.end, max_hourly_cost=limit)
     withheld: tuple[WithheldResource, ...] = ()
@@ -314,8 +394,10 @@ def write_idle_evaluation(engine: Engine, evaluation: IdleEvaluation) -> int:
         }
         for w in evaluation.withheld
     ]
+    rightsized = [{**r, "evaluated_at": as_of} for r in records_of(evaluation.rightsizing)]
+    tables = (idle_gpu_recommendations, idle_gpu_withheld_resources, rightsizing_recommendations)
     with engine.begin() as conn:
-        for table in (idle_gpu_recommendations, idle_gpu_withheld_resources, idle_gpu_evaluations):
+        for table in (*tables, idle_gpu_evaluations):
             conn.execute(delete(table).where(table.c.evaluated_at == as_of))
         conn.execute(
             idle_gpu_evaluations.insert().values(
@@ -331,6 +413,8 @@ def write_idle_evaluation(engine: Engine, evaluation: IdleEvaluation) -> int:
             conn.execute(idle_gpu_recommendations.insert(), findings)
         if withheld:
             conn.execute(idle_gpu_withheld_resources.insert(), withheld)
+        if rightsized:
+            conn.execute(rightsizing_recommendations.insert(), rightsized)
     return len(findings)
 
 
@@ -360,8 +444,15 @@ def load_idle_evaluation(engine: Engine) -> IdleEvaluation:
                 select(w).where(w.c.evaluated_at == latest.evaluated_at).order_by(w.c.resource_id)
             )
         )
+        rs = rightsizing_recommendations
+        rightsizing = fetch_frame(
+            conn,
+            select(*(rs.c[name] for name in RIGHTSIZE_COLUMNS))
+            .where(rs.c.evaluated_at == latest.evaluated_at)
+            .order_by(rs.c.monthly_savings_usd.desc(), rs.c.resource_id),
+        )
     window = IdleWindow(latest.evaluated_at, latest.window_start, latest.window_end)
-    return IdleEvaluation(window, _by_savings(records_of(raw)), withheld=withheld)
+    return IdleEvaluation(window, _by_savings(records_of(raw)), withheld=withheld, rightsizing=rightsizing)
 
 
 def load_idle_spend_report(engine: Engine, severities: Sequence[str] = ("high",)) -> IdleSpendReport:

@@ -11,6 +11,10 @@ less the few GPUs that were provisioned late). What makes it realistic:
   the default fleet size;
 * GPUs that sit idle: one for the whole 14-day window, one provisioned 7 days ago and never
   used, one for 4 days and one for 2 days (high / high / medium / low idle findings);
+* committed capacity (FOCUS ``PricingCategory`` ``Committed``: reservations, savings plans) on a
+  fifth of the on-demand GPUs, spot as ``Dynamic``, the rest ``Standard``; among the committed
+  ones a reserved H100 idle for 5 days (a medium finding that says "reallocate", $0 savings);
+* an 8-GPU node whose work never needs more than 2 of them (a rightsizing finding);
 * a team whose spend doubles on the latest two local days (its busy GPUs scale out to two
   GPUs each): a spend anomaly the fixed burn-rate threshold does not see.
 
@@ -24,6 +28,7 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -85,6 +90,12 @@ IDLE_PLAN = (
 SURGE_TEAM = "research"
 SURGE_DAYS = 2
 
+# A committed (reserved) GPU bought 5 days and 4 hours ago and never used: reallocate it.
+COMMITTED_IDLE = (4, "aws", "H100", 5 * 24 + 4)
+# An 8-GPU node at about 9% mean utilization, 25% at its busiest: 8 x 25% = 2 GPUs would do.
+RIGHTSIZE_NODE = (5, "aws", "A100", 8)
+COMMITTED, STANDARD, DYNAMIC = "Committed", "Standard", "Dynamic"
+
 
 @dataclass(frozen=True)
 class FleetSpec:
@@ -125,12 +136,15 @@ def plan_fleet(spec: FleetSpec) -> pd.DataFrame:
     rows = []
     for i, p_idx in enumerate(price_idx):
         price = GPU_PRICES[int(p_idx)]
-        idle_hours, late = 0, False
-        for idx, provider, gpu_type, hours, provisioned_late in IDLE_PLAN:
+        idle_hours, late, committed, gpus, kind = 0, False, False, 1, None
+        plans = [*IDLE_PLAN, (*COMMITTED_IDLE, True)]
+        for idx, provider, gpu_type, hours, provisioned_late in plans:
             if i == idx:
-                price = next(p for p in GPU_PRICES if (p.provider, p.gpu_type) == (provider, gpu_type))
-                idle_hours, late = hours, provisioned_late
-        workload, team, kind = WORKLOADS[price.gpu_type][rng.integers(len(WORKLOADS[price.gpu_type]))]
+                price = _price(provider, gpu_type)
+                idle_hours, late, committed = hours, provisioned_late, idx == COMMITTED_IDLE[0]
+        if i == RIGHTSIZE_NODE[0]:
+            price, gpus, kind = _price(*RIGHTSIZE_NODE[1:3]), RIGHTSIZE_NODE[3], "oversized"
+        workload, team, profile = WORKLOADS[price.gpu_type][rng.integers(len(WORKLOADS[price.gpu_type]))]
         unattributed = rng.random() < UNATTRIBUTED_SHARE and idle_hours == 0
         rows.append(
             {
@@ -141,14 +155,21 @@ def plan_fleet(spec: FleetSpec) -> pd.DataFrame:
                 "price_micros": int(price.usd_per_gpu_hour * 1_000_000),
                 "model_name": None if unattributed else workload,
                 "team": None if unattributed else team,
-                "kind": kind,
-                "spot": idle_hours == 0 and rng.random() < SPOT_SHARE,
+                "kind": kind or profile,
+                "spot": (spot := idle_hours == 0 and rng.random() < SPOT_SHARE and gpus == 1),
+                # No random draw: the rest of the fleet stays what the same seed always gave.
+                "committed": committed or (not spot and idle_hours == 0 and i % 5 == 2),
+                "gpu_count": gpus,
                 "base_util": rng.uniform(40, 75),
                 "idle_hours": idle_hours,
                 "provisioned_late": late,
             }
         )
     return pd.DataFrame(rows)
+
+
+def _price(provider: str, gpu_type: str) -> Any:
+    return next(p for p in GPU_PRICES if (p.provider, p.gpu_type) == (provider, gpu_type))
 
 
 def _spot_factors(rng: np.random.Generator, n_days: int) -> np.ndarray:
@@ -162,7 +183,10 @@ def _spot_factors(rng: np.random.Generator, n_days: int) -> np.ndarray:
 def _surge_gpus(block: pd.DataFrame, local_dates: np.ndarray) -> np.ndarray:
     """GPUs per row (GPU x hour): 2 for ``SURGE_TEAM``'s busy GPUs on the latest ``SURGE_DAYS``
     local days of the range, else 1."""
-    surging = ((block["team"] == SURGE_TEAM) & (block["idle_hours"] == 0)).to_numpy()[:, None]
+    # Single-GPU resources only: the rightsizing node keeps its shape.
+    surging = (
+        (block["team"] == SURGE_TEAM) & (block["idle_hours"] == 0) & (block["gpu_count"] == 1)
+    ).to_numpy()[:, None]
     latest = (local_dates >= local_dates[-1] - np.timedelta64(SURGE_DAYS - 1, "D"))[None, :]
     return np.where(surging & latest, 2, 1)
 
@@ -203,6 +227,8 @@ def generate_chunks(
             90 + noise / 2,
             np.where(kind == "batch", 15 + nightly * 70 + noise, base + 25 * diurnal + noise),
         )
+        # The oversized node: light work by day, never idle, at most 25% of its 8 GPUs.
+        util = np.where(kind == "oversized", np.clip(9 + 12 * diurnal + noise / 4, 5.5, 25), util)
         # Idle streaks at the end of the range; "late" GPUs have no rows before their streak.
         idle_hours = block["idle_hours"].to_numpy()[:, None]
         position_from_end = n_hours - 1 - np.arange(n_hours)[None, :]
@@ -211,10 +237,13 @@ def generate_chunks(
         util = np.clip(np.round(util, 2), 0, 100)
         exists = ~(block["provisioned_late"].to_numpy()[:, None] & ~idle)
 
-        price = block["price_micros"].to_numpy()[:, None].astype(float)
+        gpu_count = block["gpu_count"].to_numpy()[:, None]
+        price = block["price_micros"].to_numpy()[:, None].astype(float) * gpu_count
         factor = np.where(block["spot"].to_numpy()[:, None], hour_factor[None, :], 1.0)
-        gpus = _surge_gpus(block, local_dates)
-        cost_micros = np.rint(price * factor).astype(np.int64) * gpus
+        surge = _surge_gpus(block, local_dates)
+        cost_micros = np.rint(price * factor).astype(np.int64) * surge
+        spot, committed = block["spot"].to_numpy(), block["committed"].to_numpy()
+        category = np.where(committed, COMMITTED, np.where(spot, DYNAMIC, STANDARD))
 
         mask = exists.ravel()
         frame = pd.DataFrame(
@@ -224,11 +253,12 @@ def generate_chunks(
                 "region": np.repeat(block["region"].to_numpy(), n_hours)[mask],
                 "resource_id": np.repeat(block["resource_id"].to_numpy(), n_hours)[mask],
                 "gpu_type": np.repeat(block["gpu_type"].to_numpy(), n_hours)[mask],
-                "gpu_count": gpus.ravel()[mask],
+                "gpu_count": (gpu_count * surge).ravel()[mask],
                 "model_name": np.repeat(block["model_name"].to_numpy(), n_hours)[mask],
                 "team": np.repeat(block["team"].to_numpy(), n_hours)[mask],
                 "cost_micros": np.broadcast_to(cost_micros, (g, n_hours)).ravel()[mask],
                 "gpu_utilization_pct": util.ravel()[mask],
+                "pricing_category": np.repeat(category, n_hours)[mask],
             }
         )
         yield frame

@@ -1,0 +1,347 @@
+"""The per-resource daily rollup: ``daily_resource_usage``, one row per local day and resource.
+
+Written by the ``daily_gpu_costs`` refresh of a day (``INSERT ... SELECT`` in the same transaction
+as the cost rows: no usage row reaches Python), and read by the idle rule and rightsizing instead
+of the raw hours. Per local day in ``TIMEZONE`` and resource: cost (exact micro-dollars), GPU-hours,
+observed hours and those with a utilization, idle hours below ``IDLE_UTILIZATION_PCT``, the
+first/last observed and active hours, the idle tail after the last active hour (rows, cost, start),
+the GPU-hour weighted utilization sum, the peak hourly GPU load (max of gpu_count x utilization /
+100), the largest gpu_count, and the cost and hours of ``Committed`` rows.
+
+The same query computes those columns for any UTC range (a "segment"): the idle evaluation reads
+the window's partial days and the days without a usable rollup row from the raw hours this way,
+so both paths share one definition of every column.
+
+A rolled-up day records the ``TIMEZONE`` and ``IDLE_UTILIZATION_PCT`` it was computed with, and
+when. ``usable_rollup_days`` accepts a day only when both match the current settings and it was
+computed after the day ended (so it saw every hour); any other day is read from the raw rows by
+its reader, which gives the same answer more slowly, until the next refresh of the day rewrites
+it. A refresh refused by the usage checks drops the day's rollup (``forget_rollup_days``) so a
+reader judges those rows itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Date,
+    Engine,
+    Numeric,
+    Select,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    delete,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    values,
+)
+
+from heliox_orchestration.db.rollup_schema import daily_resource_usage, daily_resource_usage_days
+from heliox_orchestration.db.schema import UTCDateTime, gpu_usage_hourly, money_sum_micros
+
+COMMITTED = "Committed"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """UTC hours [start, end) aggregated under ``day`` (a local day, or the part of one)."""
+
+    day: dt.date
+    start: dt.datetime
+    end: dt.datetime
+    whole: bool = True  # the whole local day (False: the part of it inside a window)
+
+
+def _micros(column_: Any) -> Any:
+    """A Money column as integer micro-dollars (exact on SQLite's REAL storage too)."""
+    return cast(func.round(column_ * 1_000_000), BigInteger)
+
+
+def segment_rows_query(
+    segments: Sequence[Segment],
+    idle_utilization_pct: Decimal,
+    resource_ids: Sequence[str] | None = None,
+    *,
+    tails: bool = True,
+) -> Select:
+    """Per (segment, resource) every rollup column from ``gpu_usage_hourly``; money in
+    ``*_micros`` columns. One scan of the segments' hours for the counts, then the idle tails of
+    the (few) resources with one, read through the primary key. Without ``tails`` the tail
+    columns are 0/NULL and only the one scan runs (the database computes only the columns read)."""
+    u = gpu_usage_hourly
+    ordered = sorted(segments, key=lambda s: s.start)
+    # Each hour's segment by comparisons in the row (no join: a row meets one small CASE).
+    day_key: Any = literal(ordered[-1].day, Date())
+    if len(ordered) > 1:
+        day_key = case(
+            *((u.c.usage_hour < s.end, literal(s.day, Date())) for s in ordered[:-1]), else_=day_key
+        )
+    rows = (
+        select(
+            day_key.label("day"),
+            u.c.resource_id,
+            u.c.usage_hour,
+            u.c.cost_usd,
+            u.c.gpu_count,
+            u.c.gpu_utilization_pct,
+            u.c.pricing_category,
+        )
+        .where(
+            or_(*(and_(u.c.usage_hour >= a, u.c.usage_hour < b) for a, b in _ranges(ordered))),
+            *([u.c.resource_id.in_(resource_ids)] if resource_ids is not None else []),
+        )
+        .subquery("segment_hours")
+    )
+    threshold = bindparam("rollup_idle_utilization_pct", idle_utilization_pct, type_=Numeric())
+    is_idle = case((rows.c.gpu_utilization_pct < threshold, 1), else_=0)  # NULL is never idle
+    active_hour = case((is_idle == 0, rows.c.usage_hour))
+    known = rows.c.gpu_utilization_pct.is_not(None)
+    committed = rows.c.pricing_category == COMMITTED
+    load = rows.c.gpu_utilization_pct * rows.c.gpu_count
+    aggregates = [
+        money_sum_micros(rows.c.cost_usd).label("cost_micros"),
+        func.sum(rows.c.gpu_count).label("gpu_hours"),
+        func.count().label("usage_rows"),
+        func.count(rows.c.gpu_utilization_pct).label("utilization_rows"),
+        func.sum(is_idle).label("idle_rows"),
+        func.min(rows.c.usage_hour).label("first_observed_hour"),
+        func.max(rows.c.usage_hour).label("last_observed_hour"),
+        func.min(active_hour).label("first_active_hour"),
+        func.max(active_hour).label("last_active_hour"),
+        func.sum(load).label("utilization_x_gpu_hours"),
+        func.sum(case((known, rows.c.gpu_count), else_=0)).label("utilization_gpu_hours"),
+        (func.max(load) / literal_column("100.0")).label("peak_gpu_load"),
+        func.max(rows.c.gpu_count).label("max_gpu_count"),
+        func.coalesce(func.sum(case((committed, _micros(rows.c.cost_usd)), else_=0)), 0).label(
+            "committed_cost_micros"
+        ),
+        func.sum(case((committed, 1), else_=0)).label("committed_rows"),
+    ]
+    if not tails:  # the first pass reads only these: the others would cost as much again
+        aggregates = [a for a in aggregates if a.name in FIRST_PASS_COLUMNS]
+    grouped = (
+        select(rows.c.day, rows.c.resource_id, *aggregates)
+        .group_by(rows.c.day, rows.c.resource_id)
+        .subquery("grouped")
+    )
+    if not tails:
+        return select(*(grouped.c[c] for c in ("day", "resource_id", *FIRST_PASS_COLUMNS)))
+    bounds = (
+        values(
+            column("day", Date),
+            column("start_utc", UTCDateTime()),
+            column("end_utc", UTCDateTime()),
+            name="segment_bounds",
+        )
+        .data([(s.day, s.start, s.end) for s in ordered])
+        .cte("segment_bounds")
+    )
+    per = (
+        select(grouped, bounds.c.start_utc, bounds.c.end_utc)
+        .select_from(grouped.join(bounds, bounds.c.day == grouped.c.day))
+        .cte("per_segment")
+    )
+    t = u.alias("tail_hours")
+    has_tail = or_(per.c.last_active_hour.is_(None), per.c.last_active_hour < per.c.last_observed_hour)
+    in_tail = and_(
+        t.c.resource_id == per.c.resource_id,
+        t.c.usage_hour >= per.c.start_utc,
+        t.c.usage_hour < per.c.end_utc,
+        or_(per.c.last_active_hour.is_(None), t.c.usage_hour > per.c.last_active_hour),
+    )
+    tail = (
+        select(
+            per.c.day,
+            per.c.resource_id,
+            func.count().label("rows"),
+            money_sum_micros(t.c.cost_usd).label("cost_micros"),
+            func.min(t.c.usage_hour).label("start"),
+        )
+        .select_from(per.join(t, in_tail))
+        # The segments' own hours, as constants: an index range, never the whole table's history.
+        .where(has_tail, or_(*(and_(t.c.usage_hour >= a, t.c.usage_hour < b) for a, b in _ranges(ordered))))
+        .group_by(per.c.day, per.c.resource_id)
+        .cte("tails")
+    )
+    return select(
+        per.c.day,
+        per.c.resource_id,
+        per.c.cost_micros,
+        per.c.gpu_hours,
+        per.c.usage_rows,
+        per.c.utilization_rows,
+        per.c.idle_rows,
+        per.c.first_observed_hour,
+        per.c.last_observed_hour,
+        per.c.first_active_hour,
+        per.c.last_active_hour,
+        func.coalesce(tail.c.rows, 0).label("tail_idle_rows"),
+        func.coalesce(tail.c.cost_micros, 0).label("tail_idle_cost_micros"),
+        tail.c.start.label("tail_idle_start"),
+        per.c.utilization_x_gpu_hours,
+        per.c.utilization_gpu_hours,
+        per.c.peak_gpu_load,
+        per.c.max_gpu_count,
+        per.c.committed_cost_micros,
+        per.c.committed_rows,
+    ).select_from(per.outerjoin(tail, and_(tail.c.day == per.c.day, tail.c.resource_id == per.c.resource_id)))
+
+
+def _ranges(ordered: Sequence[Segment]) -> list[tuple[dt.datetime, dt.datetime]]:
+    """Contiguous UTC ranges of segments sorted by start."""
+    ranges: list[tuple[dt.datetime, dt.datetime]] = []
+    for s in ordered:
+        if ranges and ranges[-1][1] == s.start:
+            ranges[-1] = (ranges[-1][0], s.end)
+        else:
+            ranges.append((s.start, s.end))
+    return ranges
+
+
+def stored_rows_query(days: Sequence[dt.date], *, tails: bool = True) -> Select:
+    """The stored rollup rows of ``days`` with the columns of ``segment_rows_query``."""
+    r = daily_resource_usage.c
+    names = SEGMENT_COLUMNS if tails else ["day", "resource_id", *FIRST_PASS_COLUMNS]
+    return select(*(r[c] for c in names)).where(days_condition(r.day, days))
+
+
+def days_condition(day: Any, days: Sequence[dt.date]) -> Any:
+    """``day`` in ``days`` as ranges of consecutive days (one primary-key range scan each)."""
+    runs: list[list[dt.date]] = []
+    for d in sorted(days):
+        if runs and runs[-1][1] + dt.timedelta(days=1) == d:
+            runs[-1][1] = d
+        else:
+            runs.append([d, d])
+    return or_(*(day.between(a, b) for a, b in runs)) if runs else day.is_(None)
+
+
+# What the idle rule's first pass (and the resources that may be findings) read.
+FIRST_PASS_COLUMNS = [
+    "usage_rows",
+    "idle_rows",
+    "last_observed_hour",
+    "last_active_hour",
+    "utilization_x_gpu_hours",
+    "utilization_gpu_hours",
+    "max_gpu_count",
+]
+SEGMENT_COLUMNS = [
+    "day",
+    "resource_id",
+    "cost_micros",
+    "gpu_hours",
+    "usage_rows",
+    "utilization_rows",
+    "idle_rows",
+    "first_observed_hour",
+    "last_observed_hour",
+    "first_active_hour",
+    "last_active_hour",
+    "tail_idle_rows",
+    "tail_idle_cost_micros",
+    "tail_idle_start",
+    "utilization_x_gpu_hours",
+    "utilization_gpu_hours",
+    "peak_gpu_load",
+    "max_gpu_count",
+    "committed_cost_micros",
+    "committed_rows",
+]
+
+
+def rollup_rows_query(days: Sequence[dt.date]) -> Select:
+    """The hourly rows the rollup of ``days`` stands for (they passed the usage checks)."""
+    d = daily_resource_usage_days.c
+    return select(func.coalesce(func.sum(d.usage_rows), 0)).where(days_condition(d.day, days))
+
+
+def write_rollup(
+    conn: Connection,
+    segments: Sequence[Segment],
+    timezone: str,
+    idle_utilization_pct: Decimal,
+    computed_at: dt.datetime,
+) -> int:
+    """Replace the rollup of the local days ``segments`` (whole days) inside the caller's
+    transaction; returns the rows written."""
+    days = [s.day for s in segments]
+    for table in (daily_resource_usage, daily_resource_usage_days):
+        conn.execute(delete(table).where(table.c.day.in_(days)))
+    q = segment_rows_query(segments, idle_utilization_pct).subquery("rollup")
+    names = [c.name for c in daily_resource_usage.columns]
+    insert = daily_resource_usage.insert().from_select(names, select(*(q.c[name] for name in names)))
+    written = conn.execute(insert).rowcount
+    r = daily_resource_usage.c
+    counts = {
+        day: (int(resources), int(rows or 0))
+        for day, resources, rows in conn.execute(
+            select(r.day, func.count(), func.sum(r.usage_rows)).where(r.day.in_(days)).group_by(r.day)
+        )
+    }
+    conn.execute(
+        daily_resource_usage_days.insert(),
+        [
+            {
+                "day": s.day,
+                "timezone": timezone,
+                "idle_utilization_pct": str(idle_utilization_pct),
+                "start_utc": s.start,
+                "end_utc": s.end,
+                "resources": counts.get(s.day, (0, 0))[0],
+                "usage_rows": counts.get(s.day, (0, 0))[1],
+                "computed_at": computed_at,
+            }
+            for s in segments
+        ],
+    )
+    return int(written or 0)
+
+
+def forget_rollup_days(engine: Engine, first: dt.date, last: dt.date) -> None:
+    """Drop the rollup of the days ``first`` through ``last``: their usage rows failed a check,
+    so readers must judge those hours from the raw rows (and withhold what fails)."""
+    with engine.begin() as conn:
+        for table in (daily_resource_usage, daily_resource_usage_days):
+            conn.execute(delete(table).where(table.c.day.between(first, last)))
+
+
+def usable_rollup_days(
+    conn: Connection, segments: Sequence[Segment], timezone: str, idle_utilization_pct: Decimal
+) -> set[dt.date]:
+    """The days of ``segments`` (whole local days) whose stored rollup can stand in for the raw
+    rows: computed in ``timezone`` with ``idle_utilization_pct``, with the same UTC bounds, and
+    after the day ended."""
+    if not segments:
+        return set()
+    d = daily_resource_usage_days.c
+    wanted = {s.day: s for s in segments}
+    rows = conn.execute(
+        select(d.day, d.timezone, d.idle_utilization_pct, d.start_utc, d.end_utc, d.computed_at).where(
+            d.day.in_(list(wanted))
+        )
+    ).all()
+    usable = set()
+    for day, tz, pct, start, end, computed_at in rows:
+        s = wanted[day]
+        if (
+            tz == timezone
+            and Decimal(pct) == idle_utilization_pct
+            and (start, end) == (s.start, s.end)
+            and computed_at >= end
+        ):
+            usable.add(day)
+    return usable
