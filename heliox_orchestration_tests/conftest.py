@@ -33,6 +33,22 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+# Process-level tests take one to four minutes each, mostly waiting on their processes. xdist
+# hands tests out in collection order, so they go first: each runs beside the quick tests of
+# the other worker instead of after them, at the tail of the run.
+SLOW_MODULES = ("test_e2e_dagster_processes", "test_benchmark_smoke", "test_e2e_run_faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def slowness(item: pytest.Item) -> int:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module in SLOW_MODULES:
+            return SLOW_MODULES.index(module)
+        return len(SLOW_MODULES) if item.get_closest_marker("integration") else len(SLOW_MODULES) + 1
+
+    items.sort(key=slowness)  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the developer's own settings, secrets or embedded database."""
