@@ -33,7 +33,7 @@ from heliox_orchestration_tests.routed import (
 )
 from heliox_orchestration_tests.slack_server import FakeSlackWebhook, Reply
 
-HOOK = "https://hooks.slack.com/services/T0000000/B0000000/abcdefghijklmnopqrstwxyz"
+HOOK = "https://hooks.slack.com/services/T0000000/B0000000/not-a-real-secret-wxyz"
 
 ML_IDLE = """\
 ⚠️ Idle GPU Spend Detected
