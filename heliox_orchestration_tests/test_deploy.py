@@ -628,6 +628,7 @@ def test_operations_doc_covers_the_runbook() -> None:
 # A bound to catch a hang, not a speed claim: devserver.py SIGKILLs what is left GRACE_SECONDS after
 # Ctrl-C (measured 3-4 s on 2 busy cores; docs/performance.md).
 STOP_SECONDS = 20
+UI_SECONDS = 300  # dagster dev's start took up to 330 s with the load average at 12-15
 UI_COMMAND = "$(BIN)/python -m heliox_orchestration.devserver -w workspace.yaml -p $(PORT)\n"
 
 
@@ -645,7 +646,7 @@ def _session(sid: int) -> list[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(420)
 def test_make_runs_dagster_dev_starts_quietly_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """`make run`'s last step from the checkout: no warning about a dagster.yaml in the folder,
     preview mode announced once outside runs, and Ctrl-C (SIGINT to the terminal's foreground
@@ -670,14 +671,14 @@ def test_make_runs_dagster_dev_starts_quietly_and_ctrl_c_stops_everything(tmp_pa
         preexec_fn=_terminal_like,
     )
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + UI_SECONDS
         while True:
             assert dev.poll() is None, f"dagster dev exited early: {Path(log.name).read_text()[-3000:]}"
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
                 break
             except OSError:
-                assert time.monotonic() < deadline, "the UI did not answer within 180 s"
+                assert time.monotonic() < deadline, f"the UI did not answer within {UI_SECONDS} s"
                 time.sleep(1)
         # The wrapper, dagster dev, code server (proxy and server), webserver, daemon.
         assert len(_session(dev.pid)) >= 6, _session(dev.pid)
