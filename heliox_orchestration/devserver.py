@@ -104,8 +104,19 @@ def command(args: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "dagster", "dev", *args]
 
 
+def serve(argv: Sequence[str]) -> int:
+    """Run ``argv`` as above; stopped by a signal, end by that signal (as an interrupted command
+    should: ``make`` then reports "Interrupt", a shell script stops)."""
+    server = DevServer(argv)
+    code = server.run()
+    if server.requested is not None:
+        signal.signal(server.requested, signal.SIG_DFL)
+        os.kill(os.getpid(), server.requested)
+    return code
+
+
 def main(args: Sequence[str] | None = None) -> int:
-    return DevServer(command(sys.argv[1:] if args is None else args)).run()
+    return serve(command(sys.argv[1:] if args is None else args))
 
 
 if __name__ == "__main__":
