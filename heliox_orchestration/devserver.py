@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from types import FrameType
 
@@ -86,17 +87,18 @@ class DevServer:
     def stop(self, child: subprocess.Popen[bytes]) -> None:
         """SIGINT the group, wait up to GRACE_SECONDS for it to empty, SIGKILL the rest."""
         pgid = child.pid
-        if group_alive(pgid):
-            os.killpg(pgid, signal.SIGINT)
+        signal_group(pgid, signal.SIGINT)
         deadline = time.monotonic() + GRACE_SECONDS
-        while not self.forced and time.monotonic() < deadline:
-            child.poll()  # reap the leader: a zombie stays a member of the group
-            if not group_alive(pgid):
-                return
+        while not self.forced and time.monotonic() < deadline and group_alive(pgid):
             time.sleep(POLL_SECONDS)
         if group_alive(pgid):
-            os.killpg(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
         child.wait()
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    with suppress(ProcessLookupError):  # every member has ended meanwhile
+        os.killpg(pgid, signum)
 
 
 def command(args: Sequence[str]) -> list[str]:
