@@ -121,10 +121,14 @@ def test_a_v01_database_is_refused_then_migrated_in_place_keeping_every_row(v01_
     with engine.connect() as conn:
         assert conn.execute(select(gpu_usage_hourly.c.pricing_category).distinct()).scalars().all() == [None]
         assert conn.execute(text("SELECT count(*) FROM alert_ledger")).scalar() == 1
-        indexes = {i["name"] for i in inspect(conn).get_indexes("gpu_usage_hourly")}
+        # Stored keyed by resource (revision 0004), read through the view of the old name.
+        assert "gpu_usage_hourly" in inspect(conn).get_view_names()
+        resources = conn.execute(text("SELECT resource_id FROM gpu_resources ORDER BY resource_key"))
+        assert resources.scalars().all() == ["gpu-0", "gpu-1", "gpu-2"]
+        indexes = {i["name"] for i in inspect(conn).get_indexes("gpu_usage_rows")}
         if conn.dialect.name == "postgresql":
             assert (
-                conn.execute(text("SELECT relkind FROM pg_class WHERE relname = 'gpu_usage_hourly'")).scalar()
+                conn.execute(text("SELECT relkind FROM pg_class WHERE relname = 'gpu_usage_rows'")).scalar()
                 == "p"
             )
             assert [p.name for p in month_partitions(conn)][:2] == [
@@ -133,13 +137,12 @@ def test_a_v01_database_is_refused_then_migrated_in_place_keeping_every_row(v01_
             ]
             assert conn.execute(text("SELECT count(*) FROM gpu_usage_hourly_2026_02")).scalar() == 6
             assert conn.execute(text("SELECT count(*) FROM gpu_usage_hourly_default")).scalar() == 0
-            assert "ix_gpu_usage_hourly_usage_hour" not in indexes
-            assert "brin_gpu_usage_hourly_usage_hour" in indexes
+            assert indexes == {"brin_gpu_usage_rows_usage_hour"}  # the primary key aside
             # The 0.1 table's checks came along: NaN is still refused.
             with pytest.raises(Exception, match="ck_gpu_usage_hourly_cost_usd_not_nan"), engine.begin() as c2:
                 c2.execute(text("UPDATE gpu_usage_hourly SET cost_usd = 'NaN'"))
         else:
-            assert "ix_gpu_usage_hourly_usage_hour" in indexes
+            assert indexes == {"ix_gpu_usage_rows_usage_hour"}
     ensure_schema(engine)  # writers accept it now
 
     again = migrate(engine)  # idempotent
