@@ -186,8 +186,11 @@ def fill_usage_utilization(
     check_hour_range(start, end)
     # The stored rows themselves (the view's triggers would change one row at a time).
     u, t, r = gpu_usage_rows, gpu_utilization_hourly, gpu_resources
-    resource_id = select(r.c.resource_id).where(r.c.resource_key == u.c.resource_key).scalar_subquery()
-    same = and_(t.c.resource_id == resource_id, t.c.usage_hour == u.c.usage_hour)
+    same = and_(
+        r.c.resource_key == u.c.resource_key,
+        t.c.resource_id == r.c.resource_id,
+        t.c.usage_hour == u.c.usage_hour,
+    )
 
     def from_telemetry(column: Any) -> Any:
         return select(column).where(same).scalar_subquery()
