@@ -4,11 +4,11 @@ through the view ``gpu_usage_hourly`` (the columns of 0.1, ``resource_id`` by a 
 Readers select from the view and never see the key. The view is a LEFT JOIN on the resource's
 primary key, so on PostgreSQL a query that does not name ``resource_id`` (the day query) reads
 ``gpu_usage_rows`` alone: the planner drops such a join (SQLite keeps it, a rowid lookup a
-row). Heliox's writers write ``gpu_usage_rows`` directly, registering new resources first in the same transaction
-(``resource_keys``, ``insert_usage_from``); INSTEAD OF triggers on the view keep INSERT, UPDATE
-and DELETE on ``gpu_usage_hourly`` working for everything else (SQL by hand, other tools), one
-row at a time. On SQLite a statement on the view reports 0 rows changed (SQLite does not count
-rows its triggers change).
+row). Heliox's writers write ``gpu_usage_rows`` directly, registering new resources first in
+the same transaction (``resource_keys``, ``insert_usage_from``); INSTEAD OF triggers on the
+view keep INSERT, UPDATE and DELETE on ``gpu_usage_hourly`` working for everything else (SQL by
+hand, other tools), one row at a time. On SQLite a statement on the view reports 0 rows changed
+(SQLite does not count rows its triggers change).
 """
 
 from __future__ import annotations
