@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, delete, exists, func, select, text, tuple_
+from sqlalchemy import Connection, Engine, delete, exists, func, select, text
 
 from heliox_orchestration.db.bulk import COLUMNS, delete_staged_hours, drop_stage, stage_usage_rows
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_pending
 from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
+from heliox_orchestration.db.usage_store import delete_usage_from, insert_usage_from
 
 # Any fixed 64-bit number works; this one spells "HELIOX" in ASCII.
 USAGE_WRITE_LOCK = 0x48454C494F58
@@ -64,16 +65,14 @@ def write_imported_hours(
         ensure_usage_partitions(conn, first, last)
     replaced = delete_staged_hours(conn, gpu_usage_hourly) + delete_staged_hours(conn, gpu_usage_pending)
     started = stage.c.usage_hour <= now
-    written = conn.execute(
-        gpu_usage_hourly.insert().from_select(COLUMNS, select(*(stage.c[c] for c in COLUMNS)).where(started))
-    ).rowcount
+    written = insert_usage_from(conn, stage, started)
     held = conn.execute(
         gpu_usage_pending.insert().from_select(
             COLUMNS, select(*(stage.c[c] for c in COLUMNS)).where(~started)
         )
     ).rowcount
     drop_stage(conn)
-    return ImportWrite(replaced=replaced, written=written or 0, held=held or 0)
+    return ImportWrite(replaced=replaced, written=written, held=held or 0)
 
 
 def release_due_usage(database: Connection | Engine, now: dt.datetime) -> int:
@@ -101,14 +100,6 @@ def _release(conn: Connection, now: dt.datetime) -> int:
     first = conn.execute(select(func.min(pending.usage_hour)).where(due)).scalar()
     if first is not None:
         ensure_usage_partitions(conn, first, now)
-    conn.execute(
-        delete(gpu_usage_hourly).where(
-            tuple_(gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.usage_hour).in_(
-                select(pending.resource_id, pending.usage_hour).where(due)
-            )
-        )
-    )
-    conn.execute(
-        gpu_usage_hourly.insert().from_select(COLUMNS, select(*(pending[c] for c in COLUMNS)).where(due))
-    )
+    delete_usage_from(conn, gpu_usage_pending, due)
+    insert_usage_from(conn, gpu_usage_pending, due)
     return conn.execute(delete(gpu_usage_pending).where(due)).rowcount or 0
