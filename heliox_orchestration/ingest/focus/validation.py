@@ -158,7 +158,11 @@ def check_text(errors: Errors, values: Any, column: str, max_length: int, *, sub
     ``subject`` names the value within its column (e.g. a tag of ``Tags``)."""
     coded = values if isinstance(values, Coded) else Coded.from_texts(values)
     codes = coded.codes
-    problems = [_text_problem(str(text), max_length) for text in coded.values]
+    texts = [str(text) for text in coded.values]
+    # One scan of all the distinct texts finds none in the common case; else each is looked at.
+    if max(map(len, texts), default=0) <= max_length and not _UNSTORABLE.search("".join(texts)):
+        return
+    problems = [_text_problem(text, max_length) for text in texts]
     bad = np.array([p is not None for p in problems] + [False])[codes]  # code -1: missing
     prefix = f"{subject} " if subject else ""
     errors.check(bad, column, lambda i: f"{prefix}{problems[codes[i]]}")
