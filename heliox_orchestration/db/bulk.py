@@ -41,6 +41,7 @@ WRITE_BATCH_ROWS = 100_000
 # the exact amount, so both reading paths (``Money``'s quantize, ``money_sum_micros``'s ROUND of
 # x * 1e6) give back the exact micro-dollars; the import refuses hours anywhere near that.
 SQLITE_EXACT_MICROS = 2**31 * 1_000_000
+_COPY_HOUR = "%Y-%m-%d %H:%M:%S+00"
 
 
 def micros_text(micros: Any) -> list[str]:
@@ -105,9 +106,13 @@ def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str, colum
     """One COPY of the batch, its CSV written by pyarrow: a null is an unquoted empty field
     (COPY's NULL in CSV), an empty text a quoted one."""
     table = pa.Table.from_pandas(frame[[c for c in columns if c != "cost_usd"]], preserve_index=False)
-    hours = pc.strftime(table.column("usage_hour"), format="%Y-%m-%d %H:%M:%S+00")
+    # Hours and costs repeat: each distinct value is formatted once (strftime is slow per value).
+    hours = _distinct_text(
+        table.column("usage_hour"), lambda h: pc.strftime(h, format="%Y-%m-%d %H:%M:%S+00")
+    )
     table = table.set_column(table.schema.get_field_index("usage_hour"), "usage_hour", hours)
-    costs = pa.array(micros_text(frame["cost_micros"]), type=pa.string())
+    micros = pa.array(frame["cost_micros"].to_numpy(dtype=np.int64))
+    costs = _distinct_text(micros, lambda m: pa.array(micros_text(m.to_numpy()), type=pa.string()))
     table = table.add_column(columns.index("cost_usd"), "cost_usd", costs).select(columns)
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
@@ -117,6 +122,16 @@ def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str, colum
         cursor.copy_expert(f"COPY {table_name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
     finally:
         cursor.close()
+
+
+def _distinct_text(
+    values: pa.Array | pa.ChunkedArray, format_values: Callable[[pa.Array], pa.Array]
+) -> pa.Array:
+    """``format_values`` of each value, called on the distinct values only."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values)
+    return format_values(encoded.dictionary).take(encoded.indices)
 
 
 def _executemany_sqlite(conn: Connection, frame: pd.DataFrame, table_name: str, columns: list[str]) -> None:
