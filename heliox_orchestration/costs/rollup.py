@@ -39,18 +39,16 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
-    column,
     delete,
     func,
     literal,
     literal_column,
     or_,
     select,
-    values,
 )
 
 from heliox_orchestration.db.rollup_schema import daily_resource_usage, daily_resource_usage_days
-from heliox_orchestration.db.schema import UTCDateTime, gpu_usage_hourly, money_sum_micros
+from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
 
 COMMITTED = "Committed"
 
@@ -78,9 +76,10 @@ def segment_rows_query(
     tails: bool = True,
 ) -> Select:
     """Per (segment, resource) every rollup column from ``gpu_usage_hourly``; money in
-    ``*_micros`` columns. One scan of the segments' hours for the counts, then the idle tails of
-    the (few) resources with one, read through the primary key. Without ``tails`` the tail
-    columns are 0/NULL and only the one scan runs (the database computes only the columns read)."""
+    ``*_micros`` columns. The segments' hours are read once (through the ``usage_hour`` index):
+    one hash aggregate per (segment, resource) gives the counts and the last active hour, and the
+    idle tails (the rows after it) come from a hash join of the same hours with the (few) groups
+    that end idle. Without ``tails`` the tail columns are left out and only the aggregate runs."""
     u = gpu_usage_hourly
     ordered = sorted(segments, key=lambda s: s.start)
     # Each hour's segment by comparisons in the row (no join: a row meets one small CASE).
@@ -89,92 +88,45 @@ def segment_rows_query(
         day_key = case(
             *((u.c.usage_hour < s.end, literal(s.day, Date())) for s in ordered[:-1]), else_=day_key
         )
-    rows = (
-        select(
-            day_key.label("day"),
-            u.c.resource_id,
-            u.c.usage_hour,
-            u.c.cost_usd,
-            u.c.gpu_count,
-            u.c.gpu_utilization_pct,
-            u.c.pricing_category,
-        )
-        .where(
-            or_(*(and_(u.c.usage_hour >= a, u.c.usage_hour < b) for a, b in _ranges(ordered))),
-            *([u.c.resource_id.in_(resource_ids)] if resource_ids is not None else []),
-        )
-        .subquery("segment_hours")
+    hours_query = select(
+        day_key.label("day"),
+        u.c.resource_id,
+        u.c.usage_hour,
+        u.c.cost_usd,
+        u.c.gpu_count,
+        u.c.gpu_utilization_pct,
+        u.c.pricing_category,
+    ).where(
+        or_(*(and_(u.c.usage_hour >= a, u.c.usage_hour < b) for a, b in _ranges(ordered))),
+        *([u.c.resource_id.in_(resource_ids)] if resource_ids is not None else []),
     )
     threshold = bindparam("rollup_idle_utilization_pct", idle_utilization_pct, type_=Numeric())
-    is_idle = case((rows.c.gpu_utilization_pct < threshold, 1), else_=0)  # NULL is never idle
-    active_hour = case((is_idle == 0, rows.c.usage_hour))
-    known = rows.c.gpu_utilization_pct.is_not(None)
-    committed = rows.c.pricing_category == COMMITTED
-    load = rows.c.gpu_utilization_pct * rows.c.gpu_count
-    aggregates = [
-        money_sum_micros(rows.c.cost_usd).label("cost_micros"),
-        func.sum(rows.c.gpu_count).label("gpu_hours"),
-        func.count().label("usage_rows"),
-        func.count(rows.c.gpu_utilization_pct).label("utilization_rows"),
-        func.sum(is_idle).label("idle_rows"),
-        func.min(rows.c.usage_hour).label("first_observed_hour"),
-        func.max(rows.c.usage_hour).label("last_observed_hour"),
-        func.min(active_hour).label("first_active_hour"),
-        func.max(active_hour).label("last_active_hour"),
-        func.sum(load).label("utilization_x_gpu_hours"),
-        func.sum(case((known, rows.c.gpu_count), else_=0)).label("utilization_gpu_hours"),
-        (func.max(load) / literal_column("100.0")).label("peak_gpu_load"),
-        func.max(rows.c.gpu_count).label("max_gpu_count"),
-        func.coalesce(func.sum(case((committed, _micros(rows.c.cost_usd)), else_=0)), 0).label(
-            "committed_cost_micros"
-        ),
-        func.sum(case((committed, 1), else_=0)).label("committed_rows"),
-    ]
-    if not tails:  # the first pass reads only these: the others would cost as much again
-        aggregates = [a for a in aggregates if a.name in FIRST_PASS_COLUMNS]
-    grouped = (
-        select(rows.c.day, rows.c.resource_id, *aggregates)
-        .group_by(rows.c.day, rows.c.resource_id)
-        .subquery("grouped")
-    )
     if not tails:
+        rows = hours_query.subquery("segment_hours")
+        grouped = _grouped(rows, threshold, FIRST_PASS_COLUMNS).subquery("grouped")
         return select(*(grouped.c[c] for c in ("day", "resource_id", *FIRST_PASS_COLUMNS)))
-    bounds = (
-        values(
-            column("day", Date),
-            column("start_utc", UTCDateTime()),
-            column("end_utc", UTCDateTime()),
-            name="segment_bounds",
-        )
-        .data([(s.day, s.start, s.end) for s in ordered])
-        .cte("segment_bounds")
-    )
-    per = (
-        select(grouped, bounds.c.start_utc, bounds.c.end_utc)
-        .select_from(grouped.join(bounds, bounds.c.day == grouped.c.day))
-        .cte("per_segment")
-    )
-    t = u.alias("tail_hours")
+    # Named twice below: PostgreSQL (12+) and SQLite then compute it once. Never a correlated
+    # scan per resource: with a BRIN index on usage_hour each such scan reads whole block ranges.
+    hours = hours_query.cte("segment_hours")
+    per = _grouped(hours, threshold, ALL_AGGREGATES).cte("per_segment")
     has_tail = or_(per.c.last_active_hour.is_(None), per.c.last_active_hour < per.c.last_observed_hour)
     in_tail = and_(
-        t.c.resource_id == per.c.resource_id,
-        t.c.usage_hour >= per.c.start_utc,
-        t.c.usage_hour < per.c.end_utc,
-        or_(per.c.last_active_hour.is_(None), t.c.usage_hour > per.c.last_active_hour),
+        hours.c.day == per.c.day,
+        hours.c.resource_id == per.c.resource_id,
+        or_(per.c.last_active_hour.is_(None), hours.c.usage_hour > per.c.last_active_hour),
     )
     tail = (
         select(
             per.c.day,
             per.c.resource_id,
             func.count().label("rows"),
-            money_sum_micros(t.c.cost_usd).label("cost_micros"),
-            func.min(t.c.usage_hour).label("start"),
+            money_sum_micros(hours.c.cost_usd).label("cost_micros"),
+            func.min(hours.c.usage_hour).label("start"),
         )
-        .select_from(per.join(t, in_tail))
-        # The segments' own hours, as constants: an index range, never the whole table's history.
-        .where(has_tail, or_(*(and_(t.c.usage_hour >= a, t.c.usage_hour < b) for a, b in _ranges(ordered))))
+        .select_from(hours.join(per, in_tail))
+        .where(has_tail)
         .group_by(per.c.day, per.c.resource_id)
-        .cte("tails")
+        .subquery("tails")
     )
     return select(
         per.c.day,
@@ -198,6 +150,38 @@ def segment_rows_query(
         per.c.committed_cost_micros,
         per.c.committed_rows,
     ).select_from(per.outerjoin(tail, and_(tail.c.day == per.c.day, tail.c.resource_id == per.c.resource_id)))
+
+
+def _grouped(rows: Any, threshold: Any, names: Sequence[str]) -> Select:
+    """The aggregate columns ``names`` of ``rows`` (a segment's hours) per (day, resource)."""
+    is_idle = case((rows.c.gpu_utilization_pct < threshold, 1), else_=0)  # NULL is never idle
+    active_hour = case((is_idle == 0, rows.c.usage_hour))
+    known = rows.c.gpu_utilization_pct.is_not(None)
+    committed = rows.c.pricing_category == COMMITTED
+    load = rows.c.gpu_utilization_pct * rows.c.gpu_count
+    aggregates = {
+        "cost_micros": money_sum_micros(rows.c.cost_usd),
+        "gpu_hours": func.sum(rows.c.gpu_count),
+        "usage_rows": func.count(),
+        "utilization_rows": func.count(rows.c.gpu_utilization_pct),
+        "idle_rows": func.sum(is_idle),
+        "first_observed_hour": func.min(rows.c.usage_hour),
+        "last_observed_hour": func.max(rows.c.usage_hour),
+        "first_active_hour": func.min(active_hour),
+        "last_active_hour": func.max(active_hour),
+        "utilization_x_gpu_hours": func.sum(load),
+        "utilization_gpu_hours": func.sum(case((known, rows.c.gpu_count), else_=0)),
+        "peak_gpu_load": func.max(load) / literal_column("100.0"),
+        "max_gpu_count": func.max(rows.c.gpu_count),
+        "committed_cost_micros": func.coalesce(
+            func.sum(case((committed, _micros(rows.c.cost_usd)), else_=0)), 0
+        ),
+        "committed_rows": func.sum(case((committed, 1), else_=0)),
+    }
+    # The database computes every aggregate it is given: the first pass names only its own.
+    return select(rows.c.day, rows.c.resource_id, *(aggregates[n].label(n) for n in names)).group_by(
+        rows.c.day, rows.c.resource_id
+    )
 
 
 def _ranges(ordered: Sequence[Segment]) -> list[tuple[dt.datetime, dt.datetime]]:
@@ -238,6 +222,23 @@ FIRST_PASS_COLUMNS = [
     "utilization_x_gpu_hours",
     "utilization_gpu_hours",
     "max_gpu_count",
+]
+ALL_AGGREGATES = [
+    "cost_micros",
+    "gpu_hours",
+    "usage_rows",
+    "utilization_rows",
+    "idle_rows",
+    "first_observed_hour",
+    "last_observed_hour",
+    "first_active_hour",
+    "last_active_hour",
+    "utilization_x_gpu_hours",
+    "utilization_gpu_hours",
+    "peak_gpu_load",
+    "max_gpu_count",
+    "committed_cost_micros",
+    "committed_rows",
 ]
 SEGMENT_COLUMNS = [
     "day",
