@@ -47,10 +47,15 @@ from sqlalchemy import (
     select,
 )
 
-from heliox_orchestration.db.rollup_schema import daily_resource_usage, daily_resource_usage_days
+from heliox_orchestration.db.rollup_schema import (
+    daily_resource_spend,
+    daily_resource_usage,
+    daily_resource_usage_days,
+)
 from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
 
 COMMITTED = "Committed"
+ROLLUP_TABLES = (daily_resource_usage, daily_resource_spend, daily_resource_usage_days)
 
 
 @dataclass(frozen=True)
@@ -76,10 +81,12 @@ def segment_rows_query(
     tails: bool = True,
 ) -> Select:
     """Per (segment, resource) every rollup column from ``gpu_usage_hourly``; money in
-    ``*_micros`` columns. The segments' hours are read once (through the ``usage_hour`` index):
-    one hash aggregate per (segment, resource) gives the counts and the last active hour, and the
-    idle tails (the rows after it) come from a hash join of the same hours with the (few) groups
-    that end idle. Without ``tails`` the tail columns are left out and only the aggregate runs."""
+    ``*_micros`` columns. One hash aggregate per (segment, resource) over the segments' hours
+    (read through the ``usage_hour`` index) gives the counts and the last active hour; the idle
+    tails (the rows after it) come from the same hours' idle rows, hash-joined with the (few)
+    groups that end idle. Without ``tails`` the tail columns are left out and only the aggregate
+    runs. Callers keep a query to one local day (or a few partial ones): its groups fit in
+    memory, where a range of days would be sorted instead (see ``write_rollup``)."""
     u = gpu_usage_hourly
     ordered = sorted(segments, key=lambda s: s.start)
     # Each hour's segment by comparisons in the row (no join: a row meets one small CASE).
@@ -102,28 +109,30 @@ def segment_rows_query(
     )
     threshold = bindparam("rollup_idle_utilization_pct", idle_utilization_pct, type_=Numeric())
     if not tails:
-        rows = hours_query.subquery("segment_hours")
-        grouped = _grouped(rows, threshold, FIRST_PASS_COLUMNS).subquery("grouped")
-        return select(*(grouped.c[c] for c in ("day", "resource_id", *FIRST_PASS_COLUMNS)))
-    # Named twice below: PostgreSQL (12+) and SQLite then compute it once. Never a correlated
-    # scan per resource: with a BRIN index on usage_hour each such scan reads whole block ranges.
-    hours = hours_query.cte("segment_hours")
-    per = _grouped(hours, threshold, ALL_AGGREGATES).cte("per_segment")
+        grouped = _grouped(hours_query.subquery("segment_hours"), threshold, FIRST_PASS_COLUMNS)
+        return grouped.subquery("grouped").select()
+    # The groups once (a CTE named twice is computed once); the hours twice, each time straight
+    # from the table, where the planner knows their statistics (a CTE of them has none, and its
+    # aggregate would be sorted). Never a scan per resource: with a BRIN index on usage_hour
+    # each would read whole block ranges.
+    per = _grouped(hours_query.subquery("segment_hours"), threshold, ALL_AGGREGATES).cte("per_segment")
+    # Every row of a tail is idle (it comes after the last active hour).
+    idle_hours = hours_query.where(u.c.gpu_utilization_pct < threshold).subquery("idle_hours")
     has_tail = or_(per.c.last_active_hour.is_(None), per.c.last_active_hour < per.c.last_observed_hour)
     in_tail = and_(
-        hours.c.day == per.c.day,
-        hours.c.resource_id == per.c.resource_id,
-        or_(per.c.last_active_hour.is_(None), hours.c.usage_hour > per.c.last_active_hour),
+        idle_hours.c.day == per.c.day,
+        idle_hours.c.resource_id == per.c.resource_id,
+        or_(per.c.last_active_hour.is_(None), idle_hours.c.usage_hour > per.c.last_active_hour),
     )
     tail = (
         select(
             per.c.day,
             per.c.resource_id,
             func.count().label("rows"),
-            money_sum_micros(hours.c.cost_usd).label("cost_micros"),
-            func.min(hours.c.usage_hour).label("start"),
+            money_sum_micros(idle_hours.c.cost_usd).label("cost_micros"),
+            func.min(idle_hours.c.usage_hour).label("start"),
         )
-        .select_from(hours.join(per, in_tail))
+        .select_from(idle_hours.join(per, in_tail))
         .where(has_tail)
         .group_by(per.c.day, per.c.resource_id)
         .subquery("tails")
@@ -270,6 +279,24 @@ def rollup_rows_query(days: Sequence[dt.date]) -> Select:
     return select(func.coalesce(func.sum(d.usage_rows), 0)).where(days_condition(d.day, days))
 
 
+def spend_rows_query(segment: Segment) -> Select:
+    """The spend of one local day per resource, team and model (``costs.spend_series``'s raw
+    grouping), for ``daily_resource_spend``."""
+    u = gpu_usage_hourly.c
+    model = func.nullif(func.trim(u.model_name), "")
+    return (
+        select(
+            literal(segment.day, Date()).label("day"),
+            u.resource_id,
+            u.team,
+            model.label("model_name"),
+            money_sum_micros(u.cost_usd).label("cost_micros"),
+        )
+        .where(u.usage_hour >= segment.start, u.usage_hour < segment.end)
+        .group_by(u.resource_id, u.team, model)
+    )
+
+
 def write_rollup(
     conn: Connection,
     segments: Sequence[Segment],
@@ -280,12 +307,20 @@ def write_rollup(
     """Replace the rollup of the local days ``segments`` (whole days) inside the caller's
     transaction; returns the rows written."""
     days = [s.day for s in segments]
-    for table in (daily_resource_usage, daily_resource_usage_days):
+    for table in ROLLUP_TABLES:
         conn.execute(delete(table).where(table.c.day.in_(days)))
-    q = segment_rows_query(segments, idle_utilization_pct).subquery("rollup")
     names = [c.name for c in daily_resource_usage.columns]
-    insert = daily_resource_usage.insert().from_select(names, select(*(q.c[name] for name in names)))
-    written = conn.execute(insert).rowcount
+    spend_names = [c.name for c in daily_resource_spend.columns]
+    written = 0
+    spend_rows: dict[dt.date, int] = {}
+    # One statement per day: a day's groups (one per resource) are hashed in memory; the groups
+    # of a whole range would not fit work_mem, and PostgreSQL would sort the range's rows instead.
+    for segment in segments:
+        q = segment_rows_query([segment], idle_utilization_pct).subquery("rollup")
+        insert = daily_resource_usage.insert().from_select(names, select(*(q.c[name] for name in names)))
+        written += conn.execute(insert).rowcount or 0
+        spend = daily_resource_spend.insert().from_select(spend_names, spend_rows_query(segment))
+        spend_rows[segment.day] = conn.execute(spend).rowcount or 0
     r = daily_resource_usage.c
     counts = {
         day: (int(resources), int(rows or 0))
@@ -305,18 +340,19 @@ def write_rollup(
                 "resources": counts.get(s.day, (0, 0))[0],
                 "usage_rows": counts.get(s.day, (0, 0))[1],
                 "computed_at": computed_at,
+                "spend_rows": spend_rows[s.day],
             }
             for s in segments
         ],
     )
-    return int(written or 0)
+    return written
 
 
 def forget_rollup_days(engine: Engine, first: dt.date, last: dt.date) -> None:
     """Drop the rollup of the days ``first`` through ``last``: their usage rows failed a check,
     so readers must judge those hours from the raw rows (and withhold what fails)."""
     with engine.begin() as conn:
-        for table in (daily_resource_usage, daily_resource_usage_days):
+        for table in ROLLUP_TABLES:
             conn.execute(delete(table).where(table.c.day.between(first, last)))
 
 
