@@ -13,12 +13,14 @@ from heliox_orchestration.costs.anomaly_store import evaluate_spend_anomalies
 from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
 from heliox_orchestration.costs.spend_series import (
     SpendSeries,
+    check_ranges,
     load_spend_series,
     usable_spend_days,
     windows_of,
 )
 from heliox_orchestration.db.rollup_schema import daily_resource_usage_days
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
+from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.settings import Settings
 from heliox_orchestration_tests.crafted import hourly, insert
 
@@ -93,10 +95,15 @@ def test_stale_rollups_are_read_raw(any_engine: Engine) -> None:
         assert usable_spend_days(conn, windows, TZ) == sorted(windows)[:-1]
         # A day rolled up before daily_resource_spend existed (spend_rows NULL) is read raw.
         d = daily_resource_usage_days.c
-        conn.execute(update(daily_resource_usage_days).where(d.day == first).values(spend_rows=None))
+        oldest = sorted(windows)[0]
+        conn.execute(update(daily_resource_usage_days).where(d.day == oldest).values(spend_rows=None))
         conn.commit()
         assert usable_spend_days(conn, windows, TZ) == sorted(windows)[1:-1]
     assert_same(any_engine, DAY)
+    # The anomaly asset's input check scans only the hours read raw.
+    ranges, rolled = check_ranges(any_engine, oldest, DAY, TZ)
+    assert rolled == sorted(windows)[1:-1]
+    assert ranges == [local_day_bounds(oldest, TZ), local_day_bounds(DAY, TZ)]
 
 
 def test_demo_fleet_across_a_dst_change(any_engine: Engine) -> None:

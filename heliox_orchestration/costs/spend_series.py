@@ -108,6 +108,28 @@ def usable_spend_days(
     )
 
 
+def check_ranges(
+    engine: Engine, first: dt.date, last: dt.date, timezone: str
+) -> tuple[list[tuple[dt.datetime, dt.datetime]], list[dt.date]]:
+    """(UTC ranges whose raw hours the evaluations of ``first``..``last`` read, the days they
+    read from the rollup instead): a rolled-up day passed the usage checks when its refresh wrote
+    it (a refused refresh drops it), so the input check scans only the hours read raw."""
+    days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    windows = {d: local_day_bounds(d, timezone) for d in days}
+    with engine.connect() as conn:
+        rolled = set(usable_spend_days(conn, windows, timezone))
+    ranges: list[tuple[dt.datetime, dt.datetime]] = []
+    for d in days:
+        if d in rolled:
+            continue
+        start, end = windows[d]
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((start, end))
+    return ranges, sorted(rolled)
+
+
 def _raw_query(windows: dict[dt.date, tuple[dt.datetime, dt.datetime]]) -> Select:
     """Spend per day, resource, team and model from the raw hours of ``windows``."""
     bounds = (
