@@ -12,6 +12,10 @@ The same query computes those columns for any UTC range (a "segment"): the idle 
 the window's partial days and the days without a usable rollup row from the raw hours this way,
 so both paths share one definition of every column.
 
+The same refresh writes ``daily_resource_spend`` (``spend_rows_query``): the day's spend per
+resource, team and model, which the spend-anomaly rule reads for whole past days
+(``costs.spend_series``).
+
 A rolled-up day records the ``TIMEZONE`` and ``IDLE_UTILIZATION_PCT`` it was computed with, and
 when. ``usable_rollup_days`` accepts a day only when both match the current settings and it was
 computed after the day ended (so it saw every hour); any other day is read from the raw rows by
