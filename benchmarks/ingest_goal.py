@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 import time
 import uuid
@@ -167,7 +168,6 @@ def main(argv: list[str]) -> None:
         path, result = rest
         write_result(result, _pyarrow_process(path))
     elif task == "measure":
-        import os
         import subprocess
         import tempfile
 
@@ -220,7 +220,7 @@ def measure_ingest(
             f"in {time.perf_counter() - began:.0f} s"
         )
         files[label] = (path, rows)
-    raw: dict[str, Any] = {}
+    raw: dict[str, Any] = {"load_average_before": os.getloadavg()}
     for label in ("small", "big"):
         url = with_database(server_url, f"heliox_bench_ingest_{uuid.uuid4().hex[:8]}")
         create_database_if_missing(url)
@@ -234,6 +234,7 @@ def measure_ingest(
     raw["pyarrow_big"] = _measured(
         ["pyarrow", str(files["big"][0])], workdir / "pyarrow-big.json", run_process
     )
+    raw["load_average_after"] = os.getloadavg()  # a shared machine: say how busy it was
     for path, _ in files.values():
         path.unlink()
     big, small, arrow = raw["import_big"], raw["import_small"], raw["pyarrow_big"]
@@ -250,6 +251,7 @@ def measure_ingest(
         "import_small_peak_rss_mb": small["peak_rss_mb"],
         "pyarrow_read_peak_rss_mb": arrow["peak_rss_mb"],
         "rss_big_vs_small_ratio": rss_ratio,
+        "load_average_1m_before_after": [raw["load_average_before"][0], raw["load_average_after"][0]],
     }
     goals = [
         ("G3a", "FOCUS import / pyarrow read, big CSV", time_ratio, "<=", 3.0, "x"),

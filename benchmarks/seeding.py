@@ -35,7 +35,7 @@ from sqlalchemy.schema import CreateIndex
 
 from heliox_orchestration.db.engine import make_engine, mask_url
 from heliox_orchestration.db.migrate import migrate
-from heliox_orchestration.db.schema import gpu_usage_hourly, metadata
+from heliox_orchestration.db.schema import gpu_usage_rows, metadata
 from heliox_orchestration.db.usage_partitions import month_partitions
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 
@@ -54,7 +54,7 @@ marker = Table(
     Column("seeded_at", String(40), nullable=False),
     Column("indexes", Text, nullable=True, comment="index_fingerprint() the indexes were built with"),
 )
-USAGE_PK = "pk_gpu_usage_hourly"
+USAGE_PK = "pk_gpu_usage_rows"
 
 
 class NotABenchmarkDatabase(RuntimeError):
@@ -76,8 +76,8 @@ def index_fingerprint() -> str:
     """The DDL of the usage table's indexes in the schema: a reused database whose indexes were
     built from another schema version gets them rebuilt (the rows stay)."""
     dialect = postgresql.dialect()
-    ddl = [f"PRIMARY KEY ({', '.join(c.name for c in gpu_usage_hourly.primary_key.columns)})"]
-    ddl += sorted(str(CreateIndex(index).compile(dialect=dialect)) for index in gpu_usage_hourly.indexes)
+    ddl = [f"PRIMARY KEY ({', '.join(c.name for c in gpu_usage_rows.primary_key.columns)})"]
+    ddl += sorted(str(CreateIndex(index).compile(dialect=dialect)) for index in gpu_usage_rows.indexes)
     return "; ".join(ddl)
 
 
@@ -133,17 +133,19 @@ def _recorded_fleet(engine: Engine, spec: FleetSpec) -> Any:
         ):
             return None
         # The marker is written last, after the indexes: count to catch rows changed since.
-        count = conn.execute(text("SELECT count(*) FROM gpu_usage_hourly")).scalar_one()
+        count = conn.execute(text("SELECT count(*) FROM gpu_usage_rows")).scalar_one()
     return row if count == row.usage_rows else None
 
 
 def usage_sizes(engine: Engine) -> tuple[int, int]:
-    """Bytes of the usage table (every partition, TOAST and maps included) and of all its indexes."""
+    """Bytes of the usage table (every partition, TOAST and maps included, and the resource
+    table its rows refer to) and of all their indexes."""
     with engine.connect() as conn:
         table, indexes = conn.execute(
             text(
                 "SELECT coalesce(sum(pg_table_size(relid)), 0), coalesce(sum(pg_indexes_size(relid)), 0) "
-                "FROM pg_partition_tree('gpu_usage_hourly')"
+                "FROM (SELECT relid FROM pg_partition_tree('gpu_usage_rows') "
+                "UNION ALL SELECT 'gpu_resources'::regclass) t"
             )
         ).one()
     return int(table), int(indexes)
@@ -202,7 +204,7 @@ def prepare_database(url: str, spec: FleetSpec, log: Callable[[str], None] = pri
 def _reseed(engine: Engine, spec: FleetSpec, log: Callable[[str], None]) -> int:
     ours = inspect(engine).has_table(MARKER_TABLE)
     with engine.connect() as conn:
-        has_rows = conn.execute(select(gpu_usage_hourly.c.resource_id).limit(1)).first() is not None
+        has_rows = conn.execute(select(gpu_usage_rows.c.resource_key).limit(1)).first() is not None
     if has_rows and not ours:
         raise NotABenchmarkDatabase(
             f"{mask_url(engine.url)} already holds usage rows that the benchmark did not write; "
@@ -212,7 +214,7 @@ def _reseed(engine: Engine, spec: FleetSpec, log: Callable[[str], None]) -> int:
     derived = [t.name for t in metadata.sorted_tables]
     with engine.begin() as conn:
         # Everything here was written by the benchmark (or is empty): start from nothing.
-        conn.execute(text(f"TRUNCATE {', '.join([*derived, MARKER_TABLE])}"))
+        conn.execute(text(f"TRUNCATE {', '.join([*derived, MARKER_TABLE])} RESTART IDENTITY"))
         _drop_indexes(conn)  # bulk load first, then build the indexes once (sorted, compact)
     log(f"seeding {mask_url(engine.url)}: {spec.gpus:,} GPUs x {spec.days} days ending {spec.end_date}")
     step = max(1, spec.gpus * spec.days * 24 // 10)
@@ -251,14 +253,14 @@ def _order_by_time(engine: Engine) -> None:
 def _drop_indexes(conn: Connection) -> None:
     names = conn.execute(
         text(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'gpu_usage_hourly' "
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'gpu_usage_rows' "
             "AND schemaname = current_schema() AND indexname <> :pk"
         ),
         {"pk": USAGE_PK},
     ).scalars()
     for name in list(names):
         conn.execute(text(f'DROP INDEX "{name}"'))
-    conn.execute(text(f"ALTER TABLE gpu_usage_hourly DROP CONSTRAINT IF EXISTS {USAGE_PK}"))
+    conn.execute(text(f"ALTER TABLE gpu_usage_rows DROP CONSTRAINT IF EXISTS {USAGE_PK}"))
 
 
 def _build_indexes(engine: Engine) -> None:
@@ -268,9 +270,9 @@ def _build_indexes(engine: Engine) -> None:
     with engine.begin() as conn:
         _drop_indexes(conn)
         conn.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))
-        primary_key = f"ADD CONSTRAINT {USAGE_PK} PRIMARY KEY (resource_id, usage_hour)"
-        conn.execute(text(f"ALTER TABLE gpu_usage_hourly {primary_key}"))
-        for index in gpu_usage_hourly.indexes:
+        key = ", ".join(c.name for c in gpu_usage_rows.primary_key.columns)
+        conn.execute(text(f"ALTER TABLE gpu_usage_rows ADD CONSTRAINT {USAGE_PK} PRIMARY KEY ({key})"))
+        for index in gpu_usage_rows.indexes:
             index.create(conn)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM (ANALYZE) gpu_usage_hourly"))
+        conn.execute(text("VACUUM (ANALYZE) gpu_usage_rows, gpu_resources"))

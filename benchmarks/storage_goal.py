@@ -52,10 +52,10 @@ def storage_facts(url: str) -> dict[str, Any]:
     try:
         table, indexes = usage_sizes(engine)
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT count(*) FROM gpu_usage_hourly")).scalar_one()
+            rows = conn.execute(text("SELECT count(*) FROM gpu_usage_rows")).scalar_one()
             partitions = len(month_partitions(conn))
             index_names = conn.execute(
-                text("SELECT indexname FROM pg_indexes WHERE tablename = 'gpu_usage_hourly'")
+                text("SELECT indexname FROM pg_indexes WHERE tablename = 'gpu_usage_rows'")
             ).scalars()
             index_list = sorted(index_names)
     finally:
@@ -132,7 +132,7 @@ def retention_drop_vs_delete(url: str) -> dict[str, Any]:
             for name in copies:
                 conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
                 conn.execute(text(f"CREATE TABLE {name} AS SELECT * FROM {month.name} ORDER BY usage_hour"))
-                conn.execute(text(f"ALTER TABLE {name} ADD PRIMARY KEY (resource_id, usage_hour)"))
+                conn.execute(text(f"ALTER TABLE {name} ADD PRIMARY KEY (resource_key, usage_hour)"))
                 conn.execute(text(f"CREATE INDEX ON {name} USING brin (usage_hour)"))
             rows = conn.execute(text(f"SELECT count(*) FROM {copies[0]}")).scalar_one()
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -123,8 +123,8 @@ def test_failed_heliox_run_is_one_line_and_reported_by_the_run_failure_sensor(
 
         with sqlite3.connect(load_settings().embedded_database_path) as conn:
             conn.execute(
-                "UPDATE gpu_usage_hourly SET cost_usd = -1 WHERE rowid = "
-                "(SELECT rowid FROM gpu_usage_hourly ORDER BY usage_hour DESC LIMIT 1)"
+                "UPDATE gpu_usage_rows SET cost_usd = -1 WHERE rowid = "
+                "(SELECT rowid FROM gpu_usage_rows ORDER BY usage_hour DESC LIMIT 1)"
             )
         failed = runner.invoke(cli, ["run", "burn-rate"])
         assert failed.exit_code == 1, failed.output
@@ -140,8 +140,8 @@ def test_failed_blocking_check_is_named_with_its_reason(dagster_home: Path) -> N
     assert seeded.exit_code == 0, seeded.output
     with sqlite3.connect(load_settings().embedded_database_path) as conn:
         conn.execute(
-            "UPDATE gpu_usage_hourly SET cost_usd = -1 WHERE rowid = "
-            "(SELECT rowid FROM gpu_usage_hourly ORDER BY usage_hour DESC LIMIT 1)"
+            "UPDATE gpu_usage_rows SET cost_usd = -1 WHERE rowid = "
+            "(SELECT rowid FROM gpu_usage_rows ORDER BY usage_hour DESC LIMIT 1)"
         )
     result = runner.invoke(cli, ["run", "burn-rate"])
     assert result.exit_code == 1, result.output

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from click.testing import CliRunner
 from sqlalchemy import Engine, create_engine, inspect, select, text
 
 from heliox_orchestration.cli import cli
 from heliox_orchestration.cli.common import open_database
 from heliox_orchestration.db.engine import DatabaseConfigError, ensure_schema, make_engine
-from heliox_orchestration.db.migrate import migrate, script_revisions
+from heliox_orchestration.db.migrate import alembic_config, migrate, script_revisions
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_pending
 from heliox_orchestration.db.schema_version import HEAD_REVISION, REVISIONS, head_revision, schema_status
 from heliox_orchestration.db.usage_partitions import month_partitions
@@ -121,10 +122,14 @@ def test_a_v01_database_is_refused_then_migrated_in_place_keeping_every_row(v01_
     with engine.connect() as conn:
         assert conn.execute(select(gpu_usage_hourly.c.pricing_category).distinct()).scalars().all() == [None]
         assert conn.execute(text("SELECT count(*) FROM alert_ledger")).scalar() == 1
-        indexes = {i["name"] for i in inspect(conn).get_indexes("gpu_usage_hourly")}
+        # Stored keyed by resource (revision 0004), read through the view of the old name.
+        assert "gpu_usage_hourly" in inspect(conn).get_view_names()
+        resources = conn.execute(text("SELECT resource_id FROM gpu_resources ORDER BY resource_key"))
+        assert resources.scalars().all() == ["gpu-0", "gpu-1", "gpu-2"]
+        indexes = {i["name"] for i in inspect(conn).get_indexes("gpu_usage_rows")}
         if conn.dialect.name == "postgresql":
             assert (
-                conn.execute(text("SELECT relkind FROM pg_class WHERE relname = 'gpu_usage_hourly'")).scalar()
+                conn.execute(text("SELECT relkind FROM pg_class WHERE relname = 'gpu_usage_rows'")).scalar()
                 == "p"
             )
             assert [p.name for p in month_partitions(conn)][:2] == [
@@ -133,13 +138,12 @@ def test_a_v01_database_is_refused_then_migrated_in_place_keeping_every_row(v01_
             ]
             assert conn.execute(text("SELECT count(*) FROM gpu_usage_hourly_2026_02")).scalar() == 6
             assert conn.execute(text("SELECT count(*) FROM gpu_usage_hourly_default")).scalar() == 0
-            assert "ix_gpu_usage_hourly_usage_hour" not in indexes
-            assert "brin_gpu_usage_hourly_usage_hour" in indexes
+            assert indexes == {"brin_gpu_usage_rows_usage_hour"}  # the primary key aside
             # The 0.1 table's checks came along: NaN is still refused.
             with pytest.raises(Exception, match="ck_gpu_usage_hourly_cost_usd_not_nan"), engine.begin() as c2:
                 c2.execute(text("UPDATE gpu_usage_hourly SET cost_usd = 'NaN'"))
         else:
-            assert "ix_gpu_usage_hourly_usage_hour" in indexes
+            assert indexes == {"ix_gpu_usage_rows_usage_hour"}
     ensure_schema(engine)  # writers accept it now
 
     again = migrate(engine)  # idempotent
@@ -187,3 +191,72 @@ def test_a_table_new_in_the_schema_is_created_by_migrate_without_a_revision(any_
     report = migrate(any_engine)
     assert report.created_tables == ["muted_alerts"] and report.after.current
     assert "muted_alerts" in inspect(any_engine).get_table_names()
+
+
+def _at_0003_with_month_partitions(url: str) -> None:
+    """A database as Heliox at revision 0003 left it: on PostgreSQL its rows in month partitions
+    of the partitioned gpu_usage_hourly (created here as that version's writers did)."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.stamp(alembic_config(conn), "0001")
+        command.upgrade(alembic_config(conn), "0003")
+        if conn.dialect.name == "postgresql":
+            for name, start, end in (
+                ("gpu_usage_hourly_2026_01", "2026-01-01", "2026-02-01"),
+                ("gpu_usage_hourly_2026_02", "2026-02-01", "2026-03-01"),
+            ):
+                bounds = f"usage_hour >= '{start}+00' AND usage_hour < '{end}+00'"
+                conn.execute(text(f"CREATE TABLE {name} (LIKE gpu_usage_hourly INCLUDING ALL)"))
+                conn.execute(
+                    text(
+                        f"WITH moved AS (DELETE FROM gpu_usage_hourly_default WHERE {bounds} RETURNING *) "
+                        f"INSERT INTO {name} SELECT * FROM moved"
+                    )
+                )
+                conn.execute(
+                    text(
+                        f"ALTER TABLE gpu_usage_hourly ATTACH PARTITION {name} "
+                        f"FOR VALUES FROM ('{start}+00') TO ('{end}+00')"
+                    )
+                )
+    engine.dispose()
+
+
+def test_a_0003_database_with_month_partitions_migrates_keeping_every_row(v01_url: str) -> None:
+    _at_0003_with_month_partitions(v01_url)
+    engine = make_engine(v01_url)
+    with pytest.raises(DatabaseConfigError, match=r"revision 0003, needs revision 0004.*heliox migrate"):
+        ensure_schema(engine)
+
+    report = migrate(engine)
+
+    assert report.before.revision == "0003" and report.after.current
+    usage, pending = _rows(engine)
+    assert usage == sorted(USAGE, key=lambda r: (r["resource_id"], r["usage_hour"]))
+    assert pending == PENDING
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            assert [p.name for p in month_partitions(conn)][:2] == [
+                "gpu_usage_hourly_2026_01",
+                "gpu_usage_hourly_2026_02",
+            ]
+            parent = "SELECT inhparent::regclass::text FROM pg_inherits WHERE inhrelid = to_regclass(:p)"
+            assert conn.execute(text(parent), {"p": "gpu_usage_hourly_2026_01"}).scalar() == "gpu_usage_rows"
+            assert conn.execute(text("SELECT count(*) FROM gpu_usage_hourly_2026_01")).scalar() == 6
+            left = "SELECT count(*) FROM pg_class WHERE relname LIKE '%v03%'"
+            assert conn.execute(text(left)).scalar() == 0  # the old table and partitions are gone
+        # The view takes writes: a new resource gets its key, a deleted row goes.
+        hour = dt.datetime(2026, 2, 1, 5, tzinfo=UTC)
+        conn.execute(gpu_usage_hourly.insert(), [_usage("gpu-new", hour, "2.000001", 50.0)])
+        conn.execute(
+            gpu_usage_hourly.update().where(gpu_usage_hourly.c.resource_id == "gpu-new").values(team="infra")
+        )
+        conn.execute(gpu_usage_hourly.delete().where(gpu_usage_hourly.c.resource_id == "gpu-0"))
+        teams = select(gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.team).distinct()
+        assert sorted(conn.execute(teams).all()) == [
+            ("gpu-1", "research"),
+            ("gpu-2", "research"),
+            ("gpu-new", "infra"),
+        ]
+    ensure_schema(engine)
+    engine.dispose()

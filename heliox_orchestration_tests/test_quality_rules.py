@@ -70,7 +70,7 @@ def write_into_an_old_table(engine: Engine, rows: list[tuple[Any, ...]]) -> None
         return
     with engine.begin() as conn:
         for name in PG_NAN_CONSTRAINTS:
-            conn.exec_driver_sql(f"ALTER TABLE gpu_usage_hourly DROP CONSTRAINT {name}")
+            conn.exec_driver_sql(f"ALTER TABLE gpu_usage_rows DROP CONSTRAINT {name}")
         conn.exec_driver_sql(sql.replace("?", "%s"), rows)
 
 

@@ -157,6 +157,23 @@ def test_a_gpu_gone_from_the_usage_data_is_resolved_where_its_alert_went(
     assert all("rs-a100" not in text for text in by_channel(slack_server)["research"][1:-1])
     assert len(by_channel(slack_server)["research"]) == 2
 
+    # Back, still idle, in the ISO week of its first alert: news again in both channels, under
+    # keys of their own (the week's are taken by the first alert), once however often it runs.
+    back = NOW + 40 * HOUR
+    for resource in ("rs-a100", *others):
+        insert_rows(heliox.engine, hourly(resource, back, 2, COSTS[resource], 0.5, team=TEAMS.get(resource)))
+    heliox.at(back + 2 * HOUR)
+    for _ in range(2):
+        request = idle_check(heliox)
+        if not isinstance(request, SkipReason):
+            assert heliox.run_request(request, "idle_spend_alert_job").success
+    assert [len(by_channel(slack_server)[c]) for c in ("research", "default")] == [3, 3]
+    assert by_channel(slack_server)["research"][-1].startswith("⚠️ Idle GPU Spend Detected (team research)")
+    again = sorted(
+        k for k, e in heliox.ledger().items() if ":rs-a100:2026-W02." in k and e["status"] == "sent"
+    )
+    assert [k.split(":")[0] for k in again] == ["idle-spend", "idle-spend@research"]
+
 
 # --- savings realized: the rule, to the cent, across a month boundary in TIMEZONE ---------------
 

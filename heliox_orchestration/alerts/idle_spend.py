@@ -45,13 +45,14 @@ RIGHTSIZE = "rightsize-"  # the resource field of a rightsizing alert's key
 
 def _fresh(
     engine: Engine, findings: Sequence[IdleFinding], team: str | None, now: dt.datetime, realert: dt.timedelta
-) -> tuple[dict[str, IdleFinding], list[IdleFinding]]:
-    """The findings of one destination by key prefix, and those to alert there now: not alerted
-    there recently, and not resolved. A GPU idle again after its resolution is news, whenever
-    it was alerted before."""
+) -> tuple[dict[str, IdleFinding], list[IdleFinding], dict[str, int]]:
+    """The findings of one destination by key prefix, those to alert there now (not alerted
+    there recently, and not resolved), and the resolved episode of each GPU idle again after its
+    resolution: that is news whenever the GPU was alerted before."""
     episodes = latest_episodes(engine, [f.resource_id for f in findings])
     by_prefix = {IDLE_SPEND.prefix(f.resource_id, team=team): f for f in findings}
     recent: set[str] = set()
+    reopened: dict[str, int] = {}
     groups: dict[dt.datetime, list[str]] = {}
     for prefix, f in by_prefix.items():
         since = now - realert
@@ -61,10 +62,11 @@ def _fresh(
                 recent.add(prefix)  # resolved (gone or busy): the idle rule has not caught up
                 continue
             since = max(since, episode.resolution_found_at)
+            reopened[f.resource_id] = episode.episode_id
         groups.setdefault(since, []).append(prefix)
     for since, prefixes in groups.items():
         recent |= ledger.recently_sent(engine, prefixes, since=since)
-    return by_prefix, [f for prefix, f in by_prefix.items() if prefix not in recent]
+    return by_prefix, [f for prefix, f in by_prefix.items() if prefix not in recent], reopened
 
 
 def _destination_alert(
@@ -74,13 +76,15 @@ def _destination_alert(
     earlier failed deliveries whose finding is still open."""
     settings, engine, now = run.settings, run.engine, run.now
     failed = ledger.failed_keys(engine, IDLE_SPEND.prefix(team=team), now)
-    by_prefix, fresh = _fresh(engine, findings, team, now, dt.timedelta(days=settings.idle_realert_days))
+    by_prefix, fresh, reopened = _fresh(
+        engine, findings, team, now, dt.timedelta(days=settings.idle_realert_days)
+    )
     # A failed alert whose finding went away is no longer relevant.
     ledger.expire(engine, [k for k in failed if IDLE_SPEND.prefix_of(k) not in by_prefix], now)
     if not fresh:
         return None
     today = settings.today(now)
-    keys = {idle_key(f.resource_id, today, team=team): f for f in fresh}
+    keys = {idle_key(f.resource_id, today, team=team, after=reopened.get(f.resource_id)): f for f in fresh}
     # An earlier week's failed delivery of a finding goes out with this week's alert.
     keys.update({k: by_prefix[p] for k in failed if (p := IDLE_SPEND.prefix_of(k)) in by_prefix})
 
@@ -193,7 +197,7 @@ IDLE_SPEND = register(
         job_name="idle_spend_alert_job",
         op_name="send_idle_spend_alert",
         description="⚠️ Idle GPU Spend Detected, for new high-severity findings (after each idle refresh).",
-        fields=(KeyField("resource"), KeyField("week", 8)),
+        fields=(KeyField("resource"), KeyField("week", 20)),
         relevance="24 hours after each attempt, while the finding stays open",
         relevant_until=for_(DAY),
         detect=detect_idle_spend,
@@ -210,8 +214,12 @@ IDLE_SPEND = register(
 )
 
 
-def idle_key(resource_id: str, local_day: dt.date, team: str | None = None) -> str:
-    return IDLE_SPEND.key(resource_id, iso_week(local_day), team=team)
+def idle_key(resource_id: str, local_day: dt.date, team: str | None = None, after: int | None = None) -> str:
+    """Once per ISO week; a GPU idle again after the resolution of its episode ``after`` gets a
+    key of its own (``2026-W02.17``), as the week's may be taken by the alert that episode
+    answered."""
+    week = iso_week(local_day)
+    return IDLE_SPEND.key(resource_id, week if after is None else f"{week}.{after}", team=team)
 
 
 def idle_key_prefix(resource_id: str, team: str | None = None) -> str:

@@ -7,6 +7,7 @@ import datetime as dt
 from dagster import AssetKey, MetadataValue, OpExecutionContext, TableColumn, TableSchema
 
 from heliox_orchestration.db.schema import metadata as schema
+from heliox_orchestration.db.schema import views
 
 GROUP = "gpu_costs"
 KINDS = {"pandas", "sql"}
@@ -22,7 +23,7 @@ def table_metadata(*tables: str) -> dict[str, object]:
     first), for the asset catalog."""
     columns = [
         TableColumn(c.name, type=str(c.type.compile()).lower(), description=c.comment)
-        for c in schema.tables[tables[0]].columns
+        for c in {**views.tables, **schema.tables}[tables[0]].columns
     ]
     return {
         "dagster/table_name": tables[0],

@@ -17,6 +17,7 @@ from heliox_orchestration.cli.common import (
 from heliox_orchestration.db.engine import (
     DatabaseConfigError,
     check_schema_status,
+    listed_name,
     make_engine,
     mask_url,
     read_schema_status,
@@ -111,7 +112,7 @@ def _doctor_database(settings: Settings) -> None:
     if path is not None and not path.exists():
         note = "filled with the demo fleet by the first Dagster run" if embedded else "created on first use"
         click.echo(f"  {path} does not exist yet ({note})")
-        counts: dict[str, int | None] = dict.fromkeys(metadata.tables)
+        counts: dict[str, int | None] = dict.fromkeys(map(listed_name, metadata.tables))
         status = None
     else:
         engine = make_engine(url, read_only=True)

@@ -2,7 +2,9 @@
 
 A frame holds the columns of ``gpu_usage_hourly`` except ``cost_usd``, plus ``cost_micros``
 (the exact cost in integer micro-dollars); ``usage_hour`` is a UTC datetime64 column. Optional
-columns (``OPTIONAL_COLUMNS``) may be absent: they are written as NULL.
+columns (``OPTIONAL_COLUMNS``) may be absent: they are written as NULL. Rows for
+``gpu_usage_hourly`` (a view) go to ``gpu_usage_rows``, each resource_id replaced by its key
+(new resources registered first, in the same transaction: db/usage_store.py).
 
 Writes stream in batches of ``WRITE_BATCH_ROWS``: on PostgreSQL each batch is one ``COPY`` from a
 buffer holding only that batch, on SQLite one ``executemany``; so the text of the whole frame is
@@ -22,18 +24,24 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, Table, delete, select, tuple_
 
-from heliox_orchestration.db.schema import gpu_usage_hourly, sqlite_datetime_text
+from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_rows, sqlite_datetime_text
 from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
+from heliox_orchestration.db.usage_store import (
+    ROW_COLUMNS,
+    delete_usage_from,
+    insert_usage_from,
+    resource_keys,
+)
 from heliox_orchestration.money import micros_to_dollars
 
 COLUMNS = [c.name for c in gpu_usage_hourly.columns]
 OPTIONAL_COLUMNS = ("pricing_category",)
-_ATTRIBUTE_COLUMNS = ["provider", "region", "resource_id", "gpu_type", "gpu_count", "model_name", "team"]
 WRITE_BATCH_ROWS = 100_000
 # SQLite keeps money as REAL (a double). Below $2**31 a double is within 0.13 micro-dollar of
 # the exact amount, so both reading paths (``Money``'s quantize, ``money_sum_micros``'s ROUND of
 # x * 1e6) give back the exact micro-dollars; the import refuses hours anywhere near that.
 SQLITE_EXACT_MICROS = 2**31 * 1_000_000
+_COPY_HOUR = "%Y-%m-%d %H:%M:%S+00"
 
 
 def micros_text(micros: Any) -> list[str]:
@@ -67,18 +75,24 @@ def insert_usage_frame(
     otherwise, ``WRITE_BATCH_ROWS`` rows at a time (``progress`` hears of each batch's rows).
     ``table`` must have the columns of ``gpu_usage_hourly``; writing to that table, the month
     partitions of the frame's hours are created first."""
-    if table is gpu_usage_hourly and len(frame):
-        ensure_frame_partitions(conn, frame)
+    columns = [c.name for c in table.columns]
+    if table is gpu_usage_hourly:
+        table, columns = gpu_usage_rows, ROW_COLUMNS
+        if len(frame):
+            ensure_frame_partitions(conn, frame)
     missing = {c: None for c in OPTIONAL_COLUMNS if c not in frame}
     for first in range(0, len(frame), WRITE_BATCH_ROWS):
         batch = frame.iloc[first : first + WRITE_BATCH_ROWS]
         batch = batch.assign(**missing) if missing else batch
+        if table is gpu_usage_rows:
+            keys = resource_keys(conn, batch["resource_id"].dropna().unique().tolist())
+            batch = batch.assign(resource_key=batch["resource_id"].map(keys).astype("Int64"))
         if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
-            _copy_postgres(conn, batch, table.name)
+            _copy_postgres(conn, batch, table.name, columns)
         elif conn.dialect.name == "sqlite":
-            _executemany_sqlite(conn, batch, table.name)
+            _executemany_sqlite(conn, batch, table.name, columns)
         else:
-            _insert_core(conn, batch, table)
+            _insert_core(conn, batch, table, columns)
         if progress:
             progress(len(batch))
 
@@ -88,49 +102,59 @@ def ensure_frame_partitions(conn: Connection, frame: pd.DataFrame) -> None:
     ensure_usage_partitions(conn, hours.min().to_pydatetime(), hours.max().to_pydatetime())
 
 
-def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
+def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str, columns: list[str]) -> None:
     """One COPY of the batch, its CSV written by pyarrow: a null is an unquoted empty field
     (COPY's NULL in CSV), an empty text a quoted one."""
-    table = pa.Table.from_pandas(frame[[c for c in COLUMNS if c != "cost_usd"]], preserve_index=False)
-    hours = pc.strftime(table.column("usage_hour"), format="%Y-%m-%d %H:%M:%S+00")
+    table = pa.Table.from_pandas(frame[[c for c in columns if c != "cost_usd"]], preserve_index=False)
+    # Hours and costs repeat: each distinct value is formatted once (strftime is slow per value).
+    hours = _distinct_text(
+        table.column("usage_hour"), lambda h: pc.strftime(h, format="%Y-%m-%d %H:%M:%S+00")
+    )
     table = table.set_column(table.schema.get_field_index("usage_hour"), "usage_hour", hours)
-    costs = pa.array(micros_text(frame["cost_micros"]), type=pa.string())
-    table = table.add_column(COLUMNS.index("cost_usd"), "cost_usd", costs).select(COLUMNS)
+    micros = pa.array(frame["cost_micros"].to_numpy(dtype=np.int64))
+    costs = _distinct_text(micros, lambda m: pa.array(micros_text(m.to_numpy()), type=pa.string()))
+    table = table.add_column(columns.index("cost_usd"), "cost_usd", costs).select(columns)
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
     buffer = io.BytesIO(sink.getvalue().to_pybytes())
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.copy_expert(f"COPY {table_name} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buffer)
+        cursor.copy_expert(f"COPY {table_name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
     finally:
         cursor.close()
 
 
-def _executemany_sqlite(conn: Connection, frame: pd.DataFrame, table_name: str) -> None:
-    hours = [sqlite_datetime_text(h) for h in frame["usage_hour"].dt.to_pydatetime()]
-    costs = micros_real(frame["cost_micros"])
-    named = [*_ATTRIBUTE_COLUMNS, *OPTIONAL_COLUMNS]
-    values = frame[named].astype(object).where(frame[named].notna(), None)
-    width = len(_ATTRIBUTE_COLUMNS)
-    rows = [
-        (hour, *rest[:width], cost, util, *rest[width:])
-        for hour, rest, cost, util in zip(
-            hours,
-            values.itertuples(index=False, name=None),
-            costs,
-            frame["gpu_utilization_pct"].tolist(),
-            strict=True,
-        )
-    ]
-    placeholders = ", ".join("?" * len(COLUMNS))
+def _distinct_text(
+    values: pa.Array | pa.ChunkedArray, format_values: Callable[[pa.Array], pa.Array]
+) -> pa.Array:
+    """``format_values`` of each value, called on the distinct values only."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values)
+    return format_values(encoded.dictionary).take(encoded.indices)
+
+
+def _executemany_sqlite(conn: Connection, frame: pd.DataFrame, table_name: str, columns: list[str]) -> None:
+    values: list[list[Any]] = []
+    for c in columns:
+        if c == "usage_hour":
+            values.append([sqlite_datetime_text(h) for h in frame["usage_hour"].dt.to_pydatetime()])
+        elif c == "cost_usd":
+            values.append(micros_real(frame["cost_micros"]))
+        elif c == "gpu_utilization_pct":
+            values.append(frame[c].tolist())
+        else:
+            values.append(frame[c].astype(object).where(frame[c].notna(), None).tolist())
+    placeholders = ", ".join("?" * len(columns))
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.executemany(f"INSERT INTO {table_name} ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows)
+        sql = f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES ({placeholders})"
+        cursor.executemany(sql, list(zip(*values, strict=True)))
     finally:
         cursor.close()
 
 
-def _insert_core(conn: Connection, frame: pd.DataFrame, table: Table) -> None:
+def _insert_core(conn: Connection, frame: pd.DataFrame, table: Table, columns: list[str]) -> None:
     values = frame.astype(object).where(frame.notna(), None)
     records: list[dict[str, Any]] = [
         {
@@ -139,7 +163,7 @@ def _insert_core(conn: Connection, frame: pd.DataFrame, table: Table) -> None:
             "cost_usd": micros_to_dollars(micros),
         }
         for row, micros in zip(
-            values[[c for c in COLUMNS if c != "cost_usd"]].to_dict("records"),
+            values[[c for c in columns if c != "cost_usd"]].to_dict("records"),
             frame["cost_micros"].tolist(),
             strict=True,
         )
@@ -179,6 +203,8 @@ def stage_usage_rows(
 
 def delete_staged_hours(conn: Connection, table: Table) -> int:
     """Delete the rows of ``table`` whose (resource_id, usage_hour) is staged; returns how many."""
+    if table is gpu_usage_hourly:
+        return delete_usage_from(conn, _STAGE)
     staged = tuple_(table.c.resource_id, table.c.usage_hour).in_(
         select(_STAGE.c.resource_id, _STAGE.c.usage_hour)
     )
@@ -202,6 +228,6 @@ def replace_usage_hours(conn: Connection, frame: pd.DataFrame) -> int:
         ensure_frame_partitions(conn, frame)
     stage = stage_usage_rows(conn, frame)
     replaced = delete_staged_hours(conn, gpu_usage_hourly)
-    conn.execute(gpu_usage_hourly.insert().from_select(COLUMNS, select(*(stage.c[c] for c in COLUMNS))))
+    insert_usage_from(conn, stage)
     drop_stage(conn)
     return replaced

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event, func, inspect, make_url, se
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from heliox_orchestration.db.schema import gpu_usage_hourly, metadata
+from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_rows, metadata
 from heliox_orchestration.db.schema_version import (
     SchemaStatus,
     create_at_head,
@@ -195,6 +195,11 @@ def missing_tables(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> list[
     return [name for name in metadata.tables if name not in existing]
 
 
+def listed_name(table: str) -> str:
+    """The name a table is shown by: the usage rows by their view's (what readers query)."""
+    return gpu_usage_hourly.name if table == gpu_usage_rows.name else table
+
+
 def table_row_counts(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> dict[str, int | None]:
     """Row count of every Heliox table; None for a table that does not exist yet."""
     counts: dict[str, int | None] = {}
@@ -202,7 +207,7 @@ def table_row_counts(engine: Engine, *, variable: str = DATABASE_URL_VAR) -> dic
     try:
         with engine.connect() as conn:
             for name, table in metadata.tables.items():
-                counts[name] = (
+                counts[listed_name(name)] = (
                     None
                     if name in absent
                     else conn.execute(select(func.count()).select_from(table)).scalar_one()

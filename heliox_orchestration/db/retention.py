@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, text
 
-from heliox_orchestration.db.schema import USAGE_DEFAULT_PARTITION, gpu_usage_hourly
+from heliox_orchestration.db.schema import USAGE_DEFAULT_PARTITION, gpu_usage_rows
 from heliox_orchestration.db.usage_partitions import (
     drop_month_partitions,
     ensure_usage_partitions,
@@ -85,6 +85,6 @@ def usage_upkeep(engine: Engine, settings: Settings, now: dt.datetime) -> Upkeep
                 old = text(f"DELETE FROM {USAGE_DEFAULT_PARTITION} WHERE usage_hour < :cutoff")
                 deleted = conn.execute(old, {"cutoff": cutoff}).rowcount or 0
             else:
-                old_rows = delete(gpu_usage_hourly).where(gpu_usage_hourly.c.usage_hour < cutoff)
+                old_rows = delete(gpu_usage_rows).where(gpu_usage_rows.c.usage_hour < cutoff)
                 deleted = conn.execute(old_rows).rowcount or 0
     return UpkeepResult(cutoff, dropped, deleted, created)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -111,26 +112,40 @@ def money_sum_micros(column: ColumnElement[Any]) -> ColumnElement[int]:
 
 metadata = MetaData()
 
-gpu_usage_hourly = Table(
-    "gpu_usage_hourly",
+# The hourly usage rows are stored keyed by an integer per resource (issue 18, G2: a 4-byte key
+# instead of the ResourceId text in every row and in the primary key), and read through the view
+# ``gpu_usage_hourly`` with the columns of 0.1 (db/usage_store.py creates it, with triggers so that
+# INSERT, UPDATE and DELETE on the view still work). Resources are never deleted.
+gpu_resources = Table(
+    "gpu_resources",
+    metadata,
+    Column("resource_key", Integer, Identity(), primary_key=True),
+    Column("resource_id", String(255), nullable=False, unique=True, comment="billing ResourceId"),
+    comment="One row per GPU resource ever seen; gpu_usage_rows refers to it by resource_key.",
+)
+
+# Fixed-width columns first (no alignment padding between them), then the short varlena ones.
+gpu_usage_rows = Table(
+    "gpu_usage_rows",
     metadata,
     Column("usage_hour", UTCDateTime(), nullable=False, comment="UTC start of the hour"),
-    Column("provider", String(32), nullable=False),
-    Column("region", String(64), nullable=True),
-    Column("resource_id", String(255), nullable=False),
-    Column("gpu_type", String(32), nullable=False),
+    Column("resource_key", Integer, nullable=False, comment="gpu_resources.resource_key"),
     Column("gpu_count", Integer, nullable=False),
-    Column("model_name", String(255), nullable=True, comment="NULL = unattributed workload"),
-    Column("team", String(128), nullable=True),
     Column("cost_usd", Money(), nullable=False, comment="cost of the resource for this hour"),
     Column("gpu_utilization_pct", Numeric(5, 2, asdecimal=False), nullable=True),
+    Column("provider", String(32), nullable=False),
+    Column("gpu_type", String(32), nullable=False),
+    Column("region", String(64), nullable=True),
+    Column("model_name", String(255), nullable=True, comment="NULL = unattributed workload"),
+    Column("team", String(128), nullable=True),
     Column(
         "pricing_category",
         String(16),
         nullable=True,
         comment="FOCUS PricingCategory: Standard | Committed | Dynamic | Other; NULL = not known",
     ),
-    PrimaryKeyConstraint("resource_id", "usage_hour", name="pk_gpu_usage_hourly"),
+    PrimaryKeyConstraint("resource_key", "usage_hour", name="pk_gpu_usage_rows"),
+    # The constraint names of 0.1's gpu_usage_hourly: the messages a refused write gets stay the same.
     CheckConstraint("gpu_count >= 1", name="ck_gpu_usage_hourly_gpu_count"),
     # New databases refuse what no query can sum (see costs/quality.py, whose rules still
     # catch these rows in tables created before the constraints: tables are never altered).
@@ -156,7 +171,7 @@ gpu_usage_hourly = Table(
     CheckConstraint("gpu_utilization_pct <> 'NaN'", name="ck_gpu_usage_hourly_utilization_not_nan").ddl_if(
         dialect="postgresql"
     ),
-    comment="One row per GPU resource per hour.",
+    comment="One row per GPU resource per hour (read it through the view gpu_usage_hourly).",
     # PostgreSQL: one partition per UTC month (db/usage_partitions.py creates them ahead of the
     # writers; retention drops whole months). SQLite keeps a plain table.
     postgresql_partition_by="RANGE (usage_hour)",
@@ -165,19 +180,39 @@ gpu_usage_hourly = Table(
 # PostgreSQL that is a BRIN index (a few pages per month partition): rows arrive in time order, so
 # a day is a handful of block ranges of one partition, and the table stays near its heap size. See
 # docs/performance.md. SQLite has neither partitions nor BRIN and keeps a B-tree.
-Index("ix_gpu_usage_hourly_usage_hour", gpu_usage_hourly.c.usage_hour).ddl_if(dialect="sqlite")
-Index("brin_gpu_usage_hourly_usage_hour", gpu_usage_hourly.c.usage_hour, postgresql_using="brin").ddl_if(
+Index("ix_gpu_usage_rows_usage_hour", gpu_usage_rows.c.usage_hour).ddl_if(dialect="sqlite")
+Index("brin_gpu_usage_rows_usage_hour", gpu_usage_rows.c.usage_hour, postgresql_using="brin").ddl_if(
     dialect="postgresql"
 )
 # Rows of a month without its partition yet land here; writers create the month first
-# (usage_partitions.ensure_usage_partitions), which moves any such rows into it.
+# (usage_partitions.ensure_usage_partitions), which moves any such rows into it. Partitions keep
+# the names of the logical table: gpu_usage_hourly_YYYY_MM.
 USAGE_DEFAULT_PARTITION = "gpu_usage_hourly_default"
 event.listen(
-    gpu_usage_hourly,
+    gpu_usage_rows,
     "after_create",
-    DDL(f"CREATE TABLE {USAGE_DEFAULT_PARTITION} PARTITION OF gpu_usage_hourly DEFAULT").execute_if(
+    DDL(f"CREATE TABLE {USAGE_DEFAULT_PARTITION} PARTITION OF gpu_usage_rows DEFAULT").execute_if(
         dialect="postgresql"
     ),
+)
+
+# What every reader selects from: the view (not in ``metadata``: create_all does not create it).
+views = MetaData()
+gpu_usage_hourly = Table(
+    "gpu_usage_hourly",
+    views,
+    Column("usage_hour", UTCDateTime(), nullable=False, comment="UTC start of the hour"),
+    Column("provider", String(32), nullable=False),
+    Column("region", String(64), nullable=True),
+    Column("resource_id", String(255), nullable=False),
+    Column("gpu_type", String(32), nullable=False),
+    Column("gpu_count", Integer, nullable=False),
+    Column("model_name", String(255), nullable=True, comment="NULL = unattributed workload"),
+    Column("team", String(128), nullable=True),
+    Column("cost_usd", Money(), nullable=False, comment="cost of the resource for this hour"),
+    Column("gpu_utilization_pct", Numeric(5, 2, asdecimal=False), nullable=True),
+    Column("pricing_category", String(16), nullable=True, comment=gpu_usage_rows.c.pricing_category.comment),
+    comment="View: gpu_usage_rows with the resource_id of its resource_key.",
 )
 
 # Hours of imported charges that have not started yet (a daily charge for today is spread over

@@ -37,7 +37,7 @@ from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
 VERSION_TABLE = "heliox_schema_version"
 BASELINE = "0001"  # Heliox 0.1, the schema before versioned migrations
 # Every revision in db/migrations/versions, oldest first; the last is the head.
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD_REVISION = REVISIONS[-1]
 # pg_advisory_xact_lock key: two processes creating or migrating the schema take turns.
 SCHEMA_LOCK = 0x48454C494F5A

@@ -1,8 +1,9 @@
-"""Month partitions of ``gpu_usage_hourly`` on PostgreSQL, the one place that creates and drops them.
+"""Month partitions of the usage table on PostgreSQL, the one place that creates and drops them.
 
-The table is partitioned by range of ``usage_hour``, one partition per UTC month named
-``gpu_usage_hourly_YYYY_MM``, plus a default partition that catches a row of a month nobody
-created yet (so no insert ever fails for want of a partition). Every writer calls
+The table (``gpu_usage_rows``, read through the view ``gpu_usage_hourly``) is partitioned by range
+of ``usage_hour``, one partition per UTC month named ``gpu_usage_hourly_YYYY_MM``, plus a default
+partition that catches a row of a month nobody created yet (so no insert ever fails for want of a
+partition). Every writer calls
 ``ensure_usage_partitions`` for the hours it is about to write; a month that already has rows in
 the default partition is created by moving them (the default partition must not hold rows of a
 month that gets its own partition). On SQLite, and on a table that is not partitioned, every
@@ -16,9 +17,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
-from heliox_orchestration.db.schema import USAGE_DEFAULT_PARTITION, gpu_usage_hourly
+from heliox_orchestration.db.schema import USAGE_DEFAULT_PARTITION, gpu_usage_hourly, gpu_usage_rows
 
-PARENT = gpu_usage_hourly.name
+PARENT = gpu_usage_rows.name
+# Partitions are named after the logical table (the view readers select from).
+PREFIX = gpu_usage_hourly.name
 # pg_advisory_xact_lock key: two writers creating the same month wait for each other.
 PARTITION_LOCK = 0x48454C494F59
 
@@ -41,7 +44,7 @@ def next_month(start: dt.datetime) -> dt.datetime:
 
 def month_partition(instant: dt.datetime) -> MonthPartition:
     start = month_start(instant)
-    return MonthPartition(f"{PARENT}_{start:%Y_%m}", start, next_month(start))
+    return MonthPartition(f"{PREFIX}_{start:%Y_%m}", start, next_month(start))
 
 
 def months_between(first: dt.datetime, last: dt.datetime) -> list[MonthPartition]:
@@ -74,7 +77,7 @@ def month_partitions(conn: Connection) -> list[MonthPartition]:
     ).scalars()
     found = []
     for name in names:
-        suffix = name.removeprefix(f"{PARENT}_")
+        suffix = name.removeprefix(f"{PREFIX}_")
         year, _, month = suffix.partition("_")
         if year.isdigit() and month.isdigit():
             found.append(month_partition(dt.datetime(int(year), int(month), 1, tzinfo=dt.UTC)))

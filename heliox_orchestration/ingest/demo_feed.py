@@ -22,7 +22,8 @@ from sqlalchemy import Engine, delete, func, select
 
 from heliox_orchestration.db.bulk import insert_usage_frame
 from heliox_orchestration.db.gpu_prices import GPU_PRICES
-from heliox_orchestration.db.schema import gpu_usage_hourly
+from heliox_orchestration.db.schema import gpu_resources, gpu_usage_hourly, gpu_usage_rows
+from heliox_orchestration.db.usage_store import keys_of_resources
 from heliox_orchestration.ingest.demo_fleet import DEMO_PREFIX, FleetSpec, generate_chunks
 
 HOUR = dt.timedelta(hours=1)
@@ -61,10 +62,12 @@ def extend_demo_fleet(engine: Engine, timezone: str, now: dt.datetime) -> FeedRe
     spec = FleetSpec(days=(today - window_start).days + 1, end_date=today, timezone=timezone)
     rows = 0
     with engine.begin() as conn:
-        new = (gpu_usage_hourly.c.usage_hour > last) & gpu_usage_hourly.c.resource_id.startswith(DEMO_PREFIX)
-        conn.execute(
-            delete(gpu_usage_hourly).where(new & ~gpu_usage_hourly.c.resource_id.startswith(RUNAWAY_PREFIX))
+        r = gpu_resources.c
+        fleet = keys_of_resources(
+            r.resource_id.startswith(DEMO_PREFIX), ~r.resource_id.startswith(RUNAWAY_PREFIX)
         )
+        new = (gpu_usage_rows.c.usage_hour > last) & gpu_usage_rows.c.resource_key.in_(fleet)
+        conn.execute(delete(gpu_usage_rows).where(new))
         for frame in generate_chunks(spec, now):
             due = frame[pd.to_datetime(frame["usage_hour"], utc=True) > pd.Timestamp(last)]
             if len(due):

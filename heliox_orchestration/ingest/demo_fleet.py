@@ -37,8 +37,9 @@ from sqlalchemy import Engine, delete
 
 from heliox_orchestration.db.bulk import insert_usage_frame
 from heliox_orchestration.db.gpu_prices import GPU_PRICES
-from heliox_orchestration.db.schema import gpu_usage_hourly
+from heliox_orchestration.db.schema import gpu_resources, gpu_usage_rows
 from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
+from heliox_orchestration.db.usage_store import keys_of_resources
 from heliox_orchestration.money import micros_to_dollars
 from heliox_orchestration.settings import DEMO_WINDOW_DAYS
 
@@ -278,12 +279,10 @@ def seed_demo(
     total_micros = 0
     with engine.begin() as conn:
         ensure_usage_partitions(conn, start, end - dt.timedelta(hours=1))
-        in_range = (
-            (gpu_usage_hourly.c.usage_hour >= start)
-            & (gpu_usage_hourly.c.usage_hour < end)
-            & gpu_usage_hourly.c.resource_id.startswith(DEMO_PREFIX)
-        )
-        replaced = conn.execute(delete(gpu_usage_hourly).where(in_range)).rowcount or 0
+        u = gpu_usage_rows.c
+        demo = u.resource_key.in_(keys_of_resources(gpu_resources.c.resource_id.startswith(DEMO_PREFIX)))
+        in_range = (u.usage_hour >= start) & (u.usage_hour < end) & demo
+        replaced = conn.execute(delete(gpu_usage_rows).where(in_range)).rowcount or 0
         for frame in generate_chunks(spec, now):
             insert_usage_frame(conn, frame, progress=progress)  # COPY, a batch at a time
             rows += len(frame)

@@ -22,11 +22,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, delete, exists, func, select, text, tuple_
+from sqlalchemy import Connection, Engine, delete, exists, func, select, text
 
-from heliox_orchestration.db.bulk import COLUMNS, delete_staged_hours, drop_stage, stage_usage_rows
+from heliox_orchestration.db.bulk import (
+    COLUMNS,
+    delete_staged_hours,
+    drop_stage,
+    insert_usage_frame,
+    stage_usage_rows,
+)
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_pending
 from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
+from heliox_orchestration.db.usage_store import delete_usage_from, insert_usage_from
 
 # Any fixed 64-bit number works; this one spells "HELIOX" in ASCII.
 USAGE_WRITE_LOCK = 0x48454C494F58
@@ -49,12 +56,18 @@ def write_imported_hours(
     frames: pd.DataFrame | Iterable[pd.DataFrame],
     now: dt.datetime,
     progress: Callable[[int], None] | None = None,
+    *,
+    hours: tuple[dt.datetime, dt.datetime] | None = None,
 ) -> ImportWrite:
     """Write the resource-hours of a frame (or of frames, streamed one at a time): started ones
     to ``gpu_usage_hourly``, the others to ``gpu_usage_pending``, replacing the stored rows of
     the same resource-hours in both tables. Runs in the caller's transaction; ``progress`` hears
-    of the rows loaded, batch by batch."""
+    of the rows loaded, batch by batch. ``hours``, the first and last ``usage_hour`` of the
+    frames when the caller knows them: if neither table stores a row in that range, nothing can
+    be replaced, and the rows go straight to their tables instead of through the stage."""
     _serialize_usage_writes(conn)
+    if hours is not None and not _stored_between(conn, *hours):
+        return _write_new_hours(conn, [frames] if isinstance(frames, pd.DataFrame) else frames, now, progress)
     stage = stage_usage_rows(conn, frames, progress)
     # The months of the started hours, known once the stage holds them all (the frames stream).
     first, last = conn.execute(
@@ -64,16 +77,36 @@ def write_imported_hours(
         ensure_usage_partitions(conn, first, last)
     replaced = delete_staged_hours(conn, gpu_usage_hourly) + delete_staged_hours(conn, gpu_usage_pending)
     started = stage.c.usage_hour <= now
-    written = conn.execute(
-        gpu_usage_hourly.insert().from_select(COLUMNS, select(*(stage.c[c] for c in COLUMNS)).where(started))
-    ).rowcount
+    written = insert_usage_from(conn, stage, started)
     held = conn.execute(
         gpu_usage_pending.insert().from_select(
             COLUMNS, select(*(stage.c[c] for c in COLUMNS)).where(~started)
         )
     ).rowcount
     drop_stage(conn)
-    return ImportWrite(replaced=replaced, written=written or 0, held=held or 0)
+    return ImportWrite(replaced=replaced, written=written, held=held or 0)
+
+
+def _stored_between(conn: Connection, first: dt.datetime, last: dt.datetime) -> bool:
+    return any(
+        conn.execute(select(exists().where(table.c.usage_hour.between(first, last)))).scalar()
+        for table in (gpu_usage_hourly, gpu_usage_pending)
+    )
+
+
+def _write_new_hours(
+    conn: Connection, frames: Iterable[pd.DataFrame], now: dt.datetime, progress: Callable[[int], None] | None
+) -> ImportWrite:
+    written = held = 0
+    cutoff = pd.Timestamp(now).tz_convert("UTC")
+    for frame in frames:
+        started = (frame["usage_hour"] <= cutoff).to_numpy()
+        for table, rows in ((gpu_usage_hourly, frame[started]), (gpu_usage_pending, frame[~started])):
+            if len(rows):
+                insert_usage_frame(conn, rows, table, progress)
+        written += int(started.sum())
+        held += int((~started).sum())
+    return ImportWrite(replaced=0, written=written, held=held)
 
 
 def release_due_usage(database: Connection | Engine, now: dt.datetime) -> int:
@@ -101,14 +134,6 @@ def _release(conn: Connection, now: dt.datetime) -> int:
     first = conn.execute(select(func.min(pending.usage_hour)).where(due)).scalar()
     if first is not None:
         ensure_usage_partitions(conn, first, now)
-    conn.execute(
-        delete(gpu_usage_hourly).where(
-            tuple_(gpu_usage_hourly.c.resource_id, gpu_usage_hourly.c.usage_hour).in_(
-                select(pending.resource_id, pending.usage_hour).where(due)
-            )
-        )
-    )
-    conn.execute(
-        gpu_usage_hourly.insert().from_select(COLUMNS, select(*(pending[c] for c in COLUMNS)).where(due))
-    )
+    delete_usage_from(conn, gpu_usage_pending, due)
+    insert_usage_from(conn, gpu_usage_pending, due)
     return conn.execute(delete(gpu_usage_pending).where(due)).rowcount or 0

@@ -27,7 +27,13 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, delete, exists, func, or_, select, text, update
 
-from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_utilization_hourly, money_sum_micros
+from heliox_orchestration.db.schema import (
+    gpu_resources,
+    gpu_usage_hourly,
+    gpu_usage_rows,
+    gpu_utilization_hourly,
+    money_sum_micros,
+)
 from heliox_orchestration.ingest.dcgm_mapping import DcgmMapping
 from heliox_orchestration.ingest.prometheus import PrometheusClient
 from heliox_orchestration.ingest.telemetry import (
@@ -178,8 +184,13 @@ def fill_usage_utilization(
     With ``attribute_workloads``, a cost row without ``model_name`` (or ``team``) takes the
     telemetry's, when it has one; a value the cost export set is never replaced."""
     check_hour_range(start, end)
-    u, t = gpu_usage_hourly, gpu_utilization_hourly
-    same = and_(t.c.resource_id == u.c.resource_id, t.c.usage_hour == u.c.usage_hour)
+    # The stored rows themselves (the view's triggers would change one row at a time).
+    u, t, r = gpu_usage_rows, gpu_utilization_hourly, gpu_resources
+    same = and_(
+        r.c.resource_key == u.c.resource_key,
+        t.c.resource_id == r.c.resource_id,
+        t.c.usage_hour == u.c.usage_hour,
+    )
 
     def from_telemetry(column: Any) -> Any:
         return select(column).where(same).scalar_subquery()

@@ -41,7 +41,8 @@ leaves the database untouched.
   Standard > Other, the highest wins.
 
 The modules, in the order the data flows: ``files`` (CSV, CSV.gz and Parquet through pyarrow's
-streaming readers, a batch at a time), ``charges`` (the FOCUS rules above, per charge),
+streaming readers, a batch at a time), ``coded`` (a column as the codes of its distinct texts,
+so that each rule runs once per distinct value), ``charges`` (the FOCUS rules above, per charge),
 ``validation`` (what is refused, and the one-line error), ``spool`` (the hourly parts on disk, by
 resource, so that memory follows a batch, not the file), ``hours`` (charges summed into
 resource-hours, corrections netted, a spool partition at a time), ``utilization`` (samples

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from heliox_orchestration.db.gpu_catalog import GpuMatch, normalize_provider, recognize_gpu
+from heliox_orchestration.ingest.focus.coded import Coded
 from heliox_orchestration.ingest.focus.files import column_picker
 from heliox_orchestration.ingest.focus.utilization import HOUR_DTYPE
 from heliox_orchestration.ingest.focus.validation import (
@@ -37,7 +39,6 @@ STARTS_IN_THE_FUTURE = (
     "starts in the future: usage cannot be billed before it happens; check the export's time zone"
 )
 MAX_CHARGE_HOURS = 366 * 24
-HOUR = pd.Timedelta(hours=1)
 
 REQUIRED_COLUMNS = ("ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory", "ResourceId")
 COST_COLUMNS = ("EffectiveCost", "BilledCost")  # preferred first
@@ -119,43 +120,62 @@ def spread_evenly(micros: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np
 
 # --- every row ---------------------------------------------------------------------------------
 
+Columns = dict[str, Coded]  # a chunk of FOCUS rows: its chosen columns, by canonical name
+
 
 @dataclass(frozen=True)
 class Charges:
     """The validated values of a chunk of FOCUS rows, one per row."""
 
-    start: pd.Series
-    end: pd.Series
+    start: np.ndarray  # datetime64, naive UTC
+    end: np.ndarray
+    start_hour: np.ndarray  # int64 microseconds: start's hour
+    end_hour: np.ndarray  # int64 microseconds: end rounded up to the hour
     category: np.ndarray  # canonical ChargeCategory
     correction: np.ndarray  # ChargeClass is Correction
-    cost_text: pd.Series  # the cost as written, from cost_column
+    cost_text: Coded  # the cost as written, from cost_column
     cost_column: np.ndarray  # "EffectiveCost" or "BilledCost"
-    provider: pd.Series  # normalized
+    provider: Coded  # normalized
 
 
-def validate_charges(frame: pd.DataFrame, errors: Errors) -> Charges:
+def _times(raw: Coded, bound: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's date-time (datetime64, naive UTC, NaT where missing or unparseable) and its
+    hour, ``bound`` "floor" or "ceil" (int64 microseconds). Parsed a distinct value at a time, so
+    pandas infers the same resolution as for the whole column."""
+    parsed = parse_times(pd.Series(raw.values, dtype=object))
+    hour = getattr(parsed.dt, bound)("h").astype(HOUR_DTYPE).dt.tz_localize(None).to_numpy()
+    times = parsed.dt.tz_localize(None).to_numpy()
+    missing = np.datetime64("NaT", "us")
+    return (
+        np.append(times, missing.astype(times.dtype))[raw.codes],
+        np.append(hour, missing).astype(np.int64)[raw.codes],
+    )
+
+
+def validate_charges(columns: Columns, errors: Errors) -> Charges:
     """Check every value the import uses on every row; raise at the first bad one."""
+    rows = len(errors.lines)
 
     def value(column: str) -> Callable[[int], str]:
-        return lambda i: f"{frame[column].iloc[i]!r}"
+        return lambda i: f"{columns[column].row(i)!r}"
 
-    start = parse_times(frame["ChargePeriodStart"])
-    end = parse_times(frame["ChargePeriodEnd"])
+    start, start_hour = _times(columns["ChargePeriodStart"], "floor")
+    end, end_hour = _times(columns["ChargePeriodEnd"], "ceil")
     for column, parsed in (("ChargePeriodStart", start), ("ChargePeriodEnd", end)):
-        check_times(errors, frame[column], parsed, column)
+        check_times(errors, columns[column], parsed, column)
     errors.check(end < start, "ChargePeriodEnd", lambda _i: "is before ChargePeriodStart")
 
-    category = frame["ChargeCategory"].str.strip().str.lower().map(CHARGE_CATEGORIES)
+    category = columns["ChargeCategory"].map(lambda v: CHARGE_CATEGORIES.get(v.strip().lower()))
     allowed = ", ".join(CHARGE_CATEGORIES.values())
     errors.check(
-        category.isna(),
+        pd.isna(category),
         "ChargeCategory",
         lambda i: f"{value('ChargeCategory')(i)} is not a FOCUS ChargeCategory ({allowed})",
     )
-    correction = np.zeros(len(frame), dtype=bool)
-    if "ChargeClass" in frame:
-        charge_class = frame["ChargeClass"].str.strip().str.lower()
-        correction = (charge_class == "correction").fillna(False).to_numpy(dtype=bool)
+    correction = np.zeros(rows, dtype=bool)
+    if "ChargeClass" in columns:
+        charge_class = columns["ChargeClass"]
+        correction = charge_class.map(lambda v: v.strip().lower() == "correction", False, bool)
         errors.check(
             charge_class.notna() & ~correction,
             "ChargeClass",
@@ -163,40 +183,40 @@ def validate_charges(frame: pd.DataFrame, errors: Errors) -> Charges:
         )
 
     # EffectiveCost where the row has one, BilledCost otherwise.
-    effective: pd.Series | None = frame.get("EffectiveCost")
-    billed: pd.Series | None = frame.get("BilledCost")
+    effective, billed = columns.get("EffectiveCost"), columns.get("BilledCost")
     if effective is None:
         assert billed is not None  # the header check requires one of the two
-        cost_text, uses_effective = billed, np.zeros(len(frame), dtype=bool)
+        cost_text, uses_effective = billed, np.zeros(rows, dtype=bool)
     else:
-        uses_effective = effective.notna().to_numpy()
-        cost_text = effective if billed is None else effective.where(effective.notna(), billed)
+        uses_effective = effective.notna()
+        cost_text = effective if billed is None else effective.coalesce(billed)
     both = " and so is BilledCost" if effective is not None and billed is not None else ""
     errors.check(
         cost_text.isna(),
         "EffectiveCost" if effective is not None else "BilledCost",
         lambda _i: "is empty" + both,
     )
-    cost = pd.to_numeric(cost_text, errors="coerce").to_numpy(dtype=float)
+    numbers = pd.to_numeric(pd.Series(cost_text.values, dtype=object), errors="coerce").to_numpy(dtype=float)
+    cost = np.append(numbers, np.nan)[cost_text.codes]
     check_costs(errors, cost_text, cost, {"EffectiveCost": uses_effective, "BilledCost": ~uses_effective})
 
-    present = [c for c in PROVIDER_COLUMNS if c in frame]
-    provider_text = frame[present[0]]
+    present = [c for c in PROVIDER_COLUMNS if c in columns]
+    provider_text = columns[present[0]]
     for column in present[1:]:
-        provider_text = provider_text.fillna(frame[column])
+        provider_text = provider_text.coalesce(columns[column])
     errors.check(provider_text.isna(), present[0], lambda _i: "is empty")
     errors.raise_first()
 
-    codes, names = pd.factorize(provider_text)
-    provider = np.array([normalize_provider(n) for n in names], dtype=object)[codes]
     return Charges(
         start=start,
         end=end,
-        category=category.to_numpy(dtype=object),
+        start_hour=start_hour,
+        end_hour=end_hour,
+        category=category,
         correction=correction,
         cost_text=cost_text,
         cost_column=np.where(uses_effective, "EffectiveCost", "BilledCost"),
-        provider=pd.Series(provider, index=frame.index),
+        provider=Coded(provider_text.codes, [normalize_provider(n) for n in provider_text.values]),
     )
 
 
@@ -217,25 +237,32 @@ def skip_reasons(charges: Charges, is_gpu: np.ndarray, has_resource: np.ndarray)
     )
 
 
-def recognize(frame: pd.DataFrame, provider: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """GPU type and count of each row (None where no catalogued GPU instance is named)."""
-    columns = [c for c in frame.columns if c.lower().startswith("x_")]
-    columns += [c for c in RECOGNITION_COLUMNS if c in frame]
-    text = pd.Series("", index=frame.index, dtype=object)
-    for column in columns:
-        text = text + " | " + frame[column].fillna("").astype(str)
-    cache: dict[tuple[str, str], GpuMatch | None] = {}  # SKUs repeat: recognize each once
-
-    def match(key: tuple[str, str]) -> GpuMatch | None:
-        if key not in cache:
-            cache[key] = recognize_gpu(*key)
-        return cache[key]
-
-    matches = [match(key) for key in zip(provider.tolist(), text.tolist(), strict=True)]
-    return (
-        pd.Series([m.gpu_type if m else None for m in matches], index=frame.index, dtype=object),
-        pd.Series([m.gpu_count if m else 0 for m in matches], index=frame.index, dtype=np.int64),
-    )
+def recognize(columns: Columns, provider: Coded) -> tuple[np.ndarray, np.ndarray]:
+    """GPU type (None where no catalogued GPU instance is named) and count of each row. Each
+    distinct combination of provider and searched texts is recognized once."""
+    names = [c for c in columns if c.lower().startswith("x_")]
+    names += [c for c in RECOGNITION_COLUMNS if c in columns]
+    searched = [columns[c] for c in names]
+    coded = [provider, *searched]
+    keys = np.stack([c.codes for c in coded], axis=1)
+    sizes = [len(c.values) + 1 for c in coded]  # + 1: missing
+    if float(np.prod(sizes, dtype=float)) < 2**62:  # one integer per combination: a 1-d unique
+        combined = np.zeros(len(keys), dtype=np.int64)
+        for column, size in enumerate(sizes):
+            combined = combined * size + keys[:, column] + 1
+        _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+        combos = keys[first]
+    else:
+        combos, inverse = np.unique(keys, axis=0, return_inverse=True)
+    matches: list[GpuMatch | None] = []
+    for combo in combos.tolist():
+        texts = (c.values[k] if k >= 0 else "" for c, k in zip(searched, combo[1:], strict=True))
+        text = "".join(" | " + t for t in texts)
+        matches.append(recognize_gpu(provider.values[combo[0]], text))
+    inverse = inverse.reshape(-1)
+    gpu_type = np.array([m.gpu_type if m else None for m in matches] or [None], dtype=object)[inverse]
+    gpu_count = np.array([m.gpu_count if m else 0 for m in matches] or [0], dtype=np.int64)[inverse]
+    return gpu_type, gpu_count
 
 
 # --- the GPU charges imported --------------------------------------------------------------------
@@ -245,90 +272,102 @@ def recognize(frame: pd.DataFrame, provider: pd.Series) -> tuple[pd.Series, pd.S
 class HourlyParts:
     """GPU charges spread over their hours: one row of ``parts`` per charge-hour."""
 
-    parts: pd.DataFrame  # the columns of an hourly row, plus _line, _billed and _gross
+    parts: pa.Table  # the columns of an hourly row, plus _pricing, _line, _billed and _gross
     charge: np.ndarray  # the charge (row of the selection) each part comes from
-    exact: tuple[Decimal, ...]  # each charge as written
+    exact: list[Decimal]  # each charge as written
     hours: np.ndarray  # how many hours each charge covers
 
 
-def spread_gpu_charges(
-    sel: pd.DataFrame,
-    errors: Errors,
-    start: pd.Series,
-    end: pd.Series,
-    cost_text: pd.Series,
-    tag_keys: TagKeys,
-    now: dt.datetime,
-) -> HourlyParts:
-    """Validate what only imported rows need, then spread each charge over its hours. ``sel``
-    holds the imported rows with ``_provider``, ``_gpu_type``, ``_gpus`` and ``_billed``."""
-    if "BillingCurrency" in sel:
-        currency = sel["BillingCurrency"].str.strip().str.upper()
+@dataclass(frozen=True)
+class Selected:
+    """The imported rows of a chunk: their columns and what validation made of them."""
+
+    columns: Columns
+    start: np.ndarray
+    start_hour: np.ndarray
+    end_hour: np.ndarray
+    cost_text: Coded
+    provider: Coded
+    gpu_type: np.ndarray
+    gpu_count: np.ndarray
+    billed: np.ndarray  # the cost is the row's BilledCost
+
+
+_HOUR_US = 3_600_000_000
+
+
+def spread_gpu_charges(sel: Selected, errors: Errors, tag_keys: TagKeys, now: dt.datetime) -> HourlyParts:
+    """Validate what only imported rows need, then spread each charge over its hours."""
+    columns, rows = sel.columns, len(errors.lines)
+    if "BillingCurrency" in columns:
+        currency = columns["BillingCurrency"]
+        not_usd = currency.map(lambda v: v.strip().upper() != "USD", False, bool)
         errors.check(
-            currency.notna() & (currency != "USD"),
+            not_usd,
             "BillingCurrency",
             lambda i: (
-                f"{sel['BillingCurrency'].iloc[i]!r}: Heliox stores US dollars; "
-                "export in USD or convert the file first"
+                f"{currency.row(i)!r}: Heliox stores US dollars; export in USD or convert the file first"
             ),
         )
-    check_not_future(errors, sel["ChargePeriodStart"], start, "ChargePeriodStart", now, STARTS_IN_THE_FUTURE)
-    pricing = pricing_ranks(sel, errors)
+    check_not_future(
+        errors, columns["ChargePeriodStart"], sel.start, "ChargePeriodStart", now, STARTS_IN_THE_FUTURE
+    )
+    pricing = pricing_ranks(columns, errors, rows)
     # Provider and GPU type need no check: an imported row's are the catalog's own short names.
-    check_text(errors, sel["ResourceId"], "ResourceId", 255)
-    region = sel["RegionId"].to_numpy(dtype=object) if "RegionId" in sel else np.full(len(sel), None)
+    resource = columns["ResourceId"]
+    check_text(errors, resource, "ResourceId", 255)
+    region = columns.get("RegionId", Coded.missing(rows))
     check_text(errors, region, "RegionId", 64)
-    start_hour = start.dt.floor("h")
-    hours = ((end.dt.ceil("h") - start_hour) // HOUR).clip(lower=1).to_numpy(dtype=np.int64)
+    start_hour = sel.start_hour
+    hours = np.maximum((sel.end_hour - start_hour) // _HOUR_US, 1)
     errors.check(
         hours > MAX_CHARGE_HOURS, "ChargePeriodEnd", lambda _i: "makes a charge period longer than a year"
     )
-    models, teams = tag_columns(sel, tag_keys, errors)
+    models, teams = tag_columns(columns.get("Tags", Coded.missing(rows)), tag_keys, errors)
     errors.raise_first()
 
     # check_costs has refused non-finite and oversized costs: the micro-dollars fit int64.
     # Prices repeat (an instance type's hourly rate): each distinct text is converted once.
-    codes, texts = pd.factorize(cost_text.to_numpy(dtype=object))
-    converted = [to_micros(text) for text in texts.tolist()]
-    exact = tuple(converted[c][0] for c in codes.tolist())
-    micros = np.array([value for _, value in converted], dtype=np.int64)[codes]
+    converted = [to_micros(text) for text in sel.cost_text.values]
+    codes = sel.cost_text.codes
+    exact = [converted[c][0] for c in codes.tolist()]
+    micros = np.array([value for _, value in converted] or [0], dtype=np.int64)[codes]
     index, offset, part = spread_evenly(micros, hours)
-    first_hour = start_hour.dt.tz_localize(None).to_numpy()
-    parts = pd.DataFrame(
+    usage_hour = start_hour[index] + offset * _HOUR_US
+    parts = pa.table(
         {
-            "resource_id": sel["ResourceId"].to_numpy()[index],
-            "usage_hour": first_hour[index] + offset * np.timedelta64(1, "h"),
-            "provider": sel["_provider"].to_numpy()[index],
-            "region": region[index],
-            "gpu_type": sel["_gpu_type"].to_numpy()[index],
-            "gpu_count": sel["_gpus"].to_numpy(dtype=np.int64)[index],
-            "model_name": models[index],
-            "team": teams[index],
-            "cost_micros": part,
-            "_pricing": pricing[index],
-            "_line": errors.lines[index].astype(np.int64),
-            "_billed": sel["_billed"].to_numpy(dtype=bool)[index],
-            "_gross": np.abs(part).astype(float),
+            "resource_id": resource.arrow(index),
+            "usage_hour": pa.array(usage_hour, type=pa.timestamp("us", tz="UTC")),
+            "provider": sel.provider.arrow(index),
+            "region": region.arrow(index),
+            "gpu_type": pa.array(sel.gpu_type[index], type=pa.string()),
+            "gpu_count": pa.array(sel.gpu_count[index], type=pa.int64()),
+            "model_name": models.arrow(index),
+            "team": teams.arrow(index),
+            "cost_micros": pa.array(part, type=pa.int64()),
+            "_pricing": pa.array(pricing[index], type=pa.int8()),
+            "_line": pa.array(errors.lines[index].astype(np.int64)),
+            "_billed": pa.array(sel.billed[index], type=pa.bool_()),
+            "_gross": pa.array(np.abs(part).astype(float)),
         }
     )
-    parts["usage_hour"] = parts["usage_hour"].dt.tz_localize("UTC").astype(HOUR_DTYPE)
     return HourlyParts(parts=parts, charge=index, exact=exact, hours=hours)
 
 
-def pricing_ranks(sel: pd.DataFrame, errors: Errors) -> np.ndarray:
+def pricing_ranks(columns: Columns, errors: Errors, rows: int) -> np.ndarray:
     """Rank (``PRICING_CATEGORIES``, 1-based; 0 = not known) of each row's PricingCategory,
     matched case-insensitively; any other value is refused."""
-    if "PricingCategory" not in sel:
-        return np.zeros(len(sel), dtype=np.int8)
-    raw = sel["PricingCategory"]
-    ranks = raw.str.strip().str.lower().map(PRICING_RANKS)
+    if "PricingCategory" not in columns:
+        return np.zeros(rows, dtype=np.int8)
+    raw = columns["PricingCategory"]
+    ranks = raw.map(lambda v: PRICING_RANKS.get(v.strip().lower(), -1), 0, np.int8)
     allowed = ", ".join(PRICING_CATEGORIES)
     errors.check(
-        raw.notna() & ranks.isna(),
+        ranks < 0,
         "PricingCategory",
-        lambda i: f"{raw.iloc[i]!r} is not a FOCUS PricingCategory ({allowed}, or empty)",
+        lambda i: f"{raw.row(i)!r} is not a FOCUS PricingCategory ({allowed}, or empty)",
     )
-    return ranks.fillna(0).to_numpy(dtype=np.int8)
+    return np.maximum(ranks, 0)
 
 
 def pricing_names(ranks: Any) -> np.ndarray:
@@ -340,25 +379,25 @@ def pricing_names(ranks: Any) -> np.ndarray:
 # --- tags ----------------------------------------------------------------------------------------
 
 
-def tag_columns(sel: pd.DataFrame, keys: TagKeys, errors: Errors) -> tuple[np.ndarray, np.ndarray]:
+def tag_columns(tags: Coded, keys: TagKeys, errors: Errors) -> tuple[Coded, Coded]:
     """Model and team of each row from its Tags (parsed once per distinct value)."""
-    raw: list[str | None] = (
-        sel["Tags"].astype(object).where(sel["Tags"].notna(), None).tolist()
-        if "Tags" in sel
-        else [None] * len(sel)
-    )
-    parsed: dict[str | None, tuple[str | None, str | None] | str] = {None: (None, None)}
-    for text in set(raw) - {None}:
-        parsed[text] = _parse_tags(str(text), keys)
-    errors.check([isinstance(parsed[t], str) for t in raw], "Tags", lambda i: str(parsed[raw[i]]))
-    pairs = [p if isinstance(p, tuple) else (None, None) for p in (parsed[t] for t in raw)]
+    parsed = [_parse_tags(str(text), keys) for text in tags.values]
+    failed = np.array([isinstance(p, str) for p in parsed] + [False])[tags.codes]
+    errors.check(failed, "Tags", lambda i: str(parsed[tags.codes[i]]))
+    pairs = [p if isinstance(p, tuple) else (None, None) for p in parsed]
     # Tag values are free text (AWS allows 256 characters): a longer one is cut to the column
     # rather than refusing the whole export for a label. What the database cannot store is refused.
-    models = np.array([model[:255] if model else None for model, _ in pairs], dtype=object)
-    teams = np.array([team[:128] if team else None for _, team in pairs], dtype=object)
+    models = _recoded(tags.codes, [model[:255] if model else None for model, _ in pairs])
+    teams = _recoded(tags.codes, [team[:128] if team else None for _, team in pairs])
     check_text(errors, models, "Tags", 255, subject=f"the {keys.model!r} tag")
     check_text(errors, teams, "Tags", 128, subject=f"the {keys.team!r} tag")
     return models, teams
+
+
+def _recoded(codes: np.ndarray, values: list[str | None]) -> Coded:
+    """Rows coded by ``codes`` into ``values``, where a value may be None (missing)."""
+    missing = np.array([v is None for v in values] + [True])
+    return Coded(np.where(missing[codes], -1, codes), [v if v is not None else "" for v in values])
 
 
 def _parse_tags(raw: str, keys: TagKeys) -> tuple[str | None, str | None] | str:

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from heliox_orchestration.ingest.focus.coded import Coded
 from heliox_orchestration.ingest.focus.validation import ImportInputError
 
 DEFAULT_CHUNK_ROWS = 50_000
@@ -105,11 +106,11 @@ def _line_breaks(batch: pa.RecordBatch) -> np.ndarray:
     return breaks
 
 
-def _csv_chunks(
+def _csv_batches(
     path: Path, choose_columns: ColumnChooser, chunk_rows: int, progress: Callable[[int], None]
-) -> Iterator[pd.DataFrame]:
-    """Frames of at most ``chunk_rows`` records holding the chosen columns as text (None for
-    empty or NULL) and ``_line``, the physical line each record starts on. Plain or gzip."""
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """Batches of at most ``chunk_rows`` records holding the chosen columns as text (null for
+    empty or NULL), with the physical line each record starts on. Plain or gzip."""
     header, header_lines, more = _csv_header(path)
     picks = choose_columns([h.strip() for h in header])
     if not more:  # a header alone (pyarrow cannot skip a last line without a line break)
@@ -149,14 +150,22 @@ def _csv_chunks(
                     picked = picked.filter(pa.array(filled))
                     lines = lines[filled]
                 for first in range(0, picked.num_rows, chunk_rows):
-                    frame = picked.slice(first, chunk_rows).to_pandas()
-                    frame["_line"] = lines[first : first + chunk_rows]
-                    yield frame
+                    yield picked.slice(first, chunk_rows), lines[first : first + chunk_rows]
                 progress(raw.tell() - reported)
                 reported = raw.tell()
     except (pa.ArrowException, OSError, EOFError) as exc:
         _locate_csv_failure(path, len(header))
         raise ImportInputError(path, f"could not be read as CSV ({exc})", line=line) from None
+
+
+def _csv_chunks(
+    path: Path, choose_columns: ColumnChooser, chunk_rows: int, progress: Callable[[int], None]
+) -> Iterator[pd.DataFrame]:
+    """Frames of the chosen columns as text (None for empty or NULL) and ``_line``."""
+    for batch, lines in _csv_batches(path, choose_columns, chunk_rows, progress):
+        frame = batch.to_pandas()
+        frame["_line"] = lines
+        yield frame
 
 
 def _locate_csv_failure(path: Path, width: int | None) -> None:
@@ -199,11 +208,11 @@ def _first_undecodable_line(path: Path) -> int | None:
 # --- Parquet -------------------------------------------------------------------------------------
 
 
-def _parquet_chunks(
+def _parquet_texts(
     path: Path, choose_columns: ColumnChooser, chunk_rows: int, progress: Callable[[int], None]
-) -> Iterator[pd.DataFrame]:
+) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
     """Values are turned into the text a CSV export holds, so both formats share one
-    validation; ``_line`` is the row number (errors say "row")."""
+    validation; the "line" of a value is its row number (errors say "row")."""
     try:
         # Buffered reads: a column chunk is streamed, not loaded whole; pyarrow decodes a batch at a time.
         parquet = pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES)
@@ -215,15 +224,21 @@ def _parquet_chunks(
     first = 1
     try:
         for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[header[i] for i in picks.values()]):
-            frame = pd.DataFrame(
-                {name: _parquet_column_text(batch.column(i)) for i, name in enumerate(picks)}, dtype=object
-            )
-            frame["_line"] = np.arange(first, first + len(frame))
-            first += len(frame)
-            progress(int(size * len(frame) / total))
-            yield frame
+            texts = {name: _parquet_column_text(batch.column(i)) for i, name in enumerate(picks)}
+            yield texts, np.arange(first, first + batch.num_rows)
+            first += batch.num_rows
+            progress(int(size * batch.num_rows / total))
     except (pa.ArrowException, OSError) as exc:
         raise ImportInputError(path, f"is not a readable Parquet file ({exc})", row=first) from None
+
+
+def _parquet_chunks(
+    path: Path, choose_columns: ColumnChooser, chunk_rows: int, progress: Callable[[int], None]
+) -> Iterator[pd.DataFrame]:
+    for texts, lines in _parquet_texts(path, choose_columns, chunk_rows, progress):
+        frame = pd.DataFrame(texts, dtype=object)
+        frame["_line"] = lines
+        yield frame
 
 
 def _parquet_column_text(column: pa.Array) -> list[str | None] | np.ndarray:
@@ -274,6 +289,29 @@ def chunks(
     with bar as update:
         for frame in reader(path, choose_columns, chunk_rows, update):
             yield frame, parquet
+
+
+def coded_chunks(
+    path: Path, choose_columns: ColumnChooser, chunk_rows: int, progress: ProgressFactory | None
+) -> Iterator[tuple[dict[str, Coded], np.ndarray, bool]]:
+    """(columns, lines, is_parquet) chunks of either format, each chosen column as the codes of
+    its distinct texts (``Coded``): what the FOCUS import validates a distinct value at a time."""
+    path = Path(path)
+    if path.is_dir():
+        raise ImportInputError(path, "is a folder, not a file")
+    parquet = _magic(path) == b"PAR1"
+    size = path.stat().st_size
+    bar: AbstractContextManager[Callable[[int], None]] = (
+        progress(path, size) if progress else nullcontext(lambda _n: None)
+    )
+    with bar as update:
+        if parquet:
+            for texts, lines in _parquet_texts(path, choose_columns, chunk_rows, update):
+                yield {name: Coded.from_texts(values) for name, values in texts.items()}, lines, True
+        else:
+            for batch, lines in _csv_batches(path, choose_columns, chunk_rows, update):
+                columns = {name: Coded.from_arrow(batch.column(name)) for name in batch.schema.names}
+                yield columns, lines, False
 
 
 def column_picker(path: Path, wanted: Callable[[dict[str, str]], list[str]]) -> ColumnChooser:

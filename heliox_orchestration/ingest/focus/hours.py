@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from heliox_orchestration import clock
 from heliox_orchestration.ingest.focus.charges import (
     COST_COLUMNS,
     DEFAULT_TAG_KEYS,
     SKIP_REASONS,
+    Columns,
+    Selected,
     TagKeys,
     focus_columns,
     pricing_names,
@@ -31,10 +34,17 @@ from heliox_orchestration.ingest.focus.charges import (
     spread_gpu_charges,
     validate_charges,
 )
-from heliox_orchestration.ingest.focus.files import DEFAULT_CHUNK_ROWS, ProgressFactory, chunks
+from heliox_orchestration.ingest.focus.files import DEFAULT_CHUNK_ROWS, ProgressFactory, coded_chunks
 from heliox_orchestration.ingest.focus.report import ImportReport
 from heliox_orchestration.ingest.focus.spool import Spool, partition_count, spool_directory
-from heliox_orchestration.ingest.focus.validation import Errors, exact_sum, hourly_total_error
+from heliox_orchestration.ingest.focus.utilization import HOUR_DTYPE
+from heliox_orchestration.ingest.focus.validation import (
+    Errors,
+    ImportInputError,
+    exact_sum,
+    hourly_total_error,
+    implausible_hours,
+)
 from heliox_orchestration.money import micros_to_dollars
 
 DEFAULT_MAX_HOURLY_COST_USD = Decimal(10_000)
@@ -102,8 +112,23 @@ def _aggregate(parts: pd.DataFrame) -> pd.DataFrame:
     return parts.groupby(_KEY, sort=False, as_index=False).agg(spec)
 
 
+def _aggregate_arrow(parts: pa.Table) -> pa.Table:
+    """``_aggregate`` in pyarrow: groups in the order of their first row, "first" skipping nulls
+    like pandas' (both need one thread for that order)."""
+    spec = [
+        *((c, "first") for c in [*_FIRST, "_line", "_billed"]),
+        ("cost_micros", "sum"),
+        (_PRICING, "max"),
+        ("_gross", "sum"),
+    ]
+    summed = parts.group_by(_KEY, use_threads=False).aggregate(spec)
+    names = {f"{c}_{how}": c for c, how in spec}
+    return summed.rename_columns([names.get(n, n) for n in summed.column_names])
+
+
 def _process_chunk(
-    frame: pd.DataFrame,
+    columns: Columns,
+    lines: np.ndarray,
     path: Path,
     parquet: bool,
     tag_keys: TagKeys,
@@ -111,48 +136,45 @@ def _process_chunk(
     state: _FocusState,
     spool: Spool,
 ) -> None:
-    lines = frame["_line"].to_numpy()
-    charges = validate_charges(frame, Errors(path, lines, parquet))
-    gpu_type, gpu_count = recognize(frame, charges.provider)
-    is_gpu = gpu_type.notna().to_numpy()
-    reason = skip_reasons(charges, is_gpu, frame["ResourceId"].notna().to_numpy())
+    charges = validate_charges(columns, Errors(path, lines, parquet))
+    gpu_type, gpu_count = recognize(columns, charges.provider)
+    is_gpu = pd.notna(gpu_type)
+    reason = skip_reasons(charges, is_gpu, columns["ResourceId"].notna())
 
-    state.rows += len(frame)
+    state.rows += len(lines)
     state.cost_columns.update(charges.cost_column.tolist())
     state.skipped.update(r for r in reason.tolist() if r)
     for key in set(reason[is_gpu].tolist()) - {""}:
         rows = np.flatnonzero(is_gpu & (reason == key))
-        state.skip_gpu(key, len(rows), sum((Decimal(charges.cost_text.iloc[i]) for i in rows), Decimal(0)))
+        cost = sum((Decimal(charges.cost_text.row(i)) for i in rows.tolist()), Decimal(0))
+        state.skip_gpu(key, len(rows), cost)
 
     take = np.flatnonzero(reason == "")
     if not len(take):
         return
-    sel = frame.iloc[take].assign(
-        _provider=charges.provider.iloc[take],
-        _gpu_type=gpu_type.iloc[take],
-        _gpus=gpu_count.iloc[take],
-        _billed=charges.cost_column[take] == "BilledCost",
+    sel = Selected(
+        columns={name: column.take(take) for name, column in columns.items()},
+        start=charges.start[take],
+        start_hour=charges.start_hour[take],
+        end_hour=charges.end_hour[take],
+        cost_text=charges.cost_text.take(take),
+        provider=charges.provider.take(take),
+        gpu_type=gpu_type[take],
+        gpu_count=gpu_count[take],
+        billed=charges.cost_column[take] == "BilledCost",
     )
     errors = Errors(path, lines[take], parquet)
-    spread = spread_gpu_charges(
-        sel,
-        errors,
-        charges.start.iloc[take],
-        charges.end.iloc[take],
-        charges.cost_text.iloc[take],
-        tag_keys,
-        now,
-    )
+    spread = spread_gpu_charges(sel, errors, tag_keys, now)
     correction, hours = charges.correction[take], spread.hours
     regular = ~correction
-    spool.append(_aggregate(spread.parts[regular[spread.charge]]).assign(_correction=False))
-    state.file_gpu_cost += sum((spread.exact[i] for i in np.flatnonzero(regular)), Decimal(0))
+    correction_part = correction[spread.charge]
+    # Parts are summed per resource-hour once the partition is read back (_finish_partition).
+    spool.append(spread.parts.append_column("_correction", pa.array(correction_part)))
+    state.file_gpu_cost += sum((spread.exact[i] for i in np.flatnonzero(regular).tolist()), Decimal(0))
     state.spread += int((hours[regular] > 1).sum())
     state.kept += int((hours[regular] == 1).sum())
-    if correction.any():
-        spool.append(spread.parts[correction[spread.charge]].assign(_correction=True))
-        for i in np.flatnonzero(correction):
-            state.correction_lines[int(errors.lines[i])] = (spread.exact[i], bool(hours[i] > 1))
+    for i in np.flatnonzero(correction).tolist():
+        state.correction_lines[int(errors.lines[i])] = (spread.exact[i], bool(hours[i] > 1))
 
 
 def _net_corrections(hourly: pd.DataFrame, corrections: pd.DataFrame, state: _FocusState) -> pd.DataFrame:
@@ -205,17 +227,45 @@ class FocusData:
         self._directory.cleanup()
 
 
-def _finish_partition(parts: pd.DataFrame, state: _FocusState) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _finish_partition(parts: pa.Table, state: _FocusState) -> tuple[pa.Table | pd.DataFrame, pa.Table]:
     """(resource-hours with the checked columns, the final rows) of one partition."""
-    correction = parts.pop("_correction").to_numpy(dtype=bool)
-    hourly = _aggregate(parts[~correction])
-    if correction.any():
-        hourly = _net_corrections(hourly, parts[correction], state)
-    final = hourly.drop(columns=_CHECKED).sort_values(_KEY, ignore_index=True)
-    final["pricing_category"] = pricing_names(final.pop(_PRICING))
-    final["cost_micros"] = final["cost_micros"].astype(np.int64)
-    final["gpu_count"] = final["gpu_count"].astype(np.int64)
-    return hourly, final
+    correction = parts.column("_correction").to_numpy()
+    parts = parts.drop_columns(["_correction"])
+    if correction.any():  # rare: netted on pandas
+        frame = Spool.frame(parts)
+        hourly = _aggregate(frame[~correction])
+        hourly = _net_corrections(hourly, frame[correction], state)
+        final = hourly.drop(columns=_CHECKED).sort_values(_KEY, ignore_index=True)
+        final["pricing_category"] = pricing_names(final.pop(_PRICING))
+        return hourly, pa.Table.from_pandas(
+            final[ROWS_SCHEMA.names], schema=ROWS_SCHEMA, preserve_index=False
+        )
+    # Most exports charge each resource-hour once: then the parts are the resource-hours.
+    summed = parts if _distinct_hours(parts) else _aggregate_arrow(parts)
+    ordered = summed.sort_by([(c, "ascending") for c in _KEY])
+    pricing = pa.array(pricing_names(ordered.column(_PRICING).to_numpy()), type=pa.string())
+    final = ordered.select([*_KEY, *_FIRST, "cost_micros"]).append_column("pricing_category", pricing)
+    return summed.select([*_KEY, "cost_micros", *_CHECKED]), final.cast(ROWS_SCHEMA)
+
+
+def _total_error(
+    hourly: pa.Table | pd.DataFrame, path: Path, parquet: bool, max_hourly_cost_usd: Decimal
+) -> tuple[int, pd.Timestamp, ImportInputError] | None:
+    if isinstance(hourly, pa.Table):
+        micros, gross = (hourly.column(c).to_numpy() for c in ("cost_micros", "_gross"))
+        if not implausible_hours(micros, gross, max_hourly_cost_usd).any():
+            return None
+        hourly = Spool.frame(hourly)
+    return hourly_total_error(hourly, path, parquet, max_hourly_cost_usd, MAX_HOURLY_COST_SETTING)
+
+
+def _distinct_hours(parts: pa.Table) -> bool:
+    """No two parts of the same resource-hour."""
+    resources = pc.dictionary_encode(parts.column("resource_id")).combine_chunks().indices.to_numpy()
+    hours = parts.column("usage_hour").cast(pa.int64()).to_numpy()
+    span = int(hours.max() - hours.min()) // 3_600_000_000 + 1 if len(hours) else 1
+    keys = resources.astype(np.int64) * span + (hours - (hours.min() if len(hours) else 0)) // 3_600_000_000
+    return bool(pd.Series(keys).is_unique)  # a hash table, not a sort
 
 
 def read_focus(
@@ -253,10 +303,10 @@ def _read(
 ) -> FocusData:
     parquet = False
     parts: Spool | None = None
-    for frame, parquet in chunks(path, focus_columns(path), chunk_rows, progress):
+    for columns, lines, parquet in coded_chunks(path, focus_columns(path), chunk_rows, progress):
         if parts is None:
             parts = Spool(Path(directory.name), "parts", PARTS_SCHEMA, partition_count(path, parquet))
-        _process_chunk(frame, path, parquet, tag_keys, now, state, parts)
+        _process_chunk(columns, lines, path, parquet, tag_keys, now, state, parts)
     parts = parts or Spool(Path(directory.name), "parts", PARTS_SCHEMA, 1)
     parts.finish()
     rows = Spool(Path(directory.name), "rows", ROWS_SCHEMA, parts.partitions)
@@ -265,18 +315,19 @@ def _read(
     first, last, held_until = None, None, None
     later = pd.Timestamp(now)
     for k in range(parts.partitions):
-        hourly, final = _finish_partition(parts.read(k), state)
-        error = hourly_total_error(hourly, path, parquet, max_hourly_cost_usd, MAX_HOURLY_COST_SETTING)
+        hourly, final = _finish_partition(parts.read_arrow(k), state)
+        error = _total_error(hourly, path, parquet, max_hourly_cost_usd)
         if error is not None:
             errors.append(error)
-        if errors or final.empty:
+        if errors or not final.num_rows:
             continue
         rows.append(final, partition=k)
-        hours = final["usage_hour"]
-        micros += exact_sum(final["cost_micros"].to_numpy())
-        resource_hours += len(final)
-        resources += final["resource_id"].nunique()  # a resource is in one partition
-        negative += int((final["cost_micros"] < 0).sum())
+        hours = pd.Series(final.column("usage_hour").to_numpy(), dtype=HOUR_DTYPE)
+        cost = final.column("cost_micros").to_numpy()
+        micros += exact_sum(cost)
+        resource_hours += final.num_rows
+        resources += pc.count_distinct(final.column("resource_id")).as_py()  # a resource is in one partition
+        negative += int((cost < 0).sum())
         first = hours.min() if first is None else min(first, hours.min())
         last = hours.max() if last is None else max(last, hours.max())
         pending = hours[hours > later]

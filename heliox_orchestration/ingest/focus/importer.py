@@ -108,7 +108,9 @@ def _import(
     )
     frames = (_with_utilization(frame, hourly_util)[0] for frame in data.frames())
     with bar as update, engine.begin() as conn:
-        written = write_imported_hours(conn, frames, now, update)
+        assert report.first_hour is not None and report.last_hour is not None  # rows were read
+        span = (report.first_hour.to_pydatetime(), report.last_hour.to_pydatetime())
+        written = write_imported_hours(conn, frames, now, update, hours=span)
         released = release_due_usage(conn, now)
     return replace(report, replaced_rows=written.replaced, released_rows=released)
 

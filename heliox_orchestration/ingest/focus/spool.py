@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # About this much CSV (or a tenth of it of compressed Parquet) per partition.
 SPOOL_BYTES_PER_PARTITION = 32 << 20
@@ -43,37 +44,57 @@ class Spool:
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
         self._strings = [f.name for f in schema if pa.types.is_string(f.type)]
 
-    def append(self, frame: pd.DataFrame, partition: int | None = None) -> None:
-        """Append the frame's rows to their partitions (or all of them to ``partition``)."""
-        if frame.empty:
+    def append(self, rows: pd.DataFrame | pa.Table, partition: int | None = None) -> None:
+        """Append the rows to their partitions (or all of them to ``partition``)."""
+        if not len(rows):
             return
+        table = (
+            rows.select(self.schema.names).cast(self.schema)
+            if isinstance(rows, pa.Table)
+            else pa.Table.from_pandas(rows[self.schema.names], schema=self.schema, preserve_index=False)
+        )
         if partition is not None:
-            self._write(partition, frame)
+            self._write(partition, table)
             return
-        keys = pd.util.hash_array(frame["resource_id"].to_numpy(dtype=object)) % np.uint64(self.partitions)
-        for k in np.unique(keys).tolist():
-            self._write(int(k), frame[keys == k])
+        # Hash each distinct resource id once; the rows follow by their codes.
+        encoded = pc.dictionary_encode(table.column("resource_id")).combine_chunks()
+        uniques = encoded.dictionary.to_numpy(zero_copy_only=False)
+        hashed = pd.util.hash_array(uniques) % np.uint64(self.partitions)
+        keys = hashed.astype(np.int64)[encoded.indices.to_numpy(zero_copy_only=False)]
+        order = np.argsort(keys, kind="stable")
+        ordered = table.take(pa.array(order))
+        bounds = np.searchsorted(keys[order], np.arange(self.partitions + 1))
+        for k in range(self.partitions):
+            if bounds[k + 1] > bounds[k]:
+                self._write(k, ordered.slice(bounds[k], bounds[k + 1] - bounds[k]))
 
-    def _write(self, k: int, frame: pd.DataFrame) -> None:
+    def _write(self, k: int, table: pa.Table) -> None:
         if k not in self._writers:
             self._writers[k] = pa.ipc.new_stream(str(self._paths[k]), self.schema)
-        batch = pa.RecordBatch.from_pandas(frame[self.schema.names], schema=self.schema, preserve_index=False)
-        self._writers[k].write_batch(batch)
+        self._writers[k].write_table(table)
 
     def finish(self) -> None:
         for writer in self._writers.values():
             writer.close()
 
+    def read_arrow(self, k: int) -> pa.Table:
+        """Partition ``k`` as written."""
+        if k not in self._writers:
+            return self.schema.empty_table()
+        with pa.ipc.open_stream(str(self._paths[k])) as reader:
+            return reader.read_all()
+
     def read(self, k: int) -> pd.DataFrame:
         """Partition ``k``: text columns as object (None where missing), like the frames written."""
-        if k in self._writers:
-            with pa.ipc.open_stream(str(self._paths[k])) as reader:
-                table = reader.read_all()
-        else:
-            table = self.schema.empty_table()
+        return self.frame(self.read_arrow(k))
+
+    @staticmethod
+    def frame(table: pa.Table) -> pd.DataFrame:
+        """Rows as a frame: text columns as object (None where missing)."""
         frame = table.to_pandas()
-        for name in self._strings:
-            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+        for field in table.schema:
+            if pa.types.is_string(field.type):
+                frame[field.name] = frame[field.name].astype(object).where(frame[field.name].notna(), None)
         return frame
 
     def __iter__(self) -> Iterator[pd.DataFrame]:

@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from heliox_orchestration.ingest.focus.coded import Coded
 from heliox_orchestration.money import MICROS, format_usd, micros_to_dollars
 
 MAX_CHARGE_USD = Decimal(1_000_000_000)
@@ -103,23 +104,35 @@ def parse_times(values: pd.Series) -> pd.Series:
     return pd.to_datetime(dated, format="ISO8601", utc=True, errors="coerce")
 
 
-def check_times(errors: Errors, raw: pd.Series, parsed: pd.Series, column: str) -> None:
-    """Empty, unparseable and out-of-range (before EARLIEST) date-times of a column."""
+def value_at(raw: Any, i: int) -> Any:
+    """Row ``i`` of a column as written: a ``Coded`` column or a pandas Series."""
+    return raw.row(i) if isinstance(raw, Coded) else raw.iloc[i]
+
+
+def _naive(timestamp: pd.Timestamp) -> np.datetime64:
+    return timestamp.tz_convert("UTC").tz_localize(None).to_datetime64()
+
+
+def check_times(errors: Errors, raw: Coded, parsed: np.ndarray, column: str) -> None:
+    """Empty, unparseable and out-of-range (before EARLIEST) date-times of a column (``parsed``:
+    naive UTC datetime64, NaT where unparseable)."""
 
     def not_a_time(i: int) -> str:
-        return f"{raw.iloc[i]!r} is not an ISO 8601 date-time (e.g. 2024-09-01T00:00:00Z)"
+        return f"{raw.row(i)!r} is not an ISO 8601 date-time (e.g. 2024-09-01T00:00:00Z)"
 
     errors.check(raw.isna(), column, lambda _i: "is empty")
-    errors.check(parsed.isna() & raw.notna(), column, not_a_time)
-    errors.check(parsed < EARLIEST, column, lambda i: f"{raw.iloc[i]!r} {OUT_OF_RANGE}")
+    errors.check(np.isnat(parsed) & raw.notna(), column, not_a_time)
+    errors.check(parsed < _naive(EARLIEST), column, lambda i: f"{raw.row(i)!r} {OUT_OF_RANGE}")
 
 
 def check_not_future(
-    errors: Errors, raw: pd.Series, parsed: pd.Series, column: str, now: dt.datetime, message: str
+    errors: Errors, raw: Any, parsed: Any, column: str, now: dt.datetime, message: str
 ) -> None:
-    """Values later than now + FUTURE_TOLERANCE (the tolerance allows for clock skew)."""
+    """Values later than now + FUTURE_TOLERANCE (the tolerance allows for clock skew). ``parsed``
+    is a UTC Series, or naive UTC datetime64 beside a ``Coded`` column."""
     latest = pd.Timestamp(now).tz_convert("UTC") + FUTURE_TOLERANCE
-    errors.check(parsed > latest, column, lambda i: f"{raw.iloc[i]!r} {message}")
+    later = parsed > (_naive(latest) if isinstance(parsed, np.ndarray) else latest)
+    errors.check(later, column, lambda i: f"{value_at(raw, i)!r} {message}")
 
 
 # --- text ----------------------------------------------------------------------------------------
@@ -143,8 +156,13 @@ def check_text(errors: Errors, values: Any, column: str, max_length: int, *, sub
     """Text written to a column of ``max_length`` characters: refuses what does not fit and what
     the database cannot store. Missing values pass. Each distinct value is looked at once;
     ``subject`` names the value within its column (e.g. a tag of ``Tags``)."""
-    codes, uniques = pd.factorize(pd.Series(np.asarray(values, dtype=object), dtype=object))
-    problems = [_text_problem(str(text), max_length) for text in uniques]
+    coded = values if isinstance(values, Coded) else Coded.from_texts(values)
+    codes = coded.codes
+    texts = [str(text) for text in coded.values]
+    # One scan of all the distinct texts finds none in the common case; else each is looked at.
+    if max(map(len, texts), default=0) <= max_length and not _UNSTORABLE.search("".join(texts)):
+        return
+    problems = [_text_problem(text, max_length) for text in texts]
     bad = np.array([p is not None for p in problems] + [False])[codes]  # code -1: missing
     prefix = f"{subject} " if subject else ""
     errors.check(bad, column, lambda i: f"{prefix}{problems[codes[i]]}")
@@ -159,13 +177,13 @@ def _text_problem(text: str, max_length: int) -> str | None:
 # --- money ---------------------------------------------------------------------------------------
 
 
-def check_costs(errors: Errors, text: pd.Series, cost: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+def check_costs(errors: Errors, text: Coded, cost: np.ndarray, columns: dict[str, np.ndarray]) -> None:
     """Costs that are not finite numbers or larger than one charge can be: ``text`` as written,
     ``cost`` as parsed to float, ``columns`` maps each cost column to the rows costed from it."""
     with np.errstate(invalid="ignore"):
-        unusable = text.notna().to_numpy() & ~(np.abs(cost) <= float(MAX_CHARGE_USD))
+        unusable = text.notna() & ~(np.abs(cost) <= float(MAX_CHARGE_USD))
     for column, rows in columns.items():
-        errors.check(unusable & rows, column, lambda i: cost_problem(text.iloc[i]))
+        errors.check(unusable & rows, column, lambda i: cost_problem(text.row(i)))
 
 
 def cost_problem(raw: str) -> str:
@@ -197,6 +215,15 @@ def to_micros(raw: str) -> tuple[Decimal, int]:
     return exact, int(exact.quantize(MICROS, rounding=ROUND_HALF_EVEN) * 1_000_000)
 
 
+def implausible_hours(micros: np.ndarray, gross: np.ndarray, max_hourly_cost_usd: Decimal) -> np.ndarray:
+    """Resource-hours (summed ``micros``, float ``gross`` of their charges' absolute
+    micro-dollars) above the plausible hourly cost, or whose sum could have overflowed."""
+    bound = int(max_hourly_cost_usd.quantize(MICROS) * 1_000_000)
+    overflow = gross >= MAX_GROSS_MICROS
+    # The int64 sum is exact wherever the gross is below 2**62: only those are compared.
+    return overflow | (np.abs(np.where(overflow, 0, micros)) > bound)
+
+
 def check_hourly_totals(
     hourly: pd.DataFrame, path: Path, parquet: bool, max_hourly_cost_usd: Decimal, setting: str
 ) -> None:
@@ -216,11 +243,9 @@ def hourly_total_error(
     parts of a file; None if every hour is plausible."""
     if hourly.empty:
         return None
-    bound = int(max_hourly_cost_usd.quantize(MICROS) * 1_000_000)
     overflow = hourly["_gross"].to_numpy(dtype=float) >= MAX_GROSS_MICROS
-    # The int64 sum is exact wherever the gross is below 2**62: only those are compared.
     micros = hourly["cost_micros"].to_numpy(dtype=np.int64)
-    implausible = overflow | (np.abs(np.where(overflow, 0, micros)) > bound)
+    implausible = implausible_hours(micros, hourly["_gross"].to_numpy(dtype=float), max_hourly_cost_usd)
     if not implausible.any():
         return None
     lines = hourly["_line"].to_numpy(dtype=np.int64)

@@ -3,7 +3,9 @@ covering B-tree. SQLite keeps its plain table (nothing to do).
 
 The rows are copied into the partitioned table in the migration's one transaction, in time order
 (the BRIN index depends on it); the 0.1 table and its indexes are dropped after the copy, and the
-primary key and the BRIN index are built over the copied rows.
+primary key and the BRIN index are built over the copied rows. Since revision 0004 (which copies
+the rows again, into ``gpu_usage_rows``) the copy goes to the default partition: the month
+partitions are 0004's.
 
 Revision ID: 0003
 Revises: 0002
@@ -13,8 +15,6 @@ from __future__ import annotations
 
 from alembic import op
 from sqlalchemy import text
-
-from heliox_orchestration.db.usage_partitions import ensure_usage_partitions, is_partitioned
 
 revision = "0003"
 down_revision = "0002"
@@ -26,7 +26,10 @@ OLD = "gpu_usage_hourly_v01"
 
 def upgrade() -> None:
     conn = op.get_bind()
-    if conn.dialect.name != "postgresql" or is_partitioned(conn):
+    if conn.dialect.name != "postgresql":
+        return
+    kind = conn.execute(text("SELECT relkind FROM pg_class WHERE oid = to_regclass('gpu_usage_hourly')"))
+    if kind.scalar() != "r":
         return
     for statement in (
         f"ALTER TABLE gpu_usage_hourly RENAME TO {OLD}",
@@ -38,9 +41,6 @@ def upgrade() -> None:
         "CREATE TABLE gpu_usage_hourly_default PARTITION OF gpu_usage_hourly DEFAULT",
     ):
         conn.execute(text(statement))
-    first, last = conn.execute(text(f"SELECT min(usage_hour), max(usage_hour) FROM {OLD}")).one()
-    if first is not None:
-        ensure_usage_partitions(conn, first, last)
     conn.execute(text(f"INSERT INTO gpu_usage_hourly SELECT * FROM {OLD} ORDER BY usage_hour"))
     conn.execute(text(f"DROP TABLE {OLD}"))
     # Built once over the copied rows (sorted, compact), not row by row during the copy.
