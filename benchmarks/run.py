@@ -478,6 +478,10 @@ def _summarize(
         "aggregate_rows": part["counts"]["main.query_rows"],
         "rows_written": part["counts"]["main.rows_written"],
         "burn_rate_refresh_with_checks_s": p["main.refresh_s"],
+        # Issue 18: the per-resource rollup the step writes, alone, vs the bare day cost query.
+        "rollup_write_s": p["main.rollup_write_s"],
+        "cost_query_s": p["main.cost_query_s"],
+        "rollup_write_vs_cost_query_ratio": paired(part, "main.rollup_write_s", "main.cost_query_s"),
     }
     naive = {
         "one_day_naive_s": naive_day["median_s"],
@@ -529,6 +533,10 @@ def _summarize(
         "separate_runs_s": b["separate_runs_s"],
         "separate_runs_vs_single_run_ratio": paired(backfill, "separate_runs_s", "single_run_s"),
         "rows_written": backfill["counts"]["rows_written"],
+        "rollup_write_s": b["rollup_write_s"],
+        "cost_query_s": b["cost_query_s"],
+        "rollup_write_vs_cost_query_ratio": paired(backfill, "rollup_write_s", "cost_query_s"),
+        "rollup_write_vs_day_cost_query_x_days_ratio": b["rollup_write_s"] / (p["main.cost_query_s"] * days),
     }
     im = imports["median"]
     load = {

@@ -35,7 +35,7 @@ from heliox_orchestration.assets.checks import INPUT_CHECK
 from heliox_orchestration.assets.costs import FUTURE_CHECK
 from heliox_orchestration.costs.daily_costs import daily_costs_query, local_days
 from heliox_orchestration.costs.quality import usage_rule_query
-from heliox_orchestration.costs.rollup import Segment, segment_rows_query
+from heliox_orchestration.costs.rollup import Segment, segment_rows_query, write_rollup
 from heliox_orchestration.detections.idle import idle_candidates_query, idle_window
 from heliox_orchestration.partitions import daily_partitions, local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
@@ -105,10 +105,25 @@ class Project:
         return times[DagsterEventType.STEP_SUCCESS] - times[DagsterEventType.STEP_START]
 
 
-def rollup_query(first: dt.date, last: dt.date, settings: Settings) -> Executable:
-    """The per-resource rollup the step also computes (issue 18): part of its bare SQL."""
-    days = [Segment(d.day, d.start, d.end) for d in local_days(first, last, settings.timezone)]
-    return segment_rows_query(days, settings.idle_utilization_pct)
+def rollup_segments(first: dt.date, last: dt.date, settings: Settings) -> list[Segment]:
+    return [Segment(d.day, d.start, d.end) for d in local_days(first, last, settings.timezone)]
+
+
+def rollup_queries(first: dt.date, last: dt.date, settings: Settings) -> list[Executable]:
+    """The per-resource rollup the step also computes (issue 18), one query per day as
+    ``write_rollup`` runs it: part of its bare SQL."""
+    pct = settings.idle_utilization_pct
+    return [segment_rows_query([s], pct) for s in rollup_segments(first, last, settings)]
+
+
+def rollup_write(url: str, first: dt.date, last: dt.date, settings: Settings) -> float:
+    """Seconds of ``write_rollup`` of the days (committed: the step rewrites the same rows)."""
+    engine = HelioxDatabase(url=url).get_engine()
+    segments = rollup_segments(first, last, settings)
+    began = time.perf_counter()
+    with engine.begin() as conn:
+        write_rollup(conn, segments, settings.timezone, settings.idle_utilization_pct, _now())
+    return time.perf_counter() - began
 
 
 def bare_queries(url: str, *queries: Executable) -> tuple[float, int]:
@@ -172,7 +187,7 @@ def partition_task(params: dict[str, Any]) -> dict[str, Any]:
     today = params["today"]
     day = dt.date.fromisoformat(today)
     query = daily_costs_query(local_days(day, day, settings.timezone))
-    rollup = rollup_query(day, day, settings)
+    rollup = rollup_queries(day, day, settings)
     day_bounds = local_range_bounds(day, day, settings.timezone)
     rules = usage_rule_query(
         "postgresql", *day_bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=_now()
@@ -186,8 +201,11 @@ def partition_task(params: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, float] = {}
         for label, url in urls.items():
             out[f"{label}.bare_query_s"], counts[f"{label}.query_rows"] = bare_queries(
-                url, rules, rollup, query
+                url, rules, *rollup, query
             )
+            # The rollup write of the day (issue 18) vs the bare day cost query alone.
+            out[f"{label}.cost_query_s"], _ = bare_query(url, query)
+            out[f"{label}.rollup_write_s"] = rollup_write(url, day, day, settings)
             wall, result = project.materialize(url, asset_only(DAILY_COSTS_KEY), partition_key=today)
             out[f"{label}.materialization_s"] = wall
             out[f"{label}.step_s"] = project.step_seconds(result, "daily_gpu_costs")
@@ -236,7 +254,7 @@ def backfill_task(params: dict[str, Any]) -> dict[str, Any]:
     first, last = dt.date.fromisoformat(params["first"]), dt.date.fromisoformat(params["last"])
     keys: Sequence[str] = [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     query = daily_costs_query(local_days(first, last, settings.timezone))
-    rollup = rollup_query(first, last, settings)
+    rollup = rollup_queries(first, last, settings)
     range_bounds = local_range_bounds(first, last, settings.timezone)
     rules = usage_rule_query(
         "postgresql", *range_bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=_now()
@@ -246,7 +264,10 @@ def backfill_task(params: dict[str, Any]) -> dict[str, Any]:
 
     def one_round(timed: bool) -> dict[str, float]:
         out: dict[str, float] = {}
-        out["bare_query_s"], counts["query_rows"] = bare_queries(url, rules, rollup, query)
+        out["bare_query_s"], counts["query_rows"] = bare_queries(url, rules, *rollup, query)
+        # The rollup write of the range (issue 18) vs the bare cost query of the range alone.
+        out["cost_query_s"], _ = bare_query(url, query)
+        out["rollup_write_s"] = rollup_write(url, first, last, settings)
         wall, result = project.materialize(url, asset_only(DAILY_COSTS_KEY), tags=tags)
         out["single_run_s"] = wall
         out["single_run_step_s"] = project.step_seconds(result, "daily_gpu_costs")

@@ -37,12 +37,13 @@ from heliox_orchestration.costs.anomaly_store import (
     evaluate_spend_anomalies,
     write_anomaly_evaluation,
 )
-from heliox_orchestration.costs.common import markdown_table
+from heliox_orchestration.costs.common import as_int, markdown_table
 from heliox_orchestration.costs.quality import days_text, usage_rule_report
-from heliox_orchestration.costs.spend_series import history_range
+from heliox_orchestration.costs.rollup import rollup_rows_query
+from heliox_orchestration.costs.spend_series import check_ranges, history_range
+from heliox_orchestration.detections.idle_rollup import merge_reports
 from heliox_orchestration.ingest.pending import release_due_usage
 from heliox_orchestration.money import format_usd
-from heliox_orchestration.partitions import local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.settings import HelioxSettings
 
@@ -129,8 +130,13 @@ def build_spend_anomalies(partitions: DailyPartitionsDefinition) -> AssetsDefini
         assert days is not None, "spend_anomalies is partitioned"
         first = history_range(days[0])[0]
         scope = days_text(first, days[1], settings.timezone)
-        bounds = local_range_bounds(first, days[1], settings.timezone)
-        checked = usage_rule_report(engine, *bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=now)
+        # Days read from the rollup passed the checks when it was written: only raw hours are scanned.
+        ranges, rolled = check_ranges(engine, first, days[1], settings.timezone)
+        limit = settings.max_hourly_cost_usd
+        reports = [usage_rule_report(engine, a, b, max_hourly_cost=limit, now=now) for a, b in ranges]
+        with engine.connect() as conn:
+            rolled_rows = as_int(conn.execute(rollup_rows_query(rolled)).scalar_one()) if rolled else 0
+        checked = merge_reports(reports, rolled_rows)
         check = rule_result(
             checked,
             scope,

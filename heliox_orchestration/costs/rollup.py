@@ -12,6 +12,10 @@ The same query computes those columns for any UTC range (a "segment"): the idle 
 the window's partial days and the days without a usable rollup row from the raw hours this way,
 so both paths share one definition of every column.
 
+The same refresh writes ``daily_resource_spend`` (``spend_rows_query``): the day's spend per
+resource, team and model, which the spend-anomaly rule reads for whole past days
+(``costs.spend_series``).
+
 A rolled-up day records the ``TIMEZONE`` and ``IDLE_UTILIZATION_PCT`` it was computed with, and
 when. ``usable_rollup_days`` accepts a day only when both match the current settings and it was
 computed after the day ended (so it saw every hour); any other day is read from the raw rows by
@@ -39,20 +43,23 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
-    column,
     delete,
     func,
     literal,
     literal_column,
     or_,
     select,
-    values,
 )
 
-from heliox_orchestration.db.rollup_schema import daily_resource_usage, daily_resource_usage_days
-from heliox_orchestration.db.schema import UTCDateTime, gpu_usage_hourly, money_sum_micros
+from heliox_orchestration.db.rollup_schema import (
+    daily_resource_spend,
+    daily_resource_usage,
+    daily_resource_usage_days,
+)
+from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
 
 COMMITTED = "Committed"
+ROLLUP_TABLES = (daily_resource_usage, daily_resource_spend, daily_resource_usage_days)
 
 
 @dataclass(frozen=True)
@@ -78,9 +85,12 @@ def segment_rows_query(
     tails: bool = True,
 ) -> Select:
     """Per (segment, resource) every rollup column from ``gpu_usage_hourly``; money in
-    ``*_micros`` columns. One scan of the segments' hours for the counts, then the idle tails of
-    the (few) resources with one, read through the primary key. Without ``tails`` the tail
-    columns are 0/NULL and only the one scan runs (the database computes only the columns read)."""
+    ``*_micros`` columns. One hash aggregate per (segment, resource) over the segments' hours
+    (read through the ``usage_hour`` index) gives the counts and the last active hour; the idle
+    tails (the rows after it) come from the same hours' idle rows, hash-joined with the (few)
+    groups that end idle. Without ``tails`` the tail columns are left out and only the aggregate
+    runs. Callers keep a query to one local day (or a few partial ones): its groups fit in
+    memory, where a range of days would be sorted instead (see ``write_rollup``)."""
     u = gpu_usage_hourly
     ordered = sorted(segments, key=lambda s: s.start)
     # Each hour's segment by comparisons in the row (no join: a row meets one small CASE).
@@ -89,92 +99,47 @@ def segment_rows_query(
         day_key = case(
             *((u.c.usage_hour < s.end, literal(s.day, Date())) for s in ordered[:-1]), else_=day_key
         )
-    rows = (
-        select(
-            day_key.label("day"),
-            u.c.resource_id,
-            u.c.usage_hour,
-            u.c.cost_usd,
-            u.c.gpu_count,
-            u.c.gpu_utilization_pct,
-            u.c.pricing_category,
-        )
-        .where(
-            or_(*(and_(u.c.usage_hour >= a, u.c.usage_hour < b) for a, b in _ranges(ordered))),
-            *([u.c.resource_id.in_(resource_ids)] if resource_ids is not None else []),
-        )
-        .subquery("segment_hours")
+    hours_query = select(
+        day_key.label("day"),
+        u.c.resource_id,
+        u.c.usage_hour,
+        u.c.cost_usd,
+        u.c.gpu_count,
+        u.c.gpu_utilization_pct,
+        u.c.pricing_category,
+    ).where(
+        or_(*(and_(u.c.usage_hour >= a, u.c.usage_hour < b) for a, b in _ranges(ordered))),
+        *([u.c.resource_id.in_(resource_ids)] if resource_ids is not None else []),
     )
     threshold = bindparam("rollup_idle_utilization_pct", idle_utilization_pct, type_=Numeric())
-    is_idle = case((rows.c.gpu_utilization_pct < threshold, 1), else_=0)  # NULL is never idle
-    active_hour = case((is_idle == 0, rows.c.usage_hour))
-    known = rows.c.gpu_utilization_pct.is_not(None)
-    committed = rows.c.pricing_category == COMMITTED
-    load = rows.c.gpu_utilization_pct * rows.c.gpu_count
-    aggregates = [
-        money_sum_micros(rows.c.cost_usd).label("cost_micros"),
-        func.sum(rows.c.gpu_count).label("gpu_hours"),
-        func.count().label("usage_rows"),
-        func.count(rows.c.gpu_utilization_pct).label("utilization_rows"),
-        func.sum(is_idle).label("idle_rows"),
-        func.min(rows.c.usage_hour).label("first_observed_hour"),
-        func.max(rows.c.usage_hour).label("last_observed_hour"),
-        func.min(active_hour).label("first_active_hour"),
-        func.max(active_hour).label("last_active_hour"),
-        func.sum(load).label("utilization_x_gpu_hours"),
-        func.sum(case((known, rows.c.gpu_count), else_=0)).label("utilization_gpu_hours"),
-        (func.max(load) / literal_column("100.0")).label("peak_gpu_load"),
-        func.max(rows.c.gpu_count).label("max_gpu_count"),
-        func.coalesce(func.sum(case((committed, _micros(rows.c.cost_usd)), else_=0)), 0).label(
-            "committed_cost_micros"
-        ),
-        func.sum(case((committed, 1), else_=0)).label("committed_rows"),
-    ]
-    if not tails:  # the first pass reads only these: the others would cost as much again
-        aggregates = [a for a in aggregates if a.name in FIRST_PASS_COLUMNS]
-    grouped = (
-        select(rows.c.day, rows.c.resource_id, *aggregates)
-        .group_by(rows.c.day, rows.c.resource_id)
-        .subquery("grouped")
-    )
     if not tails:
-        return select(*(grouped.c[c] for c in ("day", "resource_id", *FIRST_PASS_COLUMNS)))
-    bounds = (
-        values(
-            column("day", Date),
-            column("start_utc", UTCDateTime()),
-            column("end_utc", UTCDateTime()),
-            name="segment_bounds",
-        )
-        .data([(s.day, s.start, s.end) for s in ordered])
-        .cte("segment_bounds")
-    )
-    per = (
-        select(grouped, bounds.c.start_utc, bounds.c.end_utc)
-        .select_from(grouped.join(bounds, bounds.c.day == grouped.c.day))
-        .cte("per_segment")
-    )
-    t = u.alias("tail_hours")
+        grouped = _grouped(hours_query.subquery("segment_hours"), threshold, FIRST_PASS_COLUMNS)
+        return grouped.subquery("grouped").select()
+    # The groups once (a CTE named twice is computed once); the hours twice, each time straight
+    # from the table, where the planner knows their statistics (a CTE of them has none, and its
+    # aggregate would be sorted). Never a scan per resource: with a BRIN index on usage_hour
+    # each would read whole block ranges.
+    per = _grouped(hours_query.subquery("segment_hours"), threshold, ALL_AGGREGATES).cte("per_segment")
+    # Every row of a tail is idle (it comes after the last active hour).
+    idle_hours = hours_query.where(u.c.gpu_utilization_pct < threshold).subquery("idle_hours")
     has_tail = or_(per.c.last_active_hour.is_(None), per.c.last_active_hour < per.c.last_observed_hour)
     in_tail = and_(
-        t.c.resource_id == per.c.resource_id,
-        t.c.usage_hour >= per.c.start_utc,
-        t.c.usage_hour < per.c.end_utc,
-        or_(per.c.last_active_hour.is_(None), t.c.usage_hour > per.c.last_active_hour),
+        idle_hours.c.day == per.c.day,
+        idle_hours.c.resource_id == per.c.resource_id,
+        or_(per.c.last_active_hour.is_(None), idle_hours.c.usage_hour > per.c.last_active_hour),
     )
     tail = (
         select(
             per.c.day,
             per.c.resource_id,
             func.count().label("rows"),
-            money_sum_micros(t.c.cost_usd).label("cost_micros"),
-            func.min(t.c.usage_hour).label("start"),
+            money_sum_micros(idle_hours.c.cost_usd).label("cost_micros"),
+            func.min(idle_hours.c.usage_hour).label("start"),
         )
-        .select_from(per.join(t, in_tail))
-        # The segments' own hours, as constants: an index range, never the whole table's history.
-        .where(has_tail, or_(*(and_(t.c.usage_hour >= a, t.c.usage_hour < b) for a, b in _ranges(ordered))))
+        .select_from(idle_hours.join(per, in_tail))
+        .where(has_tail)
         .group_by(per.c.day, per.c.resource_id)
-        .cte("tails")
+        .subquery("tails")
     )
     return select(
         per.c.day,
@@ -198,6 +163,38 @@ def segment_rows_query(
         per.c.committed_cost_micros,
         per.c.committed_rows,
     ).select_from(per.outerjoin(tail, and_(tail.c.day == per.c.day, tail.c.resource_id == per.c.resource_id)))
+
+
+def _grouped(rows: Any, threshold: Any, names: Sequence[str]) -> Select:
+    """The aggregate columns ``names`` of ``rows`` (a segment's hours) per (day, resource)."""
+    is_idle = case((rows.c.gpu_utilization_pct < threshold, 1), else_=0)  # NULL is never idle
+    active_hour = case((is_idle == 0, rows.c.usage_hour))
+    known = rows.c.gpu_utilization_pct.is_not(None)
+    committed = rows.c.pricing_category == COMMITTED
+    load = rows.c.gpu_utilization_pct * rows.c.gpu_count
+    aggregates = {
+        "cost_micros": money_sum_micros(rows.c.cost_usd),
+        "gpu_hours": func.sum(rows.c.gpu_count),
+        "usage_rows": func.count(),
+        "utilization_rows": func.count(rows.c.gpu_utilization_pct),
+        "idle_rows": func.sum(is_idle),
+        "first_observed_hour": func.min(rows.c.usage_hour),
+        "last_observed_hour": func.max(rows.c.usage_hour),
+        "first_active_hour": func.min(active_hour),
+        "last_active_hour": func.max(active_hour),
+        "utilization_x_gpu_hours": func.sum(load),
+        "utilization_gpu_hours": func.sum(case((known, rows.c.gpu_count), else_=0)),
+        "peak_gpu_load": func.max(load) / literal_column("100.0"),
+        "max_gpu_count": func.max(rows.c.gpu_count),
+        "committed_cost_micros": func.coalesce(
+            func.sum(case((committed, _micros(rows.c.cost_usd)), else_=0)), 0
+        ),
+        "committed_rows": func.sum(case((committed, 1), else_=0)),
+    }
+    # The database computes every aggregate it is given: the first pass names only its own.
+    return select(rows.c.day, rows.c.resource_id, *(aggregates[n].label(n) for n in names)).group_by(
+        rows.c.day, rows.c.resource_id
+    )
 
 
 def _ranges(ordered: Sequence[Segment]) -> list[tuple[dt.datetime, dt.datetime]]:
@@ -239,6 +236,23 @@ FIRST_PASS_COLUMNS = [
     "utilization_gpu_hours",
     "max_gpu_count",
 ]
+ALL_AGGREGATES = [
+    "cost_micros",
+    "gpu_hours",
+    "usage_rows",
+    "utilization_rows",
+    "idle_rows",
+    "first_observed_hour",
+    "last_observed_hour",
+    "first_active_hour",
+    "last_active_hour",
+    "utilization_x_gpu_hours",
+    "utilization_gpu_hours",
+    "peak_gpu_load",
+    "max_gpu_count",
+    "committed_cost_micros",
+    "committed_rows",
+]
 SEGMENT_COLUMNS = [
     "day",
     "resource_id",
@@ -269,6 +283,24 @@ def rollup_rows_query(days: Sequence[dt.date]) -> Select:
     return select(func.coalesce(func.sum(d.usage_rows), 0)).where(days_condition(d.day, days))
 
 
+def spend_rows_query(segment: Segment) -> Select:
+    """The spend of one local day per resource, team and model (``costs.spend_series``'s raw
+    grouping), for ``daily_resource_spend``."""
+    u = gpu_usage_hourly.c
+    model = func.nullif(func.trim(u.model_name), "")
+    return (
+        select(
+            literal(segment.day, Date()).label("day"),
+            u.resource_id,
+            u.team,
+            model.label("model_name"),
+            money_sum_micros(u.cost_usd).label("cost_micros"),
+        )
+        .where(u.usage_hour >= segment.start, u.usage_hour < segment.end)
+        .group_by(u.resource_id, u.team, model)
+    )
+
+
 def write_rollup(
     conn: Connection,
     segments: Sequence[Segment],
@@ -279,12 +311,20 @@ def write_rollup(
     """Replace the rollup of the local days ``segments`` (whole days) inside the caller's
     transaction; returns the rows written."""
     days = [s.day for s in segments]
-    for table in (daily_resource_usage, daily_resource_usage_days):
+    for table in ROLLUP_TABLES:
         conn.execute(delete(table).where(table.c.day.in_(days)))
-    q = segment_rows_query(segments, idle_utilization_pct).subquery("rollup")
     names = [c.name for c in daily_resource_usage.columns]
-    insert = daily_resource_usage.insert().from_select(names, select(*(q.c[name] for name in names)))
-    written = conn.execute(insert).rowcount
+    spend_names = [c.name for c in daily_resource_spend.columns]
+    written = 0
+    spend_rows: dict[dt.date, int] = {}
+    # One statement per day: a day's groups (one per resource) are hashed in memory; the groups
+    # of a whole range would not fit work_mem, and PostgreSQL would sort the range's rows instead.
+    for segment in segments:
+        q = segment_rows_query([segment], idle_utilization_pct).subquery("rollup")
+        insert = daily_resource_usage.insert().from_select(names, select(*(q.c[name] for name in names)))
+        written += conn.execute(insert).rowcount or 0
+        spend = daily_resource_spend.insert().from_select(spend_names, spend_rows_query(segment))
+        spend_rows[segment.day] = conn.execute(spend).rowcount or 0
     r = daily_resource_usage.c
     counts = {
         day: (int(resources), int(rows or 0))
@@ -304,18 +344,19 @@ def write_rollup(
                 "resources": counts.get(s.day, (0, 0))[0],
                 "usage_rows": counts.get(s.day, (0, 0))[1],
                 "computed_at": computed_at,
+                "spend_rows": spend_rows[s.day],
             }
             for s in segments
         ],
     )
-    return int(written or 0)
+    return written
 
 
 def forget_rollup_days(engine: Engine, first: dt.date, last: dt.date) -> None:
     """Drop the rollup of the days ``first`` through ``last``: their usage rows failed a check,
     so readers must judge those hours from the raw rows (and withhold what fails)."""
     with engine.begin() as conn:
-        for table in (daily_resource_usage, daily_resource_usage_days):
+        for table in ROLLUP_TABLES:
             conn.execute(delete(table).where(table.c.day.between(first, last)))
 
 

@@ -1,5 +1,8 @@
-"""The spend series the anomaly rule reads (``detections/anomaly.py``): one bounded query over
-``gpu_usage_hourly`` for a day and the 28 days before it, each day cut to the same local hours.
+"""The spend series the anomaly rule reads (``detections/anomaly.py``): a day and the 28 days
+before it, each day cut to the same local hours. Whole past days come from the daily rollup
+(``daily_resource_spend``, written by the ``daily_gpu_costs`` refresh); today so far, the same
+hours of the history days, and days without a usable rollup from one bounded query over
+``gpu_usage_hourly``.
 
 For a complete day every window is the whole local day (23-25 hours). For today, the window
 ends after today's latest usage hour, and each earlier day's window ends at the same local wall
@@ -13,11 +16,14 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, Engine, and_, column, func, select, values
+from sqlalchemy import Connection, Date, Engine, Select, and_, column, func, or_, select, values
 
 from heliox_orchestration.costs.common import as_int, model_label
+from heliox_orchestration.costs.rollup import days_condition
+from heliox_orchestration.db.rollup_schema import daily_resource_spend, daily_resource_usage_days
 from heliox_orchestration.db.schema import UTCDateTime, gpu_usage_hourly, money_sum_micros
 from heliox_orchestration.detections.anomaly import FLEET, MODEL, TEAM, TOTAL, WEEKS, SeriesKey
 from heliox_orchestration.partitions import local_day_bounds
@@ -82,21 +88,68 @@ def windows_of(
     return windows
 
 
-def load_spend_series(
-    engine: Engine, day: dt.date, timezone: str, partial_until: dt.datetime | None = None
-) -> SpendSeries:
-    """The spend of ``day`` (until ``partial_until`` when set) and of its 28 history days."""
-    windows = windows_of(day, timezone, partial_until)
+def usable_spend_days(
+    conn: Connection, windows: dict[dt.date, tuple[dt.datetime, dt.datetime]], timezone: str
+) -> list[dt.date]:
+    """The days whose window is the whole local day and whose stored spend rollup stands for it:
+    rolled up in ``timezone`` with the same UTC bounds, after the day ended, with its spend rows
+    (days rolled up before ``daily_resource_spend`` existed have none). Any other day is read
+    from the raw rows, until the next refresh of the day rewrites its rollup."""
+    d = daily_resource_usage_days.c
+    rows = conn.execute(
+        select(d.day, d.timezone, d.start_utc, d.end_utc, d.computed_at).where(
+            days_condition(d.day, list(windows)), d.spend_rows.is_not(None)
+        )
+    ).all()
+    return sorted(
+        day
+        for day, tz, start, end, computed_at in rows
+        if tz == timezone and (start, end) == windows[day] and computed_at >= end
+    )
+
+
+def check_ranges(
+    engine: Engine, first: dt.date, last: dt.date, timezone: str
+) -> tuple[list[tuple[dt.datetime, dt.datetime]], list[dt.date]]:
+    """(UTC ranges whose raw hours the evaluations of ``first``..``last`` read, the days they
+    read from the rollup instead): a rolled-up day passed the usage checks when its refresh wrote
+    it (a refused refresh drops it), so the input check scans only the hours read raw."""
+    days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    windows = {d: local_day_bounds(d, timezone) for d in days}
+    with engine.connect() as conn:
+        rolled = set(usable_spend_days(conn, windows, timezone))
+    ranges: list[tuple[dt.datetime, dt.datetime]] = []
+    for d in days:
+        if d in rolled:
+            continue
+        start, end = windows[d]
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((start, end))
+    return ranges, sorted(rolled)
+
+
+def _raw_query(windows: dict[dt.date, tuple[dt.datetime, dt.datetime]]) -> Select:
+    """Spend per day, resource, team and model from the raw hours of ``windows``."""
     bounds = (
         values(column("day", Date), column("start_utc", UTCDateTime()), column("end_utc", UTCDateTime()))
         .data([(d, start, end) for d, (start, end) in windows.items()])
         .cte("windows")
     )
     u = gpu_usage_hourly
-    first_start = min(start for start, _ in windows.values())
-    last_end = max(end for _, end in windows.values())
+    # One index range per run of consecutive days (the whole history when nothing is rolled up).
+    runs: list[list[dt.date]] = []
+    for d in sorted(windows):
+        if runs and runs[-1][-1] + dt.timedelta(days=1) == d:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    in_runs = or_(
+        *(and_(u.c.usage_hour >= windows[run[0]][0], u.c.usage_hour < windows[run[-1]][1]) for run in runs)
+    )
     model = func.nullif(func.trim(u.c.model_name), "")
-    query = (
+    return (
         select(
             bounds.c.day,
             u.c.resource_id,
@@ -107,11 +160,34 @@ def load_spend_series(
         .select_from(
             bounds.join(u, and_(u.c.usage_hour >= bounds.c.start_utc, u.c.usage_hour < bounds.c.end_utc))
         )
-        .where(u.c.usage_hour >= first_start, u.c.usage_hour < last_end)
+        .where(in_runs)
         .group_by(bounds.c.day, u.c.resource_id, u.c.team, model)
     )
+
+
+def load_spend_series(
+    engine: Engine,
+    day: dt.date,
+    timezone: str,
+    partial_until: dt.datetime | None = None,
+    *,
+    use_rollup: bool = True,
+) -> SpendSeries:
+    """The spend of ``day`` (until ``partial_until`` when set) and of its 28 history days: whole
+    days from the daily rollup where it stands for them (``usable_spend_days``), the rest (today
+    so far and the same hours of the history days, days not rolled up) from the raw hours, with
+    the same grouping, so both give the same numbers."""
+    windows = windows_of(day, timezone, partial_until)
+    spend = daily_resource_spend.c
+    rows: list[Any] = []  # Row of (day, resource_id, team, model_name, cost_micros)
     with engine.connect() as conn:
-        rows = conn.execute(query).all()
+        rolled = usable_spend_days(conn, windows, timezone) if use_rollup else []
+        if rolled:
+            stored = select(spend.day, spend.resource_id, spend.team, spend.model_name, spend.cost_micros)
+            rows += conn.execute(stored.where(days_condition(spend.day, rolled))).all()
+        raw = {d: w for d, w in windows.items() if d not in set(rolled)}
+        if raw:
+            rows += conn.execute(_raw_query(raw)).all()
     result = SpendSeries(windows, partial_until)
     series: dict[SeriesKey, dict[dt.date, int]] = defaultdict(lambda: defaultdict(int))
     resources: dict[tuple[str, str | None, str], dict[dt.date, int]] = defaultdict(lambda: defaultdict(int))

@@ -2,7 +2,8 @@
 
 ``daily_resource_usage`` holds one row per local day in ``TIMEZONE`` (23, 24 or 25 UTC hours)
 and ``resource_id``; ``daily_resource_usage_days`` one row per rolled-up day with the settings it
-was computed with (``TIMEZONE`` and ``IDLE_UTILIZATION_PCT``). Both are written by the
+was computed with (``TIMEZONE`` and ``IDLE_UTILIZATION_PCT``); ``daily_resource_spend`` the
+spend per day, resource, team and model (the anomaly rule's input). All are written by the
 ``daily_gpu_costs`` refresh of the day, in the same transaction as its cost rows; see
 ``costs/rollup.py`` for the rules and ``detections/idle_rollup.py`` for the reader.
 """
@@ -102,8 +103,25 @@ daily_resource_usage_days = Table(
         "usage_rows", BigInteger, nullable=False, comment="hourly rows rolled up (they passed the checks)"
     ),
     Column("computed_at", UTCDateTime(), nullable=False),
+    # Nullable: days rolled up before daily_resource_spend existed have none (NULL: not usable).
+    Column("spend_rows", Integer, nullable=True, comment="rows written to daily_resource_spend"),
     comment="Rollup (written by daily_gpu_costs): the settings each rolled-up day was computed with.",
 )
+
+# The spend the anomaly rule reads for whole past days: a resource's team and model may change
+# within a day, so one row per (day, resource, team, model) as its raw query groups them. No
+# primary key (team and model may be NULL); replaced a day at a time with the rows above.
+daily_resource_spend = Table(
+    "daily_resource_spend",
+    metadata,
+    Column("day", Date, nullable=False, comment="local calendar day in TIMEZONE"),
+    Column("resource_id", String(255), nullable=False),
+    Column("team", String(128), nullable=True, comment="as stored in gpu_usage_hourly"),
+    Column("model_name", String(255), nullable=True, comment="trimmed; NULL when blank"),
+    Column("cost_micros", BigInteger, nullable=False, comment="cost_usd summed, micro-dollars"),
+    comment="Rollup (written by daily_gpu_costs): spend per local day, resource, team and model.",
+)
+Index("ix_daily_resource_spend_day", daily_resource_spend.c.day)
 
 rightsizing_recommendations = Table(
     "rightsizing_recommendations",
