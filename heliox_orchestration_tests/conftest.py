@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,10 +71,24 @@ def _isolated_environment(tmp_path: os.PathLike[str], monkeypatch: pytest.Monkey
     monkeypatch.setenv("HELIOX_HOME", str(project))
 
 
-@pytest.fixture
-def sqlite_engine(tmp_path: os.PathLike[str]) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path}/heliox-test.db")
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database at the head schema, made once per worker by ``ensure_schema``: each
+    test's database is a copy of it (creating the schema costs ~0.5 s, a copy a few ms)."""
+    path = tmp_path_factory.mktemp("schema-template") / "heliox-template.db"
+    engine = make_engine(f"sqlite:///{path}")
     ensure_schema(engine)
+    engine.dispose()
+    with sqlite3.connect(path) as conn:  # everything in the file itself, no -wal beside it
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: os.PathLike[str], sqlite_template: Path) -> Iterator[Engine]:
+    path = Path(tmp_path) / "heliox-test.db"
+    shutil.copyfile(sqlite_template, path)
+    engine = make_engine(f"sqlite:///{path}")
     yield engine
     engine.dispose()
 
@@ -104,15 +120,16 @@ def postgres_admin_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def create_postgres_database(postgres_admin_url: str) -> Iterator[Callable[[str], str]]:
-    """Factory: a fresh, empty PostgreSQL database; returns its URL. Dropped at session end."""
+def create_postgres_database(postgres_admin_url: str) -> Iterator[Callable[..., str]]:
+    """Factory: a fresh PostgreSQL database, empty or a copy of ``template``; returns its URL.
+    Dropped at session end."""
     admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
     created: list[str] = []
 
-    def create(prefix: str = "heliox_test") -> str:
+    def create(prefix: str = "heliox_test", template: str | None = None) -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
         created.append(name)
         return make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
 
@@ -123,10 +140,20 @@ def create_postgres_database(postgres_admin_url: str) -> Iterator[Callable[[str]
     admin.dispose()
 
 
-@pytest.fixture
-def postgres_engine(create_postgres_database: Callable[[str], str]) -> Iterator[Engine]:
-    engine = make_engine(create_postgres_database("heliox_test"))
+@pytest.fixture(scope="session")
+def postgres_template(create_postgres_database: Callable[..., str]) -> str:
+    """A PostgreSQL database at the head schema, made once per worker by ``ensure_schema``: each
+    test's database is a copy of it (``CREATE DATABASE ... TEMPLATE``: ~0.2 s instead of ~2 s)."""
+    url = create_postgres_database("heliox_template")
+    engine = make_engine(url)
     ensure_schema(engine)
+    engine.dispose()  # a template must have no open connection
+    return str(make_url(url).database)
+
+
+@pytest.fixture
+def postgres_engine(create_postgres_database: Callable[..., str], postgres_template: str) -> Iterator[Engine]:
+    engine = make_engine(create_postgres_database("heliox_test", template=postgres_template))
     yield engine
     engine.dispose()
 
