@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from heliox_orchestration.db.engine import ensure_schema, make_engine
+from heliox_orchestration_tests.postgres_pool import PostgresPool
 from heliox_orchestration_tests.prometheus_server import (
     PrometheusServer,
     build_blocks,
@@ -141,21 +142,27 @@ def create_postgres_database(postgres_admin_url: str) -> Iterator[Callable[..., 
 
 
 @pytest.fixture(scope="session")
-def postgres_template(create_postgres_database: Callable[..., str]) -> str:
-    """A PostgreSQL database at the head schema, made once per worker by ``ensure_schema``: each
-    test's database is a copy of it (``CREATE DATABASE ... TEMPLATE``: ~0.2 s instead of ~2 s)."""
-    url = create_postgres_database("heliox_template")
-    engine = make_engine(url)
+def postgres_pool(
+    postgres_admin_url: str, create_postgres_database: Callable[..., str]
+) -> Iterator[PostgresPool]:
+    """This worker's test databases (postgres_pool.py): copies of a template made once by
+    ``ensure_schema``, emptied and reused after each test that left their schema as it was."""
+    template = create_postgres_database("heliox_template")
+    engine = make_engine(template)
     ensure_schema(engine)
     engine.dispose()  # a template must have no open connection
-    return str(make_url(url).database)
+    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    yield PostgresPool(admin, create_postgres_database, template)
+    admin.dispose()
 
 
 @pytest.fixture
-def postgres_engine(create_postgres_database: Callable[..., str], postgres_template: str) -> Iterator[Engine]:
-    engine = make_engine(create_postgres_database("heliox_test", template=postgres_template))
+def postgres_engine(postgres_pool: PostgresPool) -> Iterator[Engine]:
+    url = postgres_pool.acquire()
+    engine = make_engine(url)
     yield engine
     engine.dispose()
+    postgres_pool.release(url)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
