@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import sqlite3
@@ -15,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from heliox_orchestration.db.engine import ensure_schema, make_engine
+from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
 from heliox_orchestration_tests.postgres_pool import PostgresPool
 from heliox_orchestration_tests.prometheus_server import (
     PrometheusServer,
@@ -104,6 +106,37 @@ def _postgres_available() -> str | None:
         return None
     except OperationalError as exc:
         return str(exc.orig).strip().splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def _seeded_demos(tmp_path_factory: pytest.TempPathFactory) -> dict[dt.datetime, Path]:
+    return {}
+
+
+@pytest.fixture
+def embedded_demo(
+    _seeded_demos: dict[dt.datetime, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[Path], None]:
+    """``place(path)``: the demo fleet the embedded database seeds itself with (UTC, up to the last
+    complete hour) at ``path``, a copy of one seeded once per worker and hour (seeding takes
+    10-20 s). Self-seeding itself is tested in test_cli_foundation.py and test_cli_run.py."""
+
+    def place(path: Path) -> None:
+        hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+        template = _seeded_demos.get(hour)
+        if template is None:
+            template = tmp_path_factory.mktemp("demo") / "heliox.db"
+            engine = make_engine(f"sqlite:///{template}")
+            ensure_schema(engine)
+            seed_demo(engine, FleetSpec())
+            engine.dispose()
+            with sqlite3.connect(template) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            _seeded_demos[hour] = template
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, path)
+
+    return place
 
 
 @pytest.fixture(scope="session")
