@@ -1,17 +1,19 @@
 """Test databases in PostgreSQL at the head schema, reused from one test to the next.
 
 Creating a database from a template takes ~0.2 s, but dropping one forces a checkpoint of the
-whole server (PostgreSQL 15): ~1-2 s each on a busy machine, for the several hundred databases a
-run uses. So after a test its database goes back to the pool, emptied (``TRUNCATE``, identities
-restarted, planner statistics removed), when its schema is still exactly the template's: the
-same tables, partitions, columns, constraints, indexes, privileges and recorded revision. A test
-that changed any of that (a migration, a new month partition, a role's grant) leaves its database
-out of the pool; it is dropped at the end of the session with the others.
+whole server (PostgreSQL 15): ~1-2 s each on a busy machine, for the hundreds of databases a run
+uses. So after a test its database goes back to the pool, emptied (``TRUNCATE``, identities
+restarted, the planner's statistics and size estimates as in the template), when its schema is
+still exactly the template's: the same tables, partitions, columns, constraints, indexes,
+privileges and recorded revision. A test that changed any of that (a migration, a new month
+partition, a role's grant) leaves its database out of the pool; it is dropped at the end of the
+session with the others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
@@ -79,9 +81,30 @@ ORDER BY 1
 )
 
 
+# The planner's size estimates of every relation (the ones TRUNCATE does not reset: partitioned
+# parents, the revision table), restored to the template's after each test.
+SIZES = text(
+    f"""
+SELECT n.nspname, c.relname, c.relpages, c.reltuples, c.relallvisible
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'i', 'I') AND {USER_SCHEMAS}
+"""
+)
+RESTORE_SIZE = text(
+    "UPDATE pg_class c SET relpages = :relpages, reltuples = :reltuples, relallvisible = :relallvisible "
+    "FROM pg_namespace n WHERE n.oid = c.relnamespace AND n.nspname = :nspname AND c.relname = :relname "
+    "AND (c.relpages, c.reltuples, c.relallvisible) IS DISTINCT FROM (:relpages, :reltuples, :relallvisible)"
+)
+
+
 def _fingerprint(engine: Engine) -> str:
     with engine.connect() as conn:
         return str(conn.execute(FINGERPRINT).scalar_one())
+
+
+def sizes(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(row) for row in conn.execute(SIZES).mappings()]
 
 
 class PostgresPool:
@@ -93,6 +116,7 @@ class PostgresPool:
         self.template = str(make_url(template_url).database)
         engine = create_engine(template_url, poolclass=NullPool)
         self.fingerprint = _fingerprint(engine)
+        self.sizes = sizes(engine)
         engine.dispose()
         self.free: list[str] = []
 
@@ -128,6 +152,7 @@ class PostgresPool:
                         f"WHERE {USER_SCHEMAS})"
                     )
                 )
+                conn.execute(RESTORE_SIZE, self.sizes)
         except SQLAlchemyError:
             return  # a lock still held, no right to pg_statistic: dropped at the end instead
         finally:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 from heliox_orchestration.db.engine import ensure_schema, make_engine, table_row_counts
 from heliox_orchestration.db.schema import alert_ledger, metadata
 from heliox_orchestration_tests.crafted import hourly, insert
-from heliox_orchestration_tests.postgres_pool import PostgresPool
+from heliox_orchestration_tests.postgres_pool import PostgresPool, sizes
 
 pytestmark = pytest.mark.postgres
 
@@ -39,6 +39,7 @@ def test_a_released_database_comes_back_empty_and_at_the_head_schema(postgres_po
             text("SELECT count(*) FROM pg_stats WHERE schemaname = 'public'")
         ).scalar_one()
     assert analyzed == 0
+    assert sorted(sizes(again), key=str) == sorted(postgres_pool.sizes, key=str)  # as never analyzed
     again.dispose()
     postgres_pool.release(url)
 
