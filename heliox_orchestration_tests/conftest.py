@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import shutil
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +16,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from heliox_orchestration.db.engine import ensure_schema, make_engine
+from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
+from heliox_orchestration_tests.postgres_pool import PostgresPool
 from heliox_orchestration_tests.prometheus_server import (
     PrometheusServer,
     build_blocks,
@@ -69,10 +74,24 @@ def _isolated_environment(tmp_path: os.PathLike[str], monkeypatch: pytest.Monkey
     monkeypatch.setenv("HELIOX_HOME", str(project))
 
 
-@pytest.fixture
-def sqlite_engine(tmp_path: os.PathLike[str]) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path}/heliox-test.db")
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database at the head schema, made once per worker by ``ensure_schema``: each
+    test's database is a copy of it (creating the schema costs ~0.5 s, a copy a few ms)."""
+    path = tmp_path_factory.mktemp("schema-template") / "heliox-template.db"
+    engine = make_engine(f"sqlite:///{path}")
     ensure_schema(engine)
+    engine.dispose()
+    with sqlite3.connect(path) as conn:  # everything in the file itself, no -wal beside it
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: os.PathLike[str], sqlite_template: Path) -> Iterator[Engine]:
+    path = Path(tmp_path) / "heliox-test.db"
+    shutil.copyfile(sqlite_template, path)
+    engine = make_engine(f"sqlite:///{path}")
     yield engine
     engine.dispose()
 
@@ -90,6 +109,37 @@ def _postgres_available() -> str | None:
 
 
 @pytest.fixture(scope="session")
+def _seeded_demos(tmp_path_factory: pytest.TempPathFactory) -> dict[dt.datetime, Path]:
+    return {}
+
+
+@pytest.fixture
+def embedded_demo(
+    _seeded_demos: dict[dt.datetime, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[Path], None]:
+    """``place(path)``: the demo fleet the embedded database seeds itself with (UTC, up to the last
+    complete hour) at ``path``, a copy of one seeded once per worker and hour (seeding takes
+    10-20 s). Self-seeding itself is tested in test_cli_foundation.py and test_cli_run.py."""
+
+    def place(path: Path) -> None:
+        hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+        template = _seeded_demos.get(hour)
+        if template is None:
+            template = tmp_path_factory.mktemp("demo") / "heliox.db"
+            engine = make_engine(f"sqlite:///{template}")
+            ensure_schema(engine)
+            seed_demo(engine, FleetSpec())
+            engine.dispose()
+            with sqlite3.connect(template) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            _seeded_demos[hour] = template
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, path)
+
+    return place
+
+
+@pytest.fixture(scope="session")
 def postgres_admin_url() -> str:
     reason = _postgres_available()
     if reason is not None:
@@ -104,15 +154,16 @@ def postgres_admin_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def create_postgres_database(postgres_admin_url: str) -> Iterator[Callable[[str], str]]:
-    """Factory: a fresh, empty PostgreSQL database; returns its URL. Dropped at session end."""
+def create_postgres_database(postgres_admin_url: str) -> Iterator[Callable[..., str]]:
+    """Factory: a fresh PostgreSQL database, empty or a copy of ``template``; returns its URL.
+    Dropped at session end."""
     admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
     created: list[str] = []
 
-    def create(prefix: str = "heliox_test") -> str:
+    def create(prefix: str = "heliox_test", template: str | None = None) -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
         created.append(name)
         return make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
 
@@ -123,12 +174,28 @@ def create_postgres_database(postgres_admin_url: str) -> Iterator[Callable[[str]
     admin.dispose()
 
 
-@pytest.fixture
-def postgres_engine(create_postgres_database: Callable[[str], str]) -> Iterator[Engine]:
-    engine = make_engine(create_postgres_database("heliox_test"))
+@pytest.fixture(scope="session")
+def postgres_pool(
+    postgres_admin_url: str, create_postgres_database: Callable[..., str]
+) -> Iterator[PostgresPool]:
+    """This worker's test databases (postgres_pool.py): copies of a template made once by
+    ``ensure_schema``, emptied and reused after each test that left their schema as it was."""
+    template = create_postgres_database("heliox_template")
+    engine = make_engine(template)
     ensure_schema(engine)
+    engine.dispose()  # a template must have no open connection
+    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    yield PostgresPool(admin, create_postgres_database, template)
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_engine(postgres_pool: PostgresPool) -> Iterator[Engine]:
+    url = postgres_pool.acquire()
+    engine = make_engine(url)
     yield engine
     engine.dispose()
+    postgres_pool.release(url)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

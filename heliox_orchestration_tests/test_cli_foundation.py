@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -170,12 +172,13 @@ def heliox_bin() -> str:
 
 
 def test_commands_from_any_folder_share_the_projects_database_and_dagster_home(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedded_demo: Callable[[Path], None]
 ) -> None:
     """`heliox run` in one folder, `heliox alerts` in another: both use HELIOX_HOME's
     data/heliox.db and .dagster (DAGSTER_HOME unset), and neither folder gets a database."""
     project = Path(os.environ["HELIOX_HOME"])
     monkeypatch.delenv("HELIOX_DATA_DIR")  # the default, relative: data/ under the project
+    embedded_demo(project / "data" / "heliox.db")  # as seeded by itself (tested above), sooner
     (project / EMBEDDED_INSTANCE_FILE).parent.mkdir(parents=True)
     (project / EMBEDDED_INSTANCE_FILE).write_text((ROOT / EMBEDDED_INSTANCE_FILE).read_text())
     elsewhere, other = tmp_path / "elsewhere", tmp_path / "other"
@@ -189,7 +192,11 @@ def test_commands_from_any_folder_share_the_projects_database_and_dagster_home(
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "daily-summary:" in listed.stdout and "No alerts in the ledger" not in listed.stdout
 
-    assert (project / "data" / "heliox.db").is_file()
+    # The run's alert is in the project's database, which `heliox alerts` listed from elsewhere.
+    with sqlite3.connect(project / "data" / "heliox.db") as conn:
+        keys = [key for (key,) in conn.execute("SELECT alert_key FROM alert_ledger")]
+    assert len(keys) == 1 and keys[0].startswith("daily-summary:"), keys
+    assert keys[0] in listed.stdout, listed.stdout
     assert (project / ".dagster" / "dagster.yaml").read_text() == (ROOT / EMBEDDED_INSTANCE_FILE).read_text()
     with DagsterInstance.from_config(str(project / ".dagster")) as instance:
         jobs = {r.job_name for r in instance.get_runs()}

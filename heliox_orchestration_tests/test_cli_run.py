@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -98,11 +99,15 @@ def failure_notices(location: HelioxLocation, instance: DagsterInstance, cursor:
 
 
 def test_failed_heliox_run_is_one_line_and_reported_by_the_run_failure_sensor(
-    dagster_home: Path, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
+    dagster_home: Path,
+    slack_server: FakeSlackWebhook,
+    monkeypatch: pytest.MonkeyPatch,
+    embedded_demo: Callable[[Path], None],
 ) -> None:
     """Both failures of a `heliox run` are one line each, and the run-failure sensor sees the
     runs: a refusal by Slack stays in the ledger without a notice (it would go to the same
     refusing Slack), a failed refresh gets its notice."""
+    embedded_demo(load_settings().embedded_database_path)
     monkeypatch.setenv("SLACK_WEBHOOK_URL", slack_server.url())
     slack_server.script(Reply.error(404, "no_service"))  # the summary; later requests get "ok"
     runner = CliRunner()
@@ -156,8 +161,12 @@ def test_failed_blocking_check_is_named_with_its_reason(dagster_home: Path) -> N
 
 
 def test_run_daily_summary_sends_once_with_a_webhook(
-    dagster_home: Path, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
+    dagster_home: Path,
+    slack_server: FakeSlackWebhook,
+    monkeypatch: pytest.MonkeyPatch,
+    embedded_demo: Callable[[Path], None],
 ) -> None:
+    embedded_demo(load_settings().embedded_database_path)
     monkeypatch.setenv("SLACK_WEBHOOK_URL", slack_server.url())
     runner = CliRunner()
     result = runner.invoke(cli, ["run", "daily-summary"])
@@ -264,16 +273,18 @@ def test_run_idle_spend_routes_each_team_and_honours_a_mute_from_the_command_lin
 
 
 def test_run_and_preview_spend_anomaly_and_budget_on_the_demo(
-    dagster_home: Path, slack_server: FakeSlackWebhook, monkeypatch: pytest.MonkeyPatch
+    dagster_home: Path,
+    slack_server: FakeSlackWebhook,
+    monkeypatch: pytest.MonkeyPatch,
+    embedded_demo: Callable[[Path], None],
 ) -> None:
     """The demo's research team doubles on its latest two days: yesterday's preview shows it;
     `heliox run` refreshes spend_anomalies then alerts (today's hours so far); with a budget,
     `heliox run budget` alerts once per level."""
     monkeypatch.setenv("SLACK_WEBHOOK_URL", slack_server.url())
     monkeypatch.setenv("MONTHLY_BUDGET_USD", "1000")
+    embedded_demo(load_settings().embedded_database_path)  # what `heliox seed-demo` writes
     runner = CliRunner()
-    seeded = runner.invoke(cli, ["seed-demo"])
-    assert seeded.exit_code == 0, seeded.output
     yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     preview = runner.invoke(cli, ["preview", "spend-anomaly", "--date", yesterday])
     assert preview.exit_code == 0, preview.output
