@@ -28,11 +28,12 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/embedded/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp deploy/embedded/dagster.yaml $@
 
-# The UI: `dagster dev` under heliox_orchestration/devserver.py, which ends it and everything it
-# started within seconds of Ctrl-C. The demo feed sensor's first tick fills the demo window and
-# the three alert jobs follow within minutes (`heliox run daily-summary` runs one at once).
+# The main job at once (its message printed), then the UI: `dagster dev` under
+# heliox_orchestration/devserver.py, which ends it and everything it started within seconds of
+# Ctrl-C. The demo feed sensor then keeps the demo live and the alert jobs follow within minutes.
 run: $(VENV)/.installed-runtime $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/heliox doctor
+	$(BIN)/heliox run daily-summary
 	$(BIN)/python -m heliox_orchestration.devserver -w workspace.yaml -p $(PORT)
 
 test: install
