@@ -251,7 +251,8 @@ def measure_ingest(
         "import_small_peak_rss_mb": small["peak_rss_mb"],
         "pyarrow_read_peak_rss_mb": arrow["peak_rss_mb"],
         "rss_big_vs_small_ratio": rss_ratio,
-        "load_average_1m_before_after": [raw["load_average_before"][0], raw["load_average_after"][0]],
+        "load_average_1m_before": raw["load_average_before"][0],
+        "load_average_1m_after": raw["load_average_after"][0],
     }
     goals = [
         ("G3a", "FOCUS import / pyarrow read, big CSV", time_ratio, "<=", 3.0, "x"),
