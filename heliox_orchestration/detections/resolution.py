@@ -30,13 +30,14 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Numeric, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from heliox_orchestration.costs.common import records_of, utc_hour
 from heliox_orchestration.db.schema import gpu_usage_hourly, idle_gpu_episodes, idle_gpu_evaluations
+from heliox_orchestration.detections.freshness import newest_usage_hour_before
 from heliox_orchestration.detections.idle import IdleEvaluation
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.reports import IdleFinding
@@ -178,28 +179,6 @@ def _first_idle_hour(
     ).scalar_one()
 
 
-# Where ``newest_usage_hour`` looks, nearest first: each a range before ``end``.
-NEWEST_HOUR_SPANS = (HOUR, dt.timedelta(days=1), dt.timedelta(days=8), dt.timedelta(days=40))
-
-
-def newest_usage_hour(conn: Connection, end: dt.datetime) -> dt.datetime | None:
-    """The fleet's newest usage hour before ``end``, from the nearest range that has a row (the
-    last hour, then the last day, week, ...). A max over every hour before ``end`` would read the
-    whole history on PostgreSQL, whose only index on usage_hour is a BRIN (no order); a bounded
-    range reads the block ranges of its hours."""
-    u = gpu_usage_hourly.c
-    for span in NEWEST_HOUR_SPANS:
-        in_span = and_(u.usage_hour >= end - span, u.usage_hour < end)
-        newest = conn.execute(select(func.max(u.usage_hour)).where(in_span)).scalar_one()
-        if newest is not None:
-            return cast(dt.datetime, newest)
-    before = end - NEWEST_HOUR_SPANS[-1]
-    return cast(
-        dt.datetime | None,
-        conn.execute(select(func.max(u.usage_hour)).where(u.usage_hour < before)).scalar_one(),
-    )
-
-
 @dataclass(frozen=True)
 class EpisodeChanges:
     still_idle: int = 0
@@ -220,7 +199,7 @@ def track_episodes(engine: Engine, evaluation: IdleEvaluation, settings: Setting
         latest = conn.execute(select(func.max(idle_gpu_evaluations.c.evaluated_at))).scalar_one()
         if latest is not None and latest > evaluation.as_of:
             return EpisodeChanges()
-        fleet_newest = newest_usage_hour(conn, window.end)
+        fleet_newest = newest_usage_hour_before(conn, window.end)
         for ep in _episodes(conn, _is_open()):
             if ep.resource_id in withheld:
                 continue
