@@ -10,13 +10,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from heliox_orchestration.alerts.messages import idle_spend_message, rightsizing_message
 from heliox_orchestration.costs.common import records_of
 from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
 from heliox_orchestration.costs.rollup import forget_rollup_days
 from heliox_orchestration.db.rollup_schema import daily_resource_usage
+from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration.detections.idle import RAW, IdleEvaluation, compute_idle_evaluation, idle_window
 from heliox_orchestration.detections.idle_rollup import window_segments
 from heliox_orchestration.ingest.demo_fleet import FleetSpec, seed_demo
@@ -302,3 +303,34 @@ def test_rightsizing_settings_and_messages() -> None:
         idle_spend_message(IdleSpendReport(AS_OF, (reserved,))).to_payload(), ensure_ascii=False
     )
     assert "Reallocate" in text and "$8,971.70/month" in text and "$0 from terminating" in text
+
+
+def test_bad_rows_on_hours_read_raw_withhold_their_gpu_and_rolled_up_days_are_not_rescanned(
+    any_engine: Engine,
+) -> None:
+    settings = Settings()
+    window = idle_window(settings, AS_OF)  # 12:00 on the 7th to 12:00 on the 21st (UTC)
+    fleet = mixed_fleet(window.start, window.end)
+    fleet += hourly("bad-today", window.start, 336, "3", 0.0)
+    fleet += hourly("edited-later", window.start, 336, "3", 0.0)
+    insert(any_engine, fleet)
+    refresh_window(any_engine, settings, AS_OF)  # the 8th to the 20th pass the checks, rolled up
+    u = gpu_usage_hourly.c
+    with any_engine.begin() as conn:
+        # A bad hour of today's partial day (read raw), and one edited into a rolled-up day
+        # after its refresh (outside Heliox): the day's next refresh would judge it.
+        for resource, hour in (("bad-today", utc(2026, 1, 21, 3)), ("edited-later", utc(2026, 1, 15, 3))):
+            rows = update(gpu_usage_hourly).where(u.resource_id == resource, u.usage_hour == hour)
+            conn.execute(rows.values(cost_usd=Decimal(-1)))
+    raw, rolled = both(any_engine, settings, AS_OF)
+    assert [w.resource_id for w in raw.withheld] == ["bad-today", "edited-later"]
+    # The raw hours (the two partial days) are scanned; the rolled-up days are not.
+    assert [(w.resource_id, w.usage_rows, w.problems) for w in rolled.withheld] == [
+        ("bad-today", 1, ("negative cost_usd",))
+    ]
+    assert rolled.usage_report is not None and raw.usage_report is not None
+    assert rolled.usage_report.violations["negative cost_usd"] == 1
+    assert rolled.usage_report.rows_checked == raw.usage_report.rows_checked
+    findings = {f["resource_id"] for f in records_of(rolled.findings)}
+    assert "bad-today" not in findings and "edited-later" in findings
+    assert findings - {"edited-later"} == {f["resource_id"] for f in records_of(raw.findings)}

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, insert, select
 
 from heliox_orchestration.alerts.daily_summary import DAILY_SUMMARY
 from heliox_orchestration.db.schema import idle_gpu_episodes
+from heliox_orchestration.detections.freshness import newest_usage_hour, newest_usage_hour_before
 from heliox_orchestration.detections.resolution import realized_savings
 from heliox_orchestration.money import format_usd
 from heliox_orchestration_tests.automation_env import NOW, Heliox
@@ -225,3 +226,28 @@ def test_savings_realized_this_month_to_the_cent_in_timezone(any_engine: Engine)
     # March through the 8th: 7 days of 24 hours and the 23-hour DST day.
     assert realized(dt.date(2026, 3, 8)) == (Decimal("1.611111") * (7 * 24 + 23), 1)
     assert realized(dt.date(2026, 1, 30)) == (Decimal(0), 0)
+
+
+def test_the_fleets_newest_hour_is_found_however_far_back(any_engine: Engine) -> None:
+    last = utc(2026, 1, 20, 5)
+    with any_engine.connect() as conn:
+        assert newest_usage_hour_before(conn, last) is None  # no rows at all
+    insert_rows(
+        any_engine, [*hourly("old", utc(2025, 6, 1), 3, "1", 0.0), *hourly("gpu", last - HOUR, 2, "1", 0.0)]
+    )
+    cases = {
+        last + HOUR: last,  # in the last hour
+        last: last - HOUR,  # the row at the end is not before it
+        last + 5 * HOUR: last,
+        last + dt.timedelta(days=3): last,
+        last + dt.timedelta(days=30): last,
+        last + dt.timedelta(days=400): last,  # before every range searched
+        utc(2026, 1, 1): utc(2025, 6, 1, 2),
+        utc(2025, 6, 1): None,
+    }
+    with any_engine.connect() as conn:
+        assert {end: newest_usage_hour_before(conn, end) for end in cases} == cases
+    # The stale-data sensor's: hours that have begun, the hour at now included.
+    assert newest_usage_hour(any_engine, last) == last
+    assert newest_usage_hour(any_engine, last - dt.timedelta(minutes=1)) == last - HOUR
+    assert newest_usage_hour(any_engine, last + dt.timedelta(days=90)) == last

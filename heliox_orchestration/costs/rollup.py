@@ -83,6 +83,7 @@ def segment_rows_query(
     resource_ids: Sequence[str] | None = None,
     *,
     tails: bool = True,
+    columns: Sequence[str] | None = None,
 ) -> Select:
     """Per (segment, resource) every rollup column from ``gpu_usage_hourly``; money in
     ``*_micros`` columns. One hash aggregate per (segment, resource) over the segments' hours
@@ -113,7 +114,8 @@ def segment_rows_query(
     )
     threshold = bindparam("rollup_idle_utilization_pct", idle_utilization_pct, type_=Numeric())
     if not tails:
-        grouped = _grouped(hours_query.subquery("segment_hours"), threshold, FIRST_PASS_COLUMNS)
+        names = FIRST_PASS_COLUMNS if columns is None else columns
+        grouped = _grouped(hours_query.subquery("segment_hours"), threshold, names)
         return grouped.subquery("grouped").select()
     # The groups once (a CTE named twice is computed once); the hours twice, each time straight
     # from the table, where the planner knows their statistics (a CTE of them has none, and its
@@ -208,10 +210,12 @@ def _ranges(ordered: Sequence[Segment]) -> list[tuple[dt.datetime, dt.datetime]]
     return ranges
 
 
-def stored_rows_query(days: Sequence[dt.date], *, tails: bool = True) -> Select:
+def stored_rows_query(
+    days: Sequence[dt.date], *, tails: bool = True, columns: Sequence[str] | None = None
+) -> Select:
     """The stored rollup rows of ``days`` with the columns of ``segment_rows_query``."""
     r = daily_resource_usage.c
-    names = SEGMENT_COLUMNS if tails else ["day", "resource_id", *FIRST_PASS_COLUMNS]
+    names = SEGMENT_COLUMNS if tails else ["day", "resource_id", *(columns or FIRST_PASS_COLUMNS)]
     return select(*(r[c] for c in names)).where(days_condition(r.day, days))
 
 

@@ -115,6 +115,7 @@ def _segments(
     *,
     tails: bool = False,
     stored_where: Any = None,
+    columns: Sequence[str] | None = None,
 ) -> Subquery:
     """Every segment row of the window (of ``resource_ids`` only, when given), with the idle
     tails of raw segments only when ``tails``. Contiguous raw days are one segment: the streak
@@ -122,7 +123,7 @@ def _segments(
     raw-row rule."""
     parts: list[Select] = []
     if rollup_days:
-        stored = stored_rows_query(rollup_days, tails=tails)
+        stored = stored_rows_query(rollup_days, tails=tails, columns=columns)
         if resource_ids is not None:
             stored = stored.where(daily_resource_usage.c.resource_id.in_(resource_ids))
         if stored_where is not None:
@@ -130,7 +131,8 @@ def _segments(
         parts.append(stored)
     if raw_segments:
         pct = settings.idle_utilization_pct
-        parts.append(segment_rows_query(merged(raw_segments), pct, resource_ids, tails=tails))
+        raw = segment_rows_query(merged(raw_segments), pct, resource_ids, tails=tails, columns=columns)
+        parts.append(raw)
     if not parts:
         raise ValueError("an idle window has at least one hour")
     return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("segments")
@@ -140,6 +142,8 @@ def _segments(
 # (one scan) instead of naming them.
 MAX_NAMED_RESOURCES = 5000
 MAX_RAW_HOURS_TO_NAME = 50  # the window's two partial days, at most 25 hours each
+# What naming needs; the raw hours' other first-pass aggregates would cost as much again.
+MAY_BE_COLUMNS = ["last_observed_hour", "last_active_hour", "max_gpu_count"]
 
 
 def may_be_findings_query(
@@ -152,7 +156,9 @@ def may_be_findings_query(
     stored_ends_idle = or_(
         r.last_active_hour.is_(None), r.last_active_hour < r.last_observed_hour, r.max_gpu_count > 1
     )
-    segs = _segments(rollup_days, raw_segments, settings, stored_where=stored_ends_idle)
+    segs = _segments(
+        rollup_days, raw_segments, settings, stored_where=stored_ends_idle, columns=MAY_BE_COLUMNS
+    )
     ends_idle = or_(
         segs.c.last_active_hour.is_(None),
         segs.c.last_active_hour < segs.c.last_observed_hour,

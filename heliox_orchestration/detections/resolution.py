@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 
 from heliox_orchestration.costs.common import records_of, utc_hour
 from heliox_orchestration.db.schema import gpu_usage_hourly, idle_gpu_episodes, idle_gpu_evaluations
+from heliox_orchestration.detections.freshness import newest_usage_hour_before
 from heliox_orchestration.detections.idle import IdleEvaluation
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.reports import IdleFinding
@@ -198,10 +199,7 @@ def track_episodes(engine: Engine, evaluation: IdleEvaluation, settings: Setting
         latest = conn.execute(select(func.max(idle_gpu_evaluations.c.evaluated_at))).scalar_one()
         if latest is not None and latest > evaluation.as_of:
             return EpisodeChanges()
-        u = gpu_usage_hourly.c
-        fleet_newest = conn.execute(
-            select(func.max(u.usage_hour)).where(u.usage_hour < window.end)
-        ).scalar_one()
+        fleet_newest = newest_usage_hour_before(conn, window.end)
         for ep in _episodes(conn, _is_open()):
             if ep.resource_id in withheld:
                 continue
