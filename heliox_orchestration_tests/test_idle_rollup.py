@@ -16,7 +16,11 @@ from heliox_orchestration.alerts.messages import idle_spend_message, rightsizing
 from heliox_orchestration.costs.common import records_of
 from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
 from heliox_orchestration.costs.rollup import forget_rollup_days
-from heliox_orchestration.db.rollup_schema import daily_resource_usage
+from heliox_orchestration.db.rollup_schema import (
+    daily_resource_spend,
+    daily_resource_usage,
+    daily_resource_usage_days,
+)
 from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration.detections.idle import RAW, IdleEvaluation, compute_idle_evaluation, idle_window
 from heliox_orchestration.detections.idle_rollup import window_segments
@@ -165,7 +169,17 @@ def test_a_day_refreshed_before_it_ended_or_forgotten_is_read_raw(any_engine: En
     window = idle_window(settings, AS_OF)
     insert(any_engine, mixed_fleet(window.start, window.end))
     costs = compute_daily_costs(any_engine, dt.date(2026, 1, 8), dt.date(2026, 1, 20), "UTC")
+    # Rolled up after Jan 20 ended, then refreshed again at 18:00 on Jan 20 (a clock stood back):
+    # the day in progress keeps no rollup, not even the earlier one; the ended days keep theirs.
+    write_daily_costs(any_engine, costs, AS_OF, settings.idle_utilization_pct)
     write_daily_costs(any_engine, costs, utc(2026, 1, 20, 18), settings.idle_utilization_pct)
+    with any_engine.connect() as conn:
+        stored = {
+            table.name: set(conn.execute(select(table.c.day).distinct()).scalars())
+            for table in (daily_resource_usage, daily_resource_usage_days, daily_resource_spend)
+        }
+    ended = {dt.date(2026, 1, d) for d in range(8, 20)}
+    assert stored == dict.fromkeys(stored, ended)
     rolled = compute_idle_evaluation(any_engine, settings, AS_OF)
     assert dt.date(2026, 1, 20) in rolled.raw_days and len(rolled.rollup_days) == 12
     forget_rollup_days(any_engine, dt.date(2026, 1, 10), dt.date(2026, 1, 11))

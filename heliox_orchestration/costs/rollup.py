@@ -1,8 +1,9 @@
 """The per-resource daily rollup: ``daily_resource_usage``, one row per local day and resource.
 
-Written by the ``daily_gpu_costs`` refresh of a day (``INSERT ... SELECT`` in the same transaction
-as the cost rows: no usage row reaches Python), and read by the idle rule and rightsizing instead
-of the raw hours. Per local day in ``TIMEZONE`` and resource: cost (exact micro-dollars), GPU-hours,
+Written by the ``daily_gpu_costs`` refresh of a day that has ended (the nightly refresh of
+yesterday, a backfill, a late import; ``INSERT ... SELECT`` in the same transaction as the cost
+rows: no usage row reaches Python), and read by the idle rule and rightsizing instead of the raw
+hours. The hourly refreshes of today write none: they would be rewritten every hour and never read. Per local day in ``TIMEZONE`` and resource: cost (exact micro-dollars), GPU-hours,
 observed hours and those with a utilization, idle hours below ``IDLE_UTILIZATION_PCT``, the
 first/last observed and active hours, the idle tail after the last active hour (rows, cost, start),
 the GPU-hour weighted utilization sum, the peak hourly GPU load (max of gpu_count x utilization /
@@ -313,10 +314,15 @@ def write_rollup(
     computed_at: dt.datetime,
 ) -> int:
     """Replace the rollup of the local days ``segments`` (whole days) inside the caller's
-    transaction; returns the rows written."""
-    days = [s.day for s in segments]
+    transaction; returns the rows written. Only days that ended by ``computed_at`` are rolled
+    up: a reader would not accept the rollup of a day still in progress (``usable_rollup_days``),
+    so the hourly refreshes of today only drop what an earlier refresh left of it."""
     for table in ROLLUP_TABLES:
-        conn.execute(delete(table).where(table.c.day.in_(days)))
+        conn.execute(delete(table).where(table.c.day.in_([s.day for s in segments])))
+    segments = [s for s in segments if s.end <= computed_at]
+    days = [s.day for s in segments]
+    if not segments:
+        return 0
     names = [c.name for c in daily_resource_usage.columns]
     spend_names = [c.name for c in daily_resource_spend.columns]
     written = 0
