@@ -12,13 +12,16 @@ install: $(VENV)/.installed
 # `make run` needs the runtime packages only; `make test` (and the other targets) add the dev
 # tools. Both pin every version from constraints.txt. --no-compile: Python compiles the modules
 # it imports on first use, instead of pip compiling every module of every package up front.
+# -qq: errors only; a machine-wide pip.conf naming extra indexes that lack a package would
+# otherwise print a warning per package (90 lines on the development machines).
+PIP_INSTALL := $(BIN)/python -m pip install -qq --disable-pip-version-check
 $(VENV)/.installed-runtime: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt -e .
+	$(PIP_INSTALL) --no-compile -c constraints.txt -e .
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.installed-runtime
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PIP_INSTALL) -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip check
 	touch $@
 
