@@ -8,11 +8,11 @@ can never call a configuration healthy that stops the definitions from loading."
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from heliox_orchestration.alerts.catalog import all_kinds
+from heliox_orchestration.db.engine import database_url_problem
 from heliox_orchestration.ingest.dcgm_mapping import MappingError, load_mapping
 from heliox_orchestration.ingest.prometheus import (
     BEARER_TOKEN_VAR,
@@ -81,32 +81,6 @@ def _production_problems(env: Mapping[str, str]) -> tuple[str | None, str | None
             "'postgresql+psycopg2://heliox:password@host:5432/heliox'."
         )
     return webhook, database
-
-
-_URL_SCHEME = re.compile(r"(?P<backend>[A-Za-z][\w]*)(?:\+\w+)?://")
-
-
-def database_url_problem(url: str, variable: str = DATABASE_URL_VAR) -> str | None:
-    """Why ``HELIOX_DATABASE_URL`` cannot be used, without quoting it (it may hold a password)."""
-    match = _URL_SCHEME.match(url)
-    if match is None:
-        return (
-            f"{variable} cannot be parsed as a database URL; expected e.g. "
-            "'postgresql+psycopg2://user:password@host:5432/heliox' or 'sqlite:///path/heliox.db'."
-        )
-    backend = match["backend"].lower()
-    if backend not in ("postgresql", "sqlite"):
-        return (
-            f"{variable} names a {backend} database driver, which Heliox does not support; "
-            "use postgresql+psycopg2:// or sqlite:///."
-        )
-    authority = url[match.end() :].split("?", 1)[0]
-    if authority.count("@") > 1:
-        return (
-            f"{variable} has an '@' in its user name or password that is not escaped; "
-            "percent-encode it as %40."
-        )
-    return None
 
 
 def _destinations(

@@ -4,6 +4,7 @@ embedded default that seeds itself (while a named database is never seeded unask
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 import re
 import sqlite3
@@ -19,6 +20,7 @@ from dagster import DagsterInstance
 from sqlalchemy import func, select
 
 from heliox_orchestration.cli import cli
+from heliox_orchestration.cli.common import COMMANDS
 from heliox_orchestration.db.engine import make_engine, usage_is_empty
 from heliox_orchestration.db.schema import gpu_usage_hourly
 from heliox_orchestration.home import EMBEDDED_INSTANCE_FILE, HomeError, dagster_home, project_home
@@ -228,3 +230,23 @@ def test_doctor_shows_the_partitions_start_in_effect(monkeypatch: pytest.MonkeyP
     assert f"HELIOX_START_DATE          {demo_start} (default)" in CliRunner().invoke(cli, ["doctor"]).output
     monkeypatch.setenv("HELIOX_DATABASE_URL", "sqlite:////nonexistent-folder/heliox.db")
     assert "HELIOX_START_DATE          2025-01-01 (default)" in CliRunner().invoke(cli, ["doctor"]).output
+
+
+def test_each_command_loads_only_its_own_module() -> None:
+    """The group's table of commands is exactly what the modules register, and the import commands
+    start without Dagster or the alert modules (a fresh interpreter: this one has them loaded)."""
+    for module in set(COMMANDS.values()):
+        importlib.import_module(f"heliox_orchestration.cli.{module}")
+    assert {name: command.callback.__module__ for name, command in cli.commands.items()} == {
+        name: f"heliox_orchestration.cli.{module}" for name, module in COMMANDS.items()
+    }
+    probe = (
+        "import sys, click\n"
+        "from heliox_orchestration.cli import cli\n"
+        "for name in ('import-focus', 'seed-demo', 'migrate'):\n"
+        "    assert cli.get_command(click.Context(cli), name) is not None, name\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster'}),"
+        " 'heliox_orchestration.alerts' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["[]", "False"], out.stdout + out.stderr

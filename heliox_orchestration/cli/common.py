@@ -1,11 +1,16 @@
 """What every ``heliox`` command shares: the click group, one-line errors, the database they
-open and the progress bar."""
+open and the progress bar.
+
+The group loads a command's module only when that command runs (``COMMANDS``): ``heliox
+import-focus`` starts without importing Dagster and the alert modules (seconds on a busy
+machine), and ``heliox --help`` still lists every command."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
@@ -14,17 +19,16 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Engine
 
-from heliox_orchestration.alerts.mutes import MuteError
 from heliox_orchestration.db.engine import (
     DatabaseConfigError,
     check_schema_status,
+    database_url_problem,
     embedded_database_url,
     ensure_schema,
     make_engine,
     mask_url,
     read_schema_status,
 )
-from heliox_orchestration.environment import database_url_problem
 from heliox_orchestration.home import DAGSTER_HOME_VAR, EMBEDDED_INSTANCE_FILE, HomeError, dagster_home
 from heliox_orchestration.ingest.focus.validation import ImportInputError
 from heliox_orchestration.settings import (
@@ -39,14 +43,18 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 PROGRESS_MIN_ROWS = 200_000
 
 
-def friendly_errors(func: F) -> F:
-    """Configuration and data errors: one line on stderr, exit code 2, no traceback."""
+USER_ERRORS: tuple[type[Exception], ...] = (SettingsError, DatabaseConfigError, ImportInputError)
+
+
+def friendly_errors(func: F, also: tuple[type[Exception], ...] = ()) -> F:
+    """Configuration and data errors (``USER_ERRORS`` and ``also``): one line on stderr, exit
+    code 2, no traceback."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SettingsError, DatabaseConfigError, ImportInputError, MuteError) as exc:
+        except (*USER_ERRORS, *also) as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
 
@@ -124,7 +132,36 @@ def rows_bar(rows: int) -> Iterator[Callable[[int], None]]:
         yield bar.update
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Each command and the module of this package that defines it (importing the module registers it).
+COMMANDS: Mapping[str, str] = {
+    "doctor": "setup",
+    "send-test": "setup",
+    "migrate": "storage",
+    "seed-demo": "data",
+    "import-focus": "data",
+    "import-prometheus": "data",
+    "preview": "alerts",
+    "run": "alerts",
+    "alerts": "alerts",
+    "mute": "mutes",
+    "unmute": "mutes",
+    "mutes": "mutes",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module the first time the command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(f"heliox_orchestration.cli.{COMMANDS[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Heliox: GPU cost alerting for Slack, orchestrated by Dagster."""
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import re
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -18,6 +20,12 @@ from heliox_orchestration.settings import DATABASE_URL_VAR, Settings, load_setti
 DURATION = re.compile(r"(?P<count>[0-9]{1,4})(?P<unit>[mhdw])")
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 DATABASE_HELP = f"Heliox database (default: ${DATABASE_URL_VAR} or the embedded SQLite file)."
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def mute_errors(func: F) -> F:
+    """``friendly_errors``, a bad mute (``MuteError``) included."""
+    return friendly_errors(func, also=(MuteError,))
 
 
 def os_user() -> str:
@@ -70,7 +78,7 @@ def _line(mute: Mute, timezone: str) -> str:
 @click.option("--reason", required=True, help="Why, for whoever reads `heliox mutes` or a skipped tick.")
 @click.option("--by", help="Who mutes (default: your OS user name).")
 @click.option("--database-url", help=DATABASE_HELP)
-@friendly_errors
+@mute_errors
 def mute_command(
     kind: str,
     team: str | None,
@@ -117,7 +125,7 @@ def mute_command(
 @click.argument("mute_id", type=int)
 @click.option("--by", help="Who ends it (default: your OS user name).")
 @click.option("--database-url", help=DATABASE_HELP)
-@friendly_errors
+@mute_errors
 def unmute_command(mute_id: int, by: str | None, database_url: str | None) -> None:
     """End mute MUTE_ID now (`heliox mutes` lists them)."""
     settings = load_settings()
@@ -129,7 +137,7 @@ def unmute_command(mute_id: int, by: str | None, database_url: str | None) -> No
 @cli.command("mutes")
 @click.option("--all", "show_all", is_flag=True, help="Also the mutes that expired or were ended.")
 @click.option("--database-url", help=DATABASE_HELP)
-@friendly_errors
+@mute_errors
 def mutes_command(show_all: bool, database_url: str | None) -> None:
     """List the mutes in force (with --all, every mute): what, until when, who and why."""
     settings = load_settings()

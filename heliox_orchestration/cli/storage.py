@@ -6,10 +6,9 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from heliox_orchestration.cli.common import cli, friendly_errors, resolve_database_url
-from heliox_orchestration.db.engine import DatabaseConfigError, make_engine, mask_url
+from heliox_orchestration.db.engine import DatabaseConfigError, database_url_problem, make_engine, mask_url
 from heliox_orchestration.db.migrate import migrate
 from heliox_orchestration.db.schema_version import head_revision
-from heliox_orchestration.environment import database_url_problem
 from heliox_orchestration.secrets import redact_database_url
 from heliox_orchestration.settings import DATABASE_URL_VAR, load_settings
 

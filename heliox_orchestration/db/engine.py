@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,29 @@ def usage_is_empty(engine: Engine) -> bool:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_URL_SCHEME = re.compile(r"(?P<backend>[A-Za-z][\w]*)(?:\+\w+)?://")
+
+
+def database_url_problem(url: str, variable: str = DATABASE_URL_VAR) -> str | None:
+    """Why ``HELIOX_DATABASE_URL`` cannot be used, without quoting it (it may hold a password)."""
+    match = _URL_SCHEME.match(url)
+    if match is None:
+        return (
+            f"{variable} cannot be parsed as a database URL; expected e.g. "
+            "'postgresql+psycopg2://user:password@host:5432/heliox' or 'sqlite:///path/heliox.db'."
+        )
+    backend = match["backend"].lower()
+    if backend not in ("postgresql", "sqlite"):
+        return (
+            f"{variable} names a {backend} database driver, which Heliox does not support; "
+            "use postgresql+psycopg2:// or sqlite:///."
+        )
+    authority = url[match.end() :].split("?", 1)[0]
+    if authority.count("@") > 1:
+        return (
+            f"{variable} has an '@' in its user name or password that is not escaped; "
+            "percent-encode it as %40."
+        )
+    return None
