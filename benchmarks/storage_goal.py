@@ -201,6 +201,22 @@ def g4_fleet(
         "bare_query_s": part["median"]["main.bare_query_s"],
         "step_vs_bare_ratio": ratio,
         "process_peak_rss_mb": part["process_peak_rss_mb"],
+        # The nightly refresh of yesterday, rollup included (reported, no goal).
+        "nightly_step_s": part["median"]["yesterday.step_s"],
+        "nightly_step_vs_bare_ratio": median(
+            [
+                a / b
+                for a, b in zip(samples["yesterday.step_s"], samples["yesterday.bare_query_s"], strict=True)
+            ]
+        ),
+        "rollup_write_vs_cost_query_ratio": median(
+            [
+                a / b
+                for a, b in zip(
+                    samples["yesterday.rollup_write_s"], samples["yesterday.cost_query_s"], strict=True
+                )
+            ]
+        ),
         "idle_vs_bare_raw_ratio": median(
             [a / b for a, b in zip(s["materialization_s"], s["bare_raw_query_s"], strict=True)]
         ),

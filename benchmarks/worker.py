@@ -30,12 +30,13 @@ from dagster import (
 from sqlalchemy import Executable, text
 
 from benchmarks.common import median, worker_args, write_result
+from heliox_orchestration import clock
 from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, build_asset_defs
 from heliox_orchestration.assets.checks import INPUT_CHECK
 from heliox_orchestration.assets.costs import FUTURE_CHECK
 from heliox_orchestration.costs.daily_costs import daily_costs_query, local_days
 from heliox_orchestration.costs.quality import usage_rule_query
-from heliox_orchestration.costs.rollup import Segment, segment_rows_query, write_rollup
+from heliox_orchestration.costs.rollup import Segment, segment_rows_query, spend_rows_query, write_rollup
 from heliox_orchestration.detections.idle import idle_candidates_query, idle_window
 from heliox_orchestration.partitions import daily_partitions, local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
@@ -110,10 +111,11 @@ def rollup_segments(first: dt.date, last: dt.date, settings: Settings) -> list[S
 
 
 def rollup_queries(first: dt.date, last: dt.date, settings: Settings) -> list[Executable]:
-    """The per-resource rollup the step also computes (issue 18), one query per day as
-    ``write_rollup`` runs it: part of its bare SQL."""
+    """The per-resource rollup and spend rows the step also computes (issue 18) for the days that
+    have ended, two queries per day as ``write_rollup`` runs them: part of its bare SQL."""
     pct = settings.idle_utilization_pct
-    return [segment_rows_query([s], pct) for s in rollup_segments(first, last, settings)]
+    ended = [s for s in rollup_segments(first, last, settings) if s.end <= clock.utc_now()]
+    return [q for s in ended for q in (segment_rows_query([s], pct), spend_rows_query(s))]
 
 
 def rollup_write(url: str, first: dt.date, last: dt.date, settings: Settings) -> float:
@@ -124,6 +126,15 @@ def rollup_write(url: str, first: dt.date, last: dt.date, settings: Settings) ->
     with engine.begin() as conn:
         write_rollup(conn, segments, settings.timezone, settings.idle_utilization_pct, _now())
     return time.perf_counter() - began
+
+
+def stand_in_today(today: dt.date, settings: Settings) -> None:
+    """Stand this process's clock (``heliox_orchestration.clock``, as the tests do) at the last
+    second of the local day ``today``: every seeded hour of it has arrived and the day has not
+    ended, as the hourly burn-rate refreshes see today. The day before has ended (the nightly
+    refresh of yesterday, which writes the rollup)."""
+    now = local_days(today, today, settings.timezone)[0].end - dt.timedelta(seconds=1)
+    clock.utc_now = lambda: now
 
 
 def bare_queries(url: str, *queries: Executable) -> tuple[float, int]:
@@ -177,22 +188,32 @@ def asset_only(key: AssetKey) -> AssetSelection:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)  # the steps judge "later than now" on the real clock too
+    return clock.utc_now()  # the steps' clock: they judge "later than now" by it too
 
 
 def partition_task(params: dict[str, Any]) -> dict[str, Any]:
-    """Today's partition of daily_gpu_costs on each database, the databases interleaved."""
+    """Today's partition of daily_gpu_costs on each database, the databases interleaved, with the
+    clock inside today (the hourly refresh: no rollup); and on the main database yesterday's
+    partition (the nightly refresh of a day that has ended: costs and the day's rollup)."""
     settings = Settings(timezone=params["timezone"])
     project = Project(settings)
     today = params["today"]
     day = dt.date.fromisoformat(today)
-    query = daily_costs_query(local_days(day, day, settings.timezone))
-    rollup = rollup_queries(day, day, settings)
-    day_bounds = local_range_bounds(day, day, settings.timezone)
-    rules = usage_rule_query(
-        "postgresql", *day_bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=_now()
-    )
+    stand_in_today(day, settings)
+    yesterday = day - dt.timedelta(days=1)
     urls: dict[str, str] = params["urls"]
+
+    def bare_sql(first: dt.date, last: dt.date) -> list[Executable]:
+        """Everything the step runs on the usage rows: the input rules, the rollup of the days
+        that have ended (none today), the cost query."""
+        bounds = local_range_bounds(first, last, settings.timezone)
+        rules = usage_rule_query(
+            "postgresql", *bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=_now()
+        )
+        cost = daily_costs_query(local_days(first, last, settings.timezone))
+        return [rules, *rollup_queries(first, last, settings), cost]
+
+    today_sql, yesterday_sql = bare_sql(day, day), bare_sql(yesterday, yesterday)
     # The burn-rate refresh as its job runs it: the asset with its input check and its output checks.
     refresh = AssetSelection.assets(DAILY_COSTS_KEY)
     counts: dict[str, int] = {}
@@ -200,12 +221,7 @@ def partition_task(params: dict[str, Any]) -> dict[str, Any]:
     def one_round(timed: bool) -> dict[str, float]:
         out: dict[str, float] = {}
         for label, url in urls.items():
-            out[f"{label}.bare_query_s"], counts[f"{label}.query_rows"] = bare_queries(
-                url, rules, *rollup, query
-            )
-            # The rollup write of the day (issue 18) vs the bare day cost query alone.
-            out[f"{label}.cost_query_s"], _ = bare_query(url, query)
-            out[f"{label}.rollup_write_s"] = rollup_write(url, day, day, settings)
+            out[f"{label}.bare_query_s"], counts[f"{label}.query_rows"] = bare_queries(url, *today_sql)
             wall, result = project.materialize(url, asset_only(DAILY_COSTS_KEY), partition_key=today)
             out[f"{label}.materialization_s"] = wall
             out[f"{label}.step_s"] = project.step_seconds(result, "daily_gpu_costs")
@@ -215,6 +231,16 @@ def partition_task(params: dict[str, Any]) -> dict[str, Any]:
             out[f"{label}.refresh_step_s"] = project.step_seconds(result, "daily_gpu_costs")
             wall, _ = project.materialize(url, AssetSelection.assets(TRIVIAL_KEY), partition_key=today)
             out[f"{label}.trivial_s"] = wall
+        main = urls["main"]
+        # The nightly refresh of yesterday (issue 18): the step with its rollup vs all its bare SQL,
+        # and the rollup write alone vs the day's cost query alone.
+        out["yesterday.bare_query_s"], _ = bare_queries(main, *yesterday_sql)
+        wall, result = project.materialize(
+            main, asset_only(DAILY_COSTS_KEY), partition_key=yesterday.isoformat()
+        )
+        out["yesterday.step_s"] = project.step_seconds(result, "daily_gpu_costs")
+        out["yesterday.cost_query_s"], _ = bare_query(main, yesterday_sql[-1])
+        out["yesterday.rollup_write_s"] = rollup_write(main, yesterday, yesterday, settings)
         return out
 
     return {**rounds(params["repeat"], one_round), "counts": counts}
@@ -246,12 +272,14 @@ def idle_task(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def backfill_task(params: dict[str, Any]) -> dict[str, Any]:
-    """A range of daily_gpu_costs partitions: one single-run backfill, the bare query of the same
-    days, and one run per partition."""
+    """A range of daily_gpu_costs partitions ending today (the clock inside today, as in the
+    partition task: every day but today is rolled up): one single-run backfill, the bare SQL of
+    the same days, and one run per partition."""
     settings = Settings(timezone=params["timezone"])
     project = Project(settings)
     url = params["url"]
     first, last = dt.date.fromisoformat(params["first"]), dt.date.fromisoformat(params["last"])
+    stand_in_today(last, settings)
     keys: Sequence[str] = [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     query = daily_costs_query(local_days(first, last, settings.timezone))
     rollup = rollup_queries(first, last, settings)
@@ -260,14 +288,11 @@ def backfill_task(params: dict[str, Any]) -> dict[str, Any]:
         "postgresql", *range_bounds, max_hourly_cost=settings.max_hourly_cost_usd, now=_now()
     )
     tags = {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
-    counts: dict[str, int] = {"days": len(keys)}
+    counts: dict[str, int] = {"days": len(keys), "rolled_up_days": len(rollup) // 2}
 
     def one_round(timed: bool) -> dict[str, float]:
         out: dict[str, float] = {}
         out["bare_query_s"], counts["query_rows"] = bare_queries(url, rules, *rollup, query)
-        # The rollup write of the range (issue 18) vs the bare cost query of the range alone.
-        out["cost_query_s"], _ = bare_query(url, query)
-        out["rollup_write_s"] = rollup_write(url, first, last, settings)
         wall, result = project.materialize(url, asset_only(DAILY_COSTS_KEY), tags=tags)
         out["single_run_s"] = wall
         out["single_run_step_s"] = project.step_seconds(result, "daily_gpu_costs")
