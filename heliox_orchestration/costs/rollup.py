@@ -3,8 +3,9 @@
 Written by the ``daily_gpu_costs`` refresh of a day that has ended (the nightly refresh of
 yesterday, a backfill, a late import; ``INSERT ... SELECT`` in the same transaction as the cost
 rows: no usage row reaches Python), and read by the idle rule and rightsizing instead of the raw
-hours. The hourly refreshes of today write none: they would be rewritten every hour and never read. Per local day in ``TIMEZONE`` and resource: cost (exact micro-dollars), GPU-hours,
-observed hours and those with a utilization, idle hours below ``IDLE_UTILIZATION_PCT``, the
+hours. The hourly refreshes of today write none: they would be rewritten every hour and never
+read. Per local day in ``TIMEZONE`` and resource: cost (exact micro-dollars), GPU-hours, observed
+hours and those with a utilization, idle hours below ``IDLE_UTILIZATION_PCT``, the
 first/last observed and active hours, the idle tail after the last active hour (rows, cost, start),
 the GPU-hour weighted utilization sum, the peak hourly GPU load (max of gpu_count x utilization /
 100), the largest gpu_count, and the cost and hours of ``Committed`` rows.
