@@ -14,7 +14,8 @@ from sqlalchemy import Engine, insert, select
 
 from heliox_orchestration.alerts.daily_summary import DAILY_SUMMARY
 from heliox_orchestration.db.schema import idle_gpu_episodes
-from heliox_orchestration.detections.freshness import newest_usage_hour, newest_usage_hour_before
+from heliox_orchestration.db.usage_store import newest_usage_hour_before
+from heliox_orchestration.detections.freshness import newest_usage_hour
 from heliox_orchestration.detections.resolution import realized_savings
 from heliox_orchestration.money import format_usd
 from heliox_orchestration_tests.automation_env import NOW, Heliox

@@ -13,10 +13,23 @@ hand, other tools), one row at a time. On SQLite a statement on the view reports
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, FromClause, Select, delete, event, inspect, select, text, tuple_
+from sqlalchemy import (
+    Connection,
+    FromClause,
+    Select,
+    and_,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -183,3 +196,25 @@ def keys_of_resources(*where: Any) -> Select[Any]:
     """``resource_key``s of the resources matching ``where`` (on ``gpu_resources.c``), for
     writers that filter ``gpu_usage_rows`` by resource id."""
     return select(gpu_resources.c.resource_key).where(*where)
+
+
+# Where ``newest_usage_hour_before`` looks, nearest first: each a range ending at ``end``.
+NEWEST_HOUR_SPANS = (dt.timedelta(hours=1), dt.timedelta(days=1), dt.timedelta(days=8), dt.timedelta(days=40))
+
+
+def newest_usage_hour_before(
+    conn: Connection, end: dt.datetime, *, inclusive: bool = False
+) -> dt.datetime | None:
+    """The newest ``usage_hour`` before ``end`` (or at it, ``inclusive``), from the nearest range
+    that has a row: the last hour, then the last day, 8 days, 40 days, then everything earlier.
+    A max over every hour before ``end`` would read the whole history on PostgreSQL, whose only
+    index on usage_hour is a BRIN (no order); a bounded range reads only its block ranges."""
+    u = gpu_usage_hourly.c
+    upper = u.usage_hour <= end if inclusive else u.usage_hour < end
+    for span in NEWEST_HOUR_SPANS:
+        in_span = and_(u.usage_hour >= end - span, upper)
+        newest = conn.execute(select(func.max(u.usage_hour)).where(in_span)).scalar_one()
+        if newest is not None:
+            return cast(dt.datetime, newest)
+    earlier = u.usage_hour < end - NEWEST_HOUR_SPANS[-1]
+    return cast(dt.datetime | None, conn.execute(select(func.max(u.usage_hour)).where(earlier)).scalar_one())

@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 
 from heliox_orchestration.costs.common import records_of, utc_hour
 from heliox_orchestration.db.schema import gpu_usage_hourly, idle_gpu_episodes, idle_gpu_evaluations
-from heliox_orchestration.detections.freshness import newest_usage_hour_before
+from heliox_orchestration.db.usage_store import newest_usage_hour_before
 from heliox_orchestration.detections.idle import IdleEvaluation
 from heliox_orchestration.partitions import local_day_bounds
 from heliox_orchestration.reports import IdleFinding

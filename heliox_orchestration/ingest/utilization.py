@@ -34,6 +34,7 @@ from heliox_orchestration.db.schema import (
     gpu_utilization_hourly,
     money_sum_micros,
 )
+from heliox_orchestration.db.usage_store import newest_usage_hour_before
 from heliox_orchestration.ingest.dcgm_mapping import DcgmMapping
 from heliox_orchestration.ingest.prometheus import PrometheusClient
 from heliox_orchestration.ingest.telemetry import (
@@ -315,7 +316,10 @@ def utilization_join_report(engine: Engine, start: dt.datetime, end: dt.datetime
         billed_hours, with_telemetry = conn.execute(
             select(func.count(), func.count(t.c.resource_id)).select_from(u.outerjoin(t, same)).where(u_range)
         ).one()
-        newest = conn.execute(select(func.max(u.c.usage_hour))).scalar_one()
+        # The newest hour of all: a later one is found among the hours after ``end`` (a few
+        # recent block ranges), else the nearest range before it; never a scan of the history.
+        later = conn.execute(select(func.max(u.c.usage_hour)).where(u.c.usage_hour >= end)).scalar_one()
+        newest = later or newest_usage_hour_before(conn, end)
         billed_through = newest + dt.timedelta(hours=1) if newest else None
         unknown_rows = conn.execute(
             select(
