@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from benchmarks.common import worker_args, write_result
 from benchmarks.run import explain
-from benchmarks.worker import Project, asset_only, bare_query, rounds, row_count
+from benchmarks.worker import Project, asset_only, bare_query, roll_up_window, rounds, row_count
 from heliox_orchestration.assets import IDLE_KEY
 from heliox_orchestration.costs.common import records_of
-from heliox_orchestration.costs.daily_costs import compute_daily_costs, write_daily_costs
 from heliox_orchestration.costs.rollup import days_condition
 from heliox_orchestration.db.rollup_schema import daily_resource_usage
 from heliox_orchestration.detections.idle import (
@@ -33,19 +31,7 @@ def rollup_idle_task(params: dict[str, Any]) -> dict[str, Any]:
     url, as_of = params["url"], dt.datetime.fromisoformat(params["as_of"])
     engine = HelioxDatabase(url=url).get_engine()
     window = idle_window(settings, as_of)
-    tz = settings.tz
-    first = window.start.astimezone(tz).date()
-    last = (window.end - dt.timedelta(hours=1)).astimezone(tz).date()
-    # Setup: the window's days rolled up as the daily_gpu_costs refresh does it.
-    began = time.perf_counter()
-    costs = compute_daily_costs(engine, first, last, settings.timezone)
-    write_daily_costs(engine, costs, dt.datetime.now(dt.UTC), settings.idle_utilization_pct)
-    setup_s = time.perf_counter() - began
-    # Rewriting a rolled-up window leaves the old versions of its rows behind; autovacuum clears
-    # them between a nightly refresh and the idle evaluations, so the measurement starts after it.
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in ("daily_resource_usage", "daily_resource_usage_days", "daily_resource_spend"):
-            conn.execute(text(f"VACUUM (ANALYZE) {table}"))
+    setup_s = roll_up_window(url, settings, as_of)
 
     raw = compute_idle_evaluation(engine, settings, as_of, source=RAW)
     rolled = compute_idle_evaluation(engine, settings, as_of)

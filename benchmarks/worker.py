@@ -34,9 +34,21 @@ from heliox_orchestration import clock
 from heliox_orchestration.assets import DAILY_COSTS_KEY, IDLE_KEY, build_asset_defs
 from heliox_orchestration.assets.checks import INPUT_CHECK
 from heliox_orchestration.assets.costs import FUTURE_CHECK
-from heliox_orchestration.costs.daily_costs import daily_costs_query, local_days
+from heliox_orchestration.costs.daily_costs import (
+    compute_daily_costs,
+    daily_costs_query,
+    local_days,
+    write_daily_costs,
+)
 from heliox_orchestration.costs.quality import usage_rule_query
-from heliox_orchestration.costs.rollup import Segment, segment_rows_query, spend_rows_query, write_rollup
+from heliox_orchestration.costs.rollup import (
+    ROLLUP_TABLES,
+    Segment,
+    forget_rollup_days,
+    segment_rows_query,
+    spend_rows_query,
+    write_rollup,
+)
 from heliox_orchestration.detections.idle import idle_candidates_query, idle_window
 from heliox_orchestration.partitions import daily_partitions, local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
@@ -246,8 +258,35 @@ def partition_task(params: dict[str, Any]) -> dict[str, Any]:
     return {**rounds(params["repeat"], one_round), "counts": counts}
 
 
+def window_days(settings: Settings, as_of: dt.datetime) -> tuple[dt.date, dt.date]:
+    """The first and last local day of the idle window ending at ``as_of``."""
+    window = idle_window(settings, as_of)
+    tz = settings.tz
+    return window.start.astimezone(tz).date(), (window.end - dt.timedelta(hours=1)).astimezone(tz).date()
+
+
+def roll_up_window(url: str, settings: Settings, as_of: dt.datetime) -> float:
+    """Seconds to roll up the local days of the idle window ending at ``as_of`` as the nightly
+    refreshes leave them (``write_daily_costs`` with ``IDLE_UTILIZATION_PCT``), then vacuum the
+    rollup tables as autovacuum would between a refresh and the idle evaluations (a rewrite
+    leaves the old row versions behind)."""
+    engine = HelioxDatabase(url=url).get_engine()
+    first, last = window_days(settings, as_of)
+    began = time.perf_counter()
+    costs = compute_daily_costs(engine, first, last, settings.timezone)
+    write_daily_costs(engine, costs, dt.datetime.now(dt.UTC), settings.idle_utilization_pct)
+    seconds = time.perf_counter() - began
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ROLLUP_TABLES:
+            conn.execute(text(f"VACUUM (ANALYZE) {table.name}"))
+    return seconds
+
+
 def idle_task(params: dict[str, Any]) -> dict[str, Any]:
-    """idle_gpu_recommendations over the trailing window vs its bare aggregate query."""
+    """idle_gpu_recommendations over the trailing window vs its bare aggregate query (the input
+    rules and the raw 14-day idle query): first with no usable rollup (every hour read raw, as
+    after a change of IDLE_UTILIZATION_PCT or TIMEZONE; series ``fallback.*``), then as
+    production runs it, the window's days rolled up by the nightly refreshes."""
     settings = Settings(timezone=params["timezone"])
     project = Project(settings)
     url, as_of = params["url"], params["as_of"]
@@ -268,7 +307,18 @@ def idle_task(params: dict[str, Any]) -> dict[str, Any]:
         counts["findings"] = row_count(result, IDLE_KEY)
         return out
 
-    return {**rounds(params["repeat"], one_round), "counts": counts}
+    engine = HelioxDatabase(url=url).get_engine()
+    forget_rollup_days(
+        engine, window.start.date() - dt.timedelta(days=1), window.end.date() + dt.timedelta(days=1)
+    )
+    fallback = rounds(params["repeat"], one_round)
+    fallback_findings = counts["findings"]
+    setup_s = roll_up_window(url, settings, dt.datetime.fromisoformat(as_of))
+    measured = rounds(params["repeat"], one_round)
+    for part in ("samples", "median"):
+        measured[part].update({f"fallback.{k}": v for k, v in fallback[part].items()})
+    counts["fallback_findings"] = fallback_findings
+    return {**measured, "counts": counts, "rollup_setup_s": setup_s}
 
 
 def backfill_task(params: dict[str, Any]) -> dict[str, Any]:
