@@ -13,11 +13,20 @@ import datetime as dt
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from heliox_orchestration.cron import CronError, parse_cron
+from heliox_orchestration.env_values import (
+    SettingsError,
+    env_bool,
+    env_cron,
+    env_decimal,
+    env_folder,
+    env_int,
+    env_optional_decimal,
+    env_url,
+)
 from heliox_orchestration.home import (
     HOME_VAR,
     HomeError,
@@ -31,10 +40,6 @@ from heliox_orchestration.routing import ROUTING_FILE_VAR, RoutingError, TeamRou
 DATABASE_URL_VAR = "HELIOX_DATABASE_URL"
 # Shown masked wherever configuration is printed (``heliox doctor``).
 MASKED_VARIABLES = frozenset({"PROMETHEUS_BEARER_TOKEN", "PROMETHEUS_PASSWORD"})
-
-
-class SettingsError(ValueError):
-    """A configuration value is wrong; the message names the variable and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -283,64 +288,6 @@ ENVIRONMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
 MIN_RETENTION_DAYS = 32
 
 
-def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number; allowed: {lo}-{hi}.") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name}={value} is out of range; allowed: {lo}-{hi}.")
-    return value
-
-
-def _decimal(env: Mapping[str, str], name: str, default: Decimal, lo: Decimal, hi: Decimal) -> Decimal:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise SettingsError(f"{name}={raw!r} is not a number; allowed: {lo} to {hi}.") from None
-    if not value.is_finite() or not lo <= value <= hi:
-        raise SettingsError(f"{name}={raw} is out of range; allowed: {lo} to {hi}.")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("true", "false"):
-        return raw == "true"
-    raise SettingsError(f"{name}={env[name]!r} is not a boolean; use true or false.")
-
-
-def _cron(env: Mapping[str, str], name: str, default: str) -> str:
-    """The five-field form of a cron setting (``@hourly`` becomes ``0 * * * *``)."""
-    raw = env.get(name, "").strip() or default
-    try:
-        cron = parse_cron(raw)
-    except CronError as exc:
-        raise SettingsError(
-            f"{name}={raw!r} is not a valid cron string ({exc}); expected five fields "
-            f"(minute hour day month weekday), e.g. {default!r}, or @hourly/@daily."
-        ) from None
-    return cron.text
-    return raw
-
-
-def _url(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    if not raw.startswith(("http://", "https://")):
-        raise SettingsError(f"{name} must start with http:// or https://.")
-    return raw.rstrip("/")
-
-
 EARLIEST_START_DATE = dt.date(2000, 1, 1)
 
 
@@ -369,7 +316,7 @@ def _start_date(env: Mapping[str, str], timezone: str) -> dt.date:
 
 
 def _prometheus_url(env: Mapping[str, str]) -> str | None:
-    url = _url(env, "PROMETHEUS_URL")
+    url = env_url(env, "PROMETHEUS_URL")
     if url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
         raise SettingsError(
             "PROMETHEUS_URL must not contain credentials; put them in PROMETHEUS_USERNAME and "
@@ -412,12 +359,6 @@ def _budget_levels(env: Mapping[str, str]) -> tuple[int, ...]:
     return levels
 
 
-def _optional_decimal(env: Mapping[str, str], name: str, lo: Decimal, hi: Decimal) -> Decimal | None:
-    if not env.get(name, "").strip():
-        return None
-    return _decimal(env, name, lo, lo, hi)
-
-
 def _routing(env: Mapping[str, str]) -> tuple[Path | None, tuple[TeamRoute, ...]]:
     raw = env.get(ROUTING_FILE_VAR, "").strip()
     if not raw:
@@ -426,20 +367,6 @@ def _routing(env: Mapping[str, str]) -> tuple[Path | None, tuple[TeamRoute, ...]
         return Path(raw), load_routing_file(raw)
     except RoutingError as exc:
         raise SettingsError(str(exc)) from None
-
-
-def _folder(env: Mapping[str, str], name: str) -> Path | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    path = Path(raw)
-    if not path.is_dir():
-        what = "is not a folder" if path.exists() else "does not exist"
-        raise SettingsError(
-            f"{name}={raw} {what}; create the folder (or mount it into every Heliox container), "
-            f"or unset {name}."
-        )
-    return path
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -474,7 +401,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     start_date = _start_date(env, timezone)
     routing_file, teams = _routing(env)
 
-    threshold = _decimal(
+    threshold = env_decimal(
         env,
         "BURN_RATE_THRESHOLD_USD",
         Settings.burn_rate_threshold_usd,
@@ -483,26 +410,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     return Settings(
         timezone=timezone,
-        daily_summary_hour=_int(env, "DAILY_SUMMARY_HOUR", Settings.daily_summary_hour, 0, 23),
+        daily_summary_hour=env_int(env, "DAILY_SUMMARY_HOUR", Settings.daily_summary_hour, 0, 23),
         burn_rate_threshold_usd=threshold,
         burn_rate_escalation_pct=levels,
-        burn_rate_check_cron=_cron(env, "BURN_RATE_CHECK_CRON", Settings.burn_rate_check_cron),
-        idle_spend_check_cron=_cron(env, "IDLE_SPEND_CHECK_CRON", Settings.idle_spend_check_cron),
+        burn_rate_check_cron=env_cron(env, "BURN_RATE_CHECK_CRON", Settings.burn_rate_check_cron),
+        idle_spend_check_cron=env_cron(env, "IDLE_SPEND_CHECK_CRON", Settings.idle_spend_check_cron),
         start_date=start_date,
-        idle_lookback_days=_int(env, "IDLE_LOOKBACK_DAYS", Settings.idle_lookback_days, 1, 90),
-        idle_utilization_pct=_decimal(
+        idle_lookback_days=env_int(env, "IDLE_LOOKBACK_DAYS", Settings.idle_lookback_days, 1, 90),
+        idle_utilization_pct=env_decimal(
             env, "IDLE_UTILIZATION_PCT", Settings.idle_utilization_pct, Decimal(0), Decimal(100)
         ),
-        idle_min_observed_hours=_int(
+        idle_min_observed_hours=env_int(
             env, "IDLE_MIN_OBSERVED_HOURS", Settings.idle_min_observed_hours, 1, 24 * 90
         ),
-        idle_min_idle_share_pct=_decimal(
+        idle_min_idle_share_pct=env_decimal(
             env, "IDLE_MIN_IDLE_SHARE_PCT", Settings.idle_min_idle_share_pct, Decimal(1), Decimal(100)
         ),
-        idle_realert_days=_int(env, "IDLE_REALERT_DAYS", Settings.idle_realert_days, 0, 365),
-        stale_data_hours=_int(env, "STALE_DATA_HOURS", Settings.stale_data_hours, 1, 24 * 30),
+        idle_realert_days=env_int(env, "IDLE_REALERT_DAYS", Settings.idle_realert_days, 0, 365),
+        stale_data_hours=env_int(env, "STALE_DATA_HOURS", Settings.stale_data_hours, 1, 24 * 30),
         # At most one charge's limit (ingest/focus/validation.MAX_CHARGE_USD).
-        max_hourly_cost_usd=_decimal(
+        max_hourly_cost_usd=env_decimal(
             env,
             "HELIOX_MAX_HOURLY_COST_USD",
             Settings.max_hourly_cost_usd,
@@ -510,42 +437,42 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             Decimal(1_000_000_000),
         ),
         data_dir=Path(env.get("HELIOX_DATA_DIR", "").strip() or "data"),
-        dashboard_url=_url(env, "HELIOX_DASHBOARD_URL"),
-        webserver_url=_url(env, "DAGSTER_WEBSERVER_URL"),
+        dashboard_url=env_url(env, "HELIOX_DASHBOARD_URL"),
+        webserver_url=env_url(env, "DAGSTER_WEBSERVER_URL"),
         prometheus_url=_prometheus_url(env),
         dcgm_mapping_path=Path(mapping) if (mapping := env.get("HELIOX_DCGM_MAPPING", "").strip()) else None,
         alerts_enabled=_alerts_enabled(env),
         routing_file=routing_file,
         teams=teams,
-        idle_resolve_busy_hours=_int(
+        idle_resolve_busy_hours=env_int(
             env, "IDLE_RESOLVE_BUSY_HOURS", Settings.idle_resolve_busy_hours, 1, 24 * 14
         ),
-        idle_resolve_gone_hours=_int(
+        idle_resolve_gone_hours=env_int(
             env, "IDLE_RESOLVE_GONE_HOURS", Settings.idle_resolve_gone_hours, 1, 24 * 14
         ),
-        focus_dir=_folder(env, "HELIOX_FOCUS_DIR"),
+        focus_dir=env_folder(env, "HELIOX_FOCUS_DIR"),
         retention_days=_retention_days(env),
-        anomaly_pct=_decimal(env, "ANOMALY_PCT", Settings.anomaly_pct, Decimal(1), Decimal(10_000)),
-        anomaly_min_usd=_decimal(
+        anomaly_pct=env_decimal(env, "ANOMALY_PCT", Settings.anomaly_pct, Decimal(1), Decimal(10_000)),
+        anomaly_min_usd=env_decimal(
             env, "ANOMALY_MIN_USD", Settings.anomaly_min_usd, Decimal(0), Decimal(1_000_000_000)
         ),
-        monthly_budget_usd=_optional_decimal(
+        monthly_budget_usd=env_optional_decimal(
             env, "MONTHLY_BUDGET_USD", Decimal("0.01"), Decimal(1_000_000_000_000)
         ),
         budget_alert_levels=_budget_levels(env),
         home=_home(env),
-        rightsize_utilization_pct=_decimal(
+        rightsize_utilization_pct=env_decimal(
             env, "RIGHTSIZE_UTILIZATION_PCT", Settings.rightsize_utilization_pct, Decimal(1), Decimal(100)
         ),
-        rightsize_alerts=_bool(env, "RIGHTSIZE_ALERTS", Settings.rightsize_alerts),
+        rightsize_alerts=env_bool(env, "RIGHTSIZE_ALERTS", Settings.rightsize_alerts),
     )
 
 
 def _retention_days(env: Mapping[str, str]) -> int | None:
     if not env.get("HELIOX_RETENTION_DAYS", "").strip():
         return None
-    days = _int(env, "HELIOX_RETENTION_DAYS", 0, MIN_RETENTION_DAYS, 36_500)
-    lookback = _int(env, "IDLE_LOOKBACK_DAYS", Settings.idle_lookback_days, 1, 90)
+    days = env_int(env, "HELIOX_RETENTION_DAYS", 0, MIN_RETENTION_DAYS, 36_500)
+    lookback = env_int(env, "IDLE_LOOKBACK_DAYS", Settings.idle_lookback_days, 1, 90)
     if days <= lookback:
         raise SettingsError(
             f"HELIOX_RETENTION_DAYS={days} would drop usage rows the idle rule reads "

@@ -23,7 +23,7 @@ from heliox_orchestration.alerts.kinds import (
 from heliox_orchestration.alerts.messages import connection_test_message
 from heliox_orchestration.alerts.run_failure import run_failure_key
 from heliox_orchestration.alerts.stale_data import NO_DATA, stale_key
-from heliox_orchestration.db.schema import alert_ledger
+from heliox_orchestration.db.alert_schema import alert_ledger
 from heliox_orchestration.settings import ENVIRONMENT_VARIABLES
 from heliox_orchestration_tests.automation_env import NOW, make_heliox, requests_of
 from heliox_orchestration_tests.slack_server import FakeSlackWebhook, Reply

@@ -28,7 +28,7 @@ from heliox_orchestration.alerts.mutes import (
 )
 from heliox_orchestration.alerts.run_failure import notify_run_failure
 from heliox_orchestration.cli import cli
-from heliox_orchestration.db.schema import alert_mutes
+from heliox_orchestration.db.alert_schema import alert_mutes
 from heliox_orchestration_tests.automation_env import NOW, SETTINGS, TODAY, Heliox, make_heliox, requests_of
 from heliox_orchestration_tests.crafted import engine_url, hourly, insert
 from heliox_orchestration_tests.routed import (

@@ -8,8 +8,9 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select, text
 
+from heliox_orchestration.db.alert_schema import alert_ledger
 from heliox_orchestration.db.engine import ensure_schema, make_engine, table_row_counts
-from heliox_orchestration.db.schema import alert_ledger, metadata
+from heliox_orchestration.db.schema import metadata
 from heliox_orchestration_tests.crafted import hourly, insert
 from heliox_orchestration_tests.postgres_pool import PostgresPool, sizes
 

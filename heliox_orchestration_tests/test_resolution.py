@@ -13,7 +13,7 @@ from dagster import SkipReason
 from sqlalchemy import Engine, insert, select
 
 from heliox_orchestration.alerts.daily_summary import DAILY_SUMMARY
-from heliox_orchestration.db.schema import idle_gpu_episodes
+from heliox_orchestration.db.alert_schema import idle_gpu_episodes
 from heliox_orchestration.db.usage_store import newest_usage_hour_before
 from heliox_orchestration.detections.freshness import newest_usage_hour
 from heliox_orchestration.detections.resolution import realized_savings

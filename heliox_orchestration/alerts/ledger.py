@@ -26,7 +26,7 @@ from sqlalchemy import Engine, and_, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from heliox_orchestration.alerts.kinds import SEP, check_key
-from heliox_orchestration.db.schema import alert_ledger
+from heliox_orchestration.db.alert_schema import alert_ledger
 
 STALE_SENDING = dt.timedelta(minutes=10)
 MAX_ERROR_CHARS = 1000

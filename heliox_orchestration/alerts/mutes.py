@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from heliox_orchestration.alerts.detection import Alert, AlertRun, Detection, Subject
 from heliox_orchestration.alerts.kinds import REGISTRY, AlertKind
 from heliox_orchestration.costs.common import NotMaterializedError
-from heliox_orchestration.db.schema import alert_mutes, muted_alerts
+from heliox_orchestration.db.alert_schema import alert_mutes, muted_alerts
 from heliox_orchestration.settings import Settings
 
 MAX_REASON_CHARS = 500

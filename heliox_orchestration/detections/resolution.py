@@ -36,7 +36,8 @@ from sqlalchemy import Connection, Engine, Numeric, and_, bindparam, case, func,
 from sqlalchemy.exc import IntegrityError
 
 from heliox_orchestration.costs.common import records_of, utc_hour
-from heliox_orchestration.db.schema import gpu_usage_hourly, idle_gpu_episodes, idle_gpu_evaluations
+from heliox_orchestration.db.alert_schema import idle_gpu_episodes
+from heliox_orchestration.db.schema import gpu_usage_hourly, idle_gpu_evaluations
 from heliox_orchestration.db.usage_store import newest_usage_hour_before
 from heliox_orchestration.detections.idle import IdleEvaluation
 from heliox_orchestration.partitions import local_day_bounds
