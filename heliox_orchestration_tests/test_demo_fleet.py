@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import nullcontext
 from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import SensorResult, build_sensor_context, instance_for_test
+from dagster import DagsterInstance, DagsterRunStatus, SensorResult, build_sensor_context, instance_for_test
+from dagster._core.test_utils import create_run_for_test
 from sqlalchemy import Engine, func, select
 
 from heliox_orchestration import clock
 from heliox_orchestration.assets.refresh import COSTS_REFRESH_JOB, IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB
 from heliox_orchestration.automation.demo import FILLED, NAMED_DATABASE, demo_feed_sensor
-from heliox_orchestration.automation.ingestion import RANGE_END_TAG, RANGE_START_TAG
+from heliox_orchestration.automation.ingestion import RANGE_END_TAG, RANGE_START_TAG, TRIGGER_TAG
 from heliox_orchestration.automation.sensors import stale_data_sensor
 from heliox_orchestration.db.engine import ensure_schema, make_engine
 from heliox_orchestration.db.schema import gpu_usage_hourly, money_sum_micros
@@ -162,10 +164,12 @@ def test_runaway_job_crosses_the_threshold_once(sqlite_engine: Engine) -> None:
     )
 
 
-def sensor_result(database: HelioxDatabase, cursor: str | None = None) -> SensorResult:
-    with instance_for_test() as instance:
+def sensor_result(
+    database: HelioxDatabase, cursor: str | None = None, instance: DagsterInstance | None = None
+) -> SensorResult:
+    with nullcontext(instance) if instance else instance_for_test() as test_instance:
         context = build_sensor_context(
-            instance=instance,
+            instance=test_instance,
             cursor=cursor,
             resources={"heliox_db": database, "heliox_settings": HelioxSettings.of(load_settings())},
         )
@@ -185,29 +189,48 @@ def test_demo_feed_sensor_never_writes_to_a_named_database(tmp_path: Path) -> No
     assert not result.run_requests and demo_rows(named) == before
 
 
-def test_demo_feed_sensor_fills_the_window_once_on_the_embedded_database() -> None:
+def test_demo_feed_sensor_fills_the_window_then_idle_then_summary_once() -> None:
+    """Each first-start step waits for the previous step's run to end: the idle findings read the
+    filled window's rollup, and the summary (which refreshes the idle findings too) never races them."""
     settings = load_settings()
     today = settings.today()
     assert settings.start_date == today - dt.timedelta(days=DEMO_WINDOW_DAYS - 1)
-    first = sensor_result(HelioxDatabase())
-    window, idle, summary = first.run_requests
-    assert window.job_name == COSTS_REFRESH_JOB
-    assert (window.tags[RANGE_START_TAG], window.tags[RANGE_END_TAG]) == (
-        str(settings.start_date),
-        str(today),
-    )
-    assert idle.job_name == IDLE_REFRESH_JOB
-    assert summary.job_name == SUMMARY_REFRESH_JOB and summary.partition_key == str(settings.yesterday())
-    assert first.cursor == FILLED
-    engine = HelioxDatabase().get_engine()
-    newest = demo_rows(engine)[-1][0]
-    assert newest == dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(
-        hours=1
-    )
+    with instance_for_test() as instance:
+        first = sensor_result(HelioxDatabase(), instance=instance)
+        (window,) = first.run_requests
+        assert window.job_name == COSTS_REFRESH_JOB
+        assert (window.tags[RANGE_START_TAG], window.tags[RANGE_END_TAG]) == (
+            str(settings.start_date),
+            str(today),
+        )
+        engine = HelioxDatabase().get_engine()
+        newest = demo_rows(engine)[-1][0]
+        assert newest == dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(
+            hours=1
+        )
 
-    later = sensor_result(HelioxDatabase(), cursor=first.cursor)
-    assert not later.run_requests and later.skip_reason is not None
-    assert later.skip_reason.skip_message.startswith("Demo usage is current")
+        cursor = first.cursor
+        for job, then in ((COSTS_REFRESH_JOB, IDLE_REFRESH_JOB), (IDLE_REFRESH_JOB, SUMMARY_REFRESH_JOB)):
+            run = create_run_for_test(
+                instance, job_name=job, status=DagsterRunStatus.STARTED, tags={TRIGGER_TAG: "demo-window"}
+            )
+            held = sensor_result(HelioxDatabase(), cursor=cursor, instance=instance)
+            assert not held.run_requests and held.cursor == cursor
+            assert (
+                held.skip_reason is not None
+                and f"Waiting for the demo's {job}" in held.skip_reason.skip_message
+            )
+            instance.report_run_failed(run)  # however the step ended, the next one follows
+            released = sensor_result(HelioxDatabase(), cursor=cursor, instance=instance)
+            (step,) = released.run_requests
+            assert step.job_name == then
+            cursor = released.cursor
+        assert step.partition_key == str(settings.yesterday())
+        assert cursor == FILLED
+
+        later = sensor_result(HelioxDatabase(), cursor=cursor, instance=instance)
+        assert not later.run_requests and later.skip_reason is not None
+        assert later.skip_reason.skip_message.startswith("Demo usage is current")
 
 
 def test_partitions_start_with_the_demo_window_only_on_the_embedded_database() -> None:
