@@ -50,7 +50,7 @@ from heliox_orchestration.costs.rollup import (
     write_rollup,
 )
 from heliox_orchestration.detections.idle import idle_candidates_query, idle_window
-from heliox_orchestration.partitions import daily_partitions, local_range_bounds
+from heliox_orchestration.partitions import daily_partitions, local_days_of, local_range_bounds
 from heliox_orchestration.resources.database import HelioxDatabase
 from heliox_orchestration.resources.settings import HelioxSettings
 from heliox_orchestration.settings import Settings
@@ -261,8 +261,7 @@ def partition_task(params: dict[str, Any]) -> dict[str, Any]:
 def window_days(settings: Settings, as_of: dt.datetime) -> tuple[dt.date, dt.date]:
     """The first and last local day of the idle window ending at ``as_of``."""
     window = idle_window(settings, as_of)
-    tz = settings.tz
-    return window.start.astimezone(tz).date(), (window.end - dt.timedelta(hours=1)).astimezone(tz).date()
+    return local_days_of(window.start, window.end - dt.timedelta(hours=1), settings.timezone)
 
 
 def roll_up_window(url: str, settings: Settings, as_of: dt.datetime) -> float:

@@ -9,9 +9,9 @@ written to), every minute:
 * on its first tick, it fills the demo window: one ``gpu_costs_refresh_job`` run over every
   partition from ``HELIOX_START_DATE`` (the window's first day) through today; once that run has
   ended, it refreshes the idle findings (so they read the window's rollup), and once that has
-  ended, yesterday's summary (a tick, a minute, between steps). With the runaway job it plants in today's last
-  completed hour, the three alerts follow in preview mode within minutes: the burn-rate sensor
-  after today's partition, the idle and summary sensors after their refreshes.
+  ended, yesterday's summary (a tick, a minute, between steps). With the runaway job it plants in
+  today's last completed hour, the three alerts follow in preview mode within minutes: the
+  burn-rate sensor after today's partition, the idle and summary sensors after their refreshes.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the sensor functions' parameter types.
