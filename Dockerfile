@@ -24,7 +24,10 @@ COPY setup.py pyproject.toml constraints.txt ./
 COPY heliox_orchestration ./heliox_orchestration
 RUN python -m pip install --upgrade pip \
  && python -m pip install -c constraints.txt . ${EXTRA_PIP_PACKAGES} \
- && python -m pip check
+ && python -m pip check \
+ && python -m compileall -q -j0 /opt/venv/lib > /dev/null
+# compileall: with PYTHONDONTWRITEBYTECODE pip compiles nothing, and the read-only image could not
+# cache what Python compiles, so every run process would compile Dagster and pandas from source.
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \

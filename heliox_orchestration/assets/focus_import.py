@@ -149,7 +149,7 @@ def import_focus_export(
     context.log.info(f"Importing {path} ({stat.st_size:,} bytes, SHA-256 {config.sha256 or 'not given'})")
     try:
         report = import_focus(
-            heliox_db.get_engine,
+            heliox_db.get_engine(),
             path,
             progress=logged_progress(context.log),
             max_hourly_cost_usd=settings.max_hourly_cost_usd,

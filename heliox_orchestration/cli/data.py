@@ -162,6 +162,7 @@ def import_focus_command(
     any unusable value writes nothing. See docs/importing.md.
     """
     settings = load_settings()
+    url = resolve_database_url(database_url, settings)[0]
     report = import_focus(
         None if dry_run else lambda: open_database(database_url, settings),
         path,
@@ -171,11 +172,13 @@ def import_focus_command(
         progress=progress_bar,
         write_progress=rows_bar,
         max_hourly_cost_usd=settings.max_hourly_cost_usd,
+        # On PostgreSQL the file is written as it is read, each chunk in the one transaction.
+        stream=url.startswith("postgresql"),
     )
     for line in format_report(report):
         click.echo(line)
     if report.resource_hours and not dry_run:
-        click.echo(f"Database: {mask_url(resolve_database_url(database_url, settings)[0])}")
+        click.echo(f"Database: {mask_url(url)}")
 
 
 _HOUR_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]

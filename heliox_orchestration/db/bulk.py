@@ -13,8 +13,9 @@ never held at once, and a progress callback hears of each batch.
 
 from __future__ import annotations
 
-import io
+import datetime as dt
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -103,25 +104,83 @@ def ensure_frame_partitions(conn: Connection, frame: pd.DataFrame) -> None:
 
 
 def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str, columns: list[str]) -> None:
-    """One COPY of the batch, its CSV written by pyarrow: a null is an unquoted empty field
-    (COPY's NULL in CSV), an empty text a quoted one."""
     table = pa.Table.from_pandas(frame[[c for c in columns if c != "cost_usd"]], preserve_index=False)
-    # Hours and costs repeat: each distinct value is formatted once (strftime is slow per value).
-    hours = _distinct_text(
-        table.column("usage_hour"), lambda h: pc.strftime(h, format="%Y-%m-%d %H:%M:%S+00")
-    )
-    table = table.set_column(table.schema.get_field_index("usage_hour"), "usage_hour", hours)
     micros = pa.array(frame["cost_micros"].to_numpy(dtype=np.int64))
+    copy_table(conn, table.append_column("cost_micros", micros), table_name, columns)
+
+
+def copy_table(conn: Connection, rows: pa.Table, table_name: str, columns: list[str]) -> None:
+    """One COPY of ``rows`` (the ``columns`` but ``cost_usd``, plus ``cost_micros``) into
+    ``table_name`` on psycopg2, its CSV written by pyarrow: a null is an unquoted empty field
+    (COPY's NULL in CSV), an empty text a quoted one."""
+    # Hours and costs repeat: each distinct value is formatted once (strftime is slow per value).
+    hours = _distinct_text(rows.column("usage_hour"), lambda h: pc.strftime(h, format=_COPY_HOUR))
+    rows = rows.set_column(rows.schema.get_field_index("usage_hour"), "usage_hour", hours)
+    micros = rows.column("cost_micros")
     costs = _distinct_text(micros, lambda m: pa.array(micros_text(m.to_numpy()), type=pa.string()))
-    table = table.add_column(columns.index("cost_usd"), "cost_usd", costs).select(columns)
+    rows = rows.append_column("cost_usd", costs).select(columns)
     sink = pa.BufferOutputStream()
-    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
-    buffer = io.BytesIO(sink.getvalue().to_pybytes())
+    pa_csv.write_csv(rows, sink, pa_csv.WriteOptions(include_header=False))
+    data = sink.getvalue()
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.copy_expert(f"COPY {table_name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
+        sql = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
+        # One read of the whole buffer: psycopg2 reads 8 KiB at a time by default, taking the GIL
+        # back for each, which a thread beside a busy main thread waits for.
+        cursor.copy_expert(sql, pa.BufferReader(data), size=max(data.size, 1))
     finally:
         cursor.close()
+
+
+@dataclass
+class CopyTargets:
+    """What a transaction's COPYs made sure of already: the keys of the resources registered
+    and the span of hours whose month partitions exist. Only valid within that transaction."""
+
+    keys: dict[str, int] = field(default_factory=dict)
+    first: dt.datetime | None = None
+    last: dt.datetime | None = None
+
+    def ensure_months(self, conn: Connection, first: dt.datetime, last: dt.datetime) -> None:
+        if self.first is not None and self.last is not None:
+            if self.first <= first and last <= self.last:
+                return
+            first, last = min(first, self.first), max(last, self.last)
+        ensure_usage_partitions(conn, first, last)
+        self.first, self.last = first, last
+
+    def resource_keys(self, conn: Connection, resource_ids: list[str]) -> list[int]:
+        new = [r for r in resource_ids if r not in self.keys]
+        if new:
+            self.keys.update(resource_keys(conn, new))
+        return [self.keys[r] for r in resource_ids]
+
+
+def copy_usage_rows(
+    conn: Connection, rows: pa.Table, table: Table = gpu_usage_hourly, targets: CopyTargets | None = None
+) -> None:
+    """COPY hourly rows held in Arrow (the columns of ``gpu_usage_hourly`` but ``cost_usd``,
+    plus ``cost_micros``; optional ones may be absent) into ``table`` on PostgreSQL/psycopg2:
+    into ``gpu_usage_rows`` for ``gpu_usage_hourly``, its month partitions created and its
+    resources registered first (``targets`` remembers both across the transaction's COPYs)."""
+    for name, field_type in (("gpu_utilization_pct", pa.float64()), ("pricing_category", pa.string())):
+        if name not in rows.column_names:
+            rows = rows.append_column(name, pa.nulls(rows.num_rows, field_type))
+    if table is not gpu_usage_hourly:
+        copy_table(conn, rows, table.name, [c.name for c in table.columns])
+        return
+    targets = targets or CopyTargets()
+    first, last = pc.min_max(rows.column("usage_hour")).values()
+    targets.ensure_months(conn, first.as_py(), last.as_py())
+    encoded = pc.dictionary_encode(rows.column("resource_id")).combine_chunks()
+    keys = targets.resource_keys(conn, encoded.dictionary.to_pylist())
+    resource_key = pa.array(keys, type=pa.int64()).take(encoded.indices)
+    # In primary-key order: each index page is touched once per batch, not once per row (2.5x
+    # faster COPY for an export ordered by hour, as most are).
+    rows = rows.append_column("resource_key", resource_key).sort_by(
+        [("resource_key", "ascending"), ("usage_hour", "ascending")]
+    )
+    copy_table(conn, rows, gpu_usage_rows.name, ROW_COLUMNS)
 
 
 def _distinct_text(

@@ -46,7 +46,7 @@ class ImportWrite:
     held: int  # rows written to gpu_usage_pending
 
 
-def _serialize_usage_writes(conn: Connection) -> None:
+def serialize_usage_writes(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": USAGE_WRITE_LOCK})
 
@@ -65,7 +65,7 @@ def write_imported_hours(
     of the rows loaded, batch by batch. ``hours``, the first and last ``usage_hour`` of the
     frames when the caller knows them: if neither table stores a row in that range, nothing can
     be replaced, and the rows go straight to their tables instead of through the stage."""
-    _serialize_usage_writes(conn)
+    serialize_usage_writes(conn)
     if hours is not None and not _stored_between(conn, *hours):
         return _write_new_hours(conn, [frames] if isinstance(frames, pd.DataFrame) else frames, now, progress)
     stage = stage_usage_rows(conn, frames, progress)
@@ -129,7 +129,7 @@ def _release(conn: Connection, now: dt.datetime) -> int:
     # SQLite this read opens no transaction, so the write below does not upgrade one.)
     if not conn.execute(select(exists().where(due))).scalar():
         return 0
-    _serialize_usage_writes(conn)
+    serialize_usage_writes(conn)
     pending = gpu_usage_pending.c
     first = conn.execute(select(func.min(pending.usage_hour)).where(due)).scalar()
     if first is not None:

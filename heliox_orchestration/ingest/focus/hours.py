@@ -84,7 +84,7 @@ ROWS_SCHEMA = pa.schema(
 
 
 @dataclass
-class _FocusState:
+class FocusState:
     rows: int = 0
     kept: int = 0
     spread: int = 0
@@ -133,9 +133,9 @@ def _process_chunk(
     parquet: bool,
     tag_keys: TagKeys,
     now: dt.datetime,
-    state: _FocusState,
-    spool: Spool,
-) -> None:
+    state: FocusState,
+) -> pa.Table | None:
+    """The chunk's GPU charges, validated and spread over their hours (with ``_correction``)."""
     charges = validate_charges(columns, Errors(path, lines, parquet))
     gpu_type, gpu_count = recognize(columns, charges.provider)
     is_gpu = pd.notna(gpu_type)
@@ -151,7 +151,7 @@ def _process_chunk(
 
     take = np.flatnonzero(reason == "")
     if not len(take):
-        return
+        return None
     sel = Selected(
         columns={name: column.take(take) for name, column in columns.items()},
         start=charges.start[take],
@@ -168,16 +168,15 @@ def _process_chunk(
     correction, hours = charges.correction[take], spread.hours
     regular = ~correction
     correction_part = correction[spread.charge]
-    # Parts are summed per resource-hour once the partition is read back (_finish_partition).
-    spool.append(spread.parts.append_column("_correction", pa.array(correction_part)))
     state.file_gpu_cost += sum((spread.exact[i] for i in np.flatnonzero(regular).tolist()), Decimal(0))
     state.spread += int((hours[regular] > 1).sum())
     state.kept += int((hours[regular] == 1).sum())
     for i in np.flatnonzero(correction).tolist():
         state.correction_lines[int(errors.lines[i])] = (spread.exact[i], bool(hours[i] > 1))
+    return spread.parts.append_column("_correction", pa.array(correction_part))
 
 
-def _net_corrections(hourly: pd.DataFrame, corrections: pd.DataFrame, state: _FocusState) -> pd.DataFrame:
+def _net_corrections(hourly: pd.DataFrame, corrections: pd.DataFrame, state: FocusState) -> pd.DataFrame:
     """Net in the corrections whose every hour has regular charges in this file; skip the rest.
     A correction usually arrives in a later month's file than the hours it corrects, and a
     re-import replaces whole resource-hours: netted into an hour the file does not otherwise
@@ -201,18 +200,15 @@ def _net_corrections(hourly: pd.DataFrame, corrections: pd.DataFrame, state: _Fo
 class FocusData:
     """A FOCUS file read and validated: the report, and its hourly GPU rows (``cost_micros``)
     in a spool on disk, a partition at a time (``frames``) or all at once (``rows``, for small
-    files). ``held`` rows start after now (``held_until`` the last). ``close`` removes the spool."""
+    files). ``close`` removes the spool."""
 
     def __init__(
         self,
         report: ImportReport,
         spool: Spool,
         directory: Any,
-        held: int,
-        held_until: pd.Timestamp | None,
     ) -> None:
         self.report, self.spool, self._directory = report, spool, directory
-        self.held, self.held_until = held, held_until
 
     def frames(self) -> Iterator[pd.DataFrame]:
         yield from self.spool
@@ -227,7 +223,7 @@ class FocusData:
         self._directory.cleanup()
 
 
-def _finish_partition(parts: pa.Table, state: _FocusState) -> tuple[pa.Table | pd.DataFrame, pa.Table]:
+def _finish_partition(parts: pa.Table, state: FocusState) -> tuple[pa.Table | pd.DataFrame, pa.Table]:
     """(resource-hours with the checked columns, the final rows) of one partition."""
     correction = parts.column("_correction").to_numpy()
     parts = parts.drop_columns(["_correction"])
@@ -241,14 +237,23 @@ def _finish_partition(parts: pa.Table, state: _FocusState) -> tuple[pa.Table | p
             final[ROWS_SCHEMA.names], schema=ROWS_SCHEMA, preserve_index=False
         )
     # Most exports charge each resource-hour once: then the parts are the resource-hours.
-    summed = parts if _distinct_hours(parts) else _aggregate_arrow(parts)
-    ordered = summed.sort_by([(c, "ascending") for c in _KEY])
-    pricing = pa.array(pricing_names(ordered.column(_PRICING).to_numpy()), type=pa.string())
-    final = ordered.select([*_KEY, *_FIRST, "cost_micros"]).append_column("pricing_category", pricing)
-    return summed.select([*_KEY, "cost_micros", *_CHECKED]), final.cast(ROWS_SCHEMA)
+    summed = parts if distinct_hours(parts) else _aggregate_arrow(parts)
+    return checked_hours(summed), final_rows(summed.sort_by([(c, "ascending") for c in _KEY]))
 
 
-def _total_error(
+def checked_hours(summed: pa.Table) -> pa.Table:
+    """Resource-hours with what ``hourly_total_error`` checks."""
+    return summed.select([*_KEY, "cost_micros", *_CHECKED])
+
+
+def final_rows(summed: pa.Table) -> pa.Table:
+    """The rows to write (``ROWS_SCHEMA``) of resource-hours summed from their parts."""
+    pricing = pa.array(pricing_names(summed.column(_PRICING).to_numpy()), type=pa.string())
+    final = summed.select([*_KEY, *_FIRST, "cost_micros"]).append_column("pricing_category", pricing)
+    return final.cast(ROWS_SCHEMA)
+
+
+def total_error(
     hourly: pa.Table | pd.DataFrame, path: Path, parquet: bool, max_hourly_cost_usd: Decimal
 ) -> tuple[int, pd.Timestamp, ImportInputError] | None:
     if isinstance(hourly, pa.Table):
@@ -259,7 +264,7 @@ def _total_error(
     return hourly_total_error(hourly, path, parquet, max_hourly_cost_usd, MAX_HOURLY_COST_SETTING)
 
 
-def _distinct_hours(parts: pa.Table) -> bool:
+def distinct_hours(parts: pa.Table) -> bool:
     """No two parts of the same resource-hour."""
     resources = pc.dictionary_encode(parts.column("resource_id")).combine_chunks().indices.to_numpy()
     hours = parts.column("usage_hour").cast(pa.int64()).to_numpy()
@@ -282,13 +287,85 @@ def read_focus(
     charges start in the future, and which hours are held."""
     path = Path(path)
     now = now or clock.utc_now()
-    state = _FocusState()
+    state = FocusState()
     directory = spool_directory()
     try:
         return _read(path, directory, tag_keys, chunk_rows, progress, now, max_hourly_cost_usd, state)
     except BaseException:
         directory.cleanup()
         raise
+
+
+def charge_parts(
+    path: Path,
+    tag_keys: TagKeys,
+    chunk_rows: int,
+    progress: ProgressFactory | None,
+    now: dt.datetime,
+    state: FocusState,
+) -> Iterator[tuple[pa.Table, bool]]:
+    """(parts, is_parquet) of each chunk: its GPU charges validated and spread over their hours
+    (``PARTS_SCHEMA``; no rows when the chunk has none). Raises ImportInputError at the first
+    unusable value."""
+    for columns, lines, parquet in coded_chunks(path, focus_columns(path), chunk_rows, progress):
+        parts = _process_chunk(columns, lines, path, parquet, tag_keys, now, state)
+        yield (PARTS_SCHEMA.empty_table() if parts is None else parts), parquet
+
+
+@dataclass
+class Totals:
+    """What the report says of the rows written, added up a batch of final rows at a time."""
+
+    now: dt.datetime
+    micros: int = 0
+    resource_hours: int = 0
+    resources: int = 0
+    negative: int = 0
+    held: int = 0
+    first: pd.Timestamp | None = None
+    last: pd.Timestamp | None = None
+    held_until: pd.Timestamp | None = None
+
+    def add(self, final: pa.Table, resources: int) -> None:
+        """``final`` rows (``ROWS_SCHEMA``) of ``resources`` resources not counted before."""
+        hours = pd.Series(final.column("usage_hour").to_numpy(), dtype=HOUR_DTYPE)
+        cost = final.column("cost_micros").to_numpy()
+        self.micros += exact_sum(cost)
+        self.resource_hours += final.num_rows
+        self.resources += resources
+        self.negative += int((cost < 0).sum())
+        first, last = hours.min(), hours.max()
+        self.first = first if self.first is None else min(self.first, first)
+        self.last = last if self.last is None else max(self.last, last)
+        pending = hours[hours > pd.Timestamp(self.now)]
+        self.held += len(pending)
+        if len(pending):
+            until = pending.max()
+            self.held_until = until if self.held_until is None else max(self.held_until, until)
+
+    def report(self, path: Path, state: FocusState) -> ImportReport:
+        return ImportReport(
+            path=path,
+            rows=state.rows,
+            kept=state.kept,
+            spread=state.spread,
+            skipped={k: state.skipped[k] for k in SKIP_REASONS if state.skipped[k]},
+            cost_columns={k: state.cost_columns[k] for k in COST_COLUMNS if state.cost_columns[k]},
+            gpu_skipped={
+                k: (state.gpu_skipped_rows[k], state.gpu_skipped_cost[k])
+                for k in SKIP_REASONS
+                if state.gpu_skipped_rows[k]
+            },
+            file_gpu_cost_usd=state.file_gpu_cost,
+            imported_cost_usd=micros_to_dollars(self.micros),
+            resource_hours=self.resource_hours,
+            resources=self.resources,
+            first_hour=self.first,
+            last_hour=self.last,
+            negative_hours=self.negative,
+            pending_hours=self.held,
+            pending_until=self.held_until,
+        )
 
 
 def _read(
@@ -299,62 +376,31 @@ def _read(
     progress: ProgressFactory | None,
     now: dt.datetime,
     max_hourly_cost_usd: Decimal,
-    state: _FocusState,
+    state: FocusState,
 ) -> FocusData:
     parquet = False
     parts: Spool | None = None
-    for columns, lines, parquet in coded_chunks(path, focus_columns(path), chunk_rows, progress):
+    for chunk, parquet in charge_parts(path, tag_keys, chunk_rows, progress, now, state):
         if parts is None:
             parts = Spool(Path(directory.name), "parts", PARTS_SCHEMA, partition_count(path, parquet))
-        _process_chunk(columns, lines, path, parquet, tag_keys, now, state, parts)
+        # Parts are summed per resource-hour once the partition is read back (_finish_partition).
+        parts.append(chunk)
     parts = parts or Spool(Path(directory.name), "parts", PARTS_SCHEMA, 1)
     parts.finish()
     rows = Spool(Path(directory.name), "rows", ROWS_SCHEMA, parts.partitions)
     errors = []
-    micros, resource_hours, resources, negative, held = 0, 0, 0, 0, 0
-    first, last, held_until = None, None, None
-    later = pd.Timestamp(now)
+    totals = Totals(now)
     for k in range(parts.partitions):
         hourly, final = _finish_partition(parts.read_arrow(k), state)
-        error = _total_error(hourly, path, parquet, max_hourly_cost_usd)
+        error = total_error(hourly, path, parquet, max_hourly_cost_usd)
         if error is not None:
             errors.append(error)
         if errors or not final.num_rows:
             continue
         rows.append(final, partition=k)
-        hours = pd.Series(final.column("usage_hour").to_numpy(), dtype=HOUR_DTYPE)
-        cost = final.column("cost_micros").to_numpy()
-        micros += exact_sum(cost)
-        resource_hours += final.num_rows
-        resources += pc.count_distinct(final.column("resource_id")).as_py()  # a resource is in one partition
-        negative += int((cost < 0).sum())
-        first = hours.min() if first is None else min(first, hours.min())
-        last = hours.max() if last is None else max(last, hours.max())
-        pending = hours[hours > later]
-        held += len(pending)
-        if len(pending):
-            held_until = pending.max() if held_until is None else max(held_until, pending.max())
+        # A resource is in one partition.
+        totals.add(final, pc.count_distinct(final.column("resource_id")).as_py())
     if errors:
         raise min(errors, key=lambda e: (e[0], e[1]))[2]
     rows.finish()
-    report = ImportReport(
-        path=path,
-        rows=state.rows,
-        kept=state.kept,
-        spread=state.spread,
-        skipped={k: state.skipped[k] for k in SKIP_REASONS if state.skipped[k]},
-        cost_columns={k: state.cost_columns[k] for k in COST_COLUMNS if state.cost_columns[k]},
-        gpu_skipped={
-            k: (state.gpu_skipped_rows[k], state.gpu_skipped_cost[k])
-            for k in SKIP_REASONS
-            if state.gpu_skipped_rows[k]
-        },
-        file_gpu_cost_usd=state.file_gpu_cost,
-        imported_cost_usd=micros_to_dollars(micros),
-        resource_hours=resource_hours,
-        resources=resources,
-        first_hour=first,
-        last_hour=last,
-        negative_hours=negative,
-    )
-    return FocusData(report, rows, directory, held, held_until)
+    return FocusData(totals.report(path, state), rows, directory)

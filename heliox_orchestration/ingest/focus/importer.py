@@ -1,9 +1,11 @@
-"""``import_focus``: both files read and validated completely (the FOCUS rows into a spool on
-disk, ``spool``), then one transaction that streams them to the database a partition at a time."""
+"""``import_focus``: on PostgreSQL a FOCUS file is first written as it is read (``stream``);
+otherwise both files are read and validated completely (the FOCUS rows into a spool on disk,
+``spool``), then one transaction streams them to the database a partition at a time."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
@@ -19,12 +21,15 @@ from heliox_orchestration.ingest.focus.charges import DEFAULT_TAG_KEYS, TagKeys
 from heliox_orchestration.ingest.focus.files import DEFAULT_CHUNK_ROWS, ProgressFactory
 from heliox_orchestration.ingest.focus.hours import DEFAULT_MAX_HOURLY_COST_USD, FocusData, read_focus
 from heliox_orchestration.ingest.focus.report import ImportReport
+from heliox_orchestration.ingest.focus.stream import NotStreamable, can_stream, stream_focus
 from heliox_orchestration.ingest.focus.utilization import (
     UtilizationReport,
     merge_utilization,
     read_utilization,
 )
 from heliox_orchestration.ingest.pending import release_due_usage, write_imported_hours
+
+log = logging.getLogger(__name__)
 
 # The number of rows to write -> a context whose value is called with each batch's rows written.
 WriteProgressFactory = Callable[[int], AbstractContextManager[Callable[[int], None]]]
@@ -42,6 +47,7 @@ def import_focus(
     write_progress: WriteProgressFactory | None = None,
     now: dt.datetime | None = None,
     max_hourly_cost_usd: Decimal = DEFAULT_MAX_HOURLY_COST_USD,
+    stream: bool | None = None,
 ) -> ImportReport:
     """Read and validate both files completely, then (unless ``dry_run``) replace the
     resource-hours they hold in one transaction: hours that have started (``usage_hour <=
@@ -49,10 +55,32 @@ def import_focus(
     in the same transaction, move the held hours of earlier imports that have started).
     ``database`` may be a function that opens it: it is called only once there is something
     valid to write, so a bad file or a dry run never touches (or creates) the database.
-    ``progress`` is told of the bytes read from each file, ``write_progress`` of the rows written."""
+    ``progress`` is told of the bytes read from each file, ``write_progress`` of the rows written.
+
+    ``stream`` (default: when ``database`` is an Engine that ``can_stream``; pass True when the
+    function opens one): a FOCUS file without utilization is first tried in one pass, each
+    chunk written while the next is read, in the one transaction (``stream``); a file that needs
+    the whole of it to be summed is then read again and written as above."""
     now = now or clock.utc_now()
     if now.tzinfo is None:
         raise ValueError("import_focus needs a timezone-aware now")
+    if stream is None:
+        stream = isinstance(database, Engine) and can_stream(database)
+    if stream and database is not None and utilization is None and not dry_run:
+        opened = _OpenOnce(database)
+        try:
+            return stream_focus(
+                opened,
+                Path(path),
+                tag_keys=tag_keys,
+                chunk_rows=chunk_rows,
+                progress=progress,
+                now=now,
+                max_hourly_cost_usd=max_hourly_cost_usd,
+            )
+        except NotStreamable as why:
+            log.info("Reading %s again to sum it the general way: %s", path, why)
+            database = opened.engine or database
     data = read_focus(
         path,
         tag_keys=tag_keys,
@@ -65,6 +93,20 @@ def import_focus(
         return _import(data, database, utilization, dry_run, chunk_rows, progress, write_progress, now)
     finally:
         data.close()
+
+
+class _OpenOnce:
+    """The database, opened on the first call."""
+
+    def __init__(self, database: Engine | Callable[[], Engine]) -> None:
+        self._database = database
+        self.engine: Engine | None = None
+
+    def __call__(self) -> Engine:
+        if self.engine is None:
+            database = self._database
+            self.engine = database if isinstance(database, Engine) else database()
+        return self.engine
 
 
 def _import(
@@ -95,8 +137,6 @@ def _import(
         data.report,
         dry_run=dry_run,
         utilization=util_report,
-        pending_hours=data.held,
-        pending_until=data.held_until,
     )
     if dry_run or not report.resource_hours:
         return report
