@@ -274,8 +274,18 @@ class HourlyParts:
 
     parts: pa.Table  # the columns of an hourly row, plus _pricing, _line, _billed and _gross
     charge: np.ndarray  # the charge (row of the selection) each part comes from
-    exact: list[Decimal]  # each charge as written
     hours: np.ndarray  # how many hours each charge covers
+    codes: np.ndarray  # each charge's cost: an index into exact_values
+    exact_values: list[Decimal]  # the distinct costs as written
+
+    def exact(self, charge: int) -> Decimal:
+        """The charge's cost as written."""
+        return self.exact_values[int(self.codes[charge])]
+
+    def exact_sum(self, charges: np.ndarray) -> Decimal:
+        """The exact sum of the costs of ``charges`` (a boolean mask), a distinct cost at a time."""
+        counts = np.bincount(self.codes[charges], minlength=len(self.exact_values)).tolist()
+        return sum((value * n for value, n in zip(self.exact_values, counts, strict=True) if n), Decimal(0))
 
 
 @dataclass(frozen=True)
@@ -330,7 +340,6 @@ def spread_gpu_charges(sel: Selected, errors: Errors, tag_keys: TagKeys, now: dt
     # Prices repeat (an instance type's hourly rate): each distinct text is converted once.
     converted = [to_micros(text) for text in sel.cost_text.values]
     codes = sel.cost_text.codes
-    exact = [converted[c][0] for c in codes.tolist()]
     micros = np.array([value for _, value in converted] or [0], dtype=np.int64)[codes]
     index, offset, part = spread_evenly(micros, hours)
     usage_hour = start_hour[index] + offset * _HOUR_US
@@ -351,7 +360,9 @@ def spread_gpu_charges(sel: Selected, errors: Errors, tag_keys: TagKeys, now: dt
             "_gross": pa.array(np.abs(part).astype(float)),
         }
     )
-    return HourlyParts(parts=parts, charge=index, exact=exact, hours=hours)
+    return HourlyParts(
+        parts=parts, charge=index, hours=hours, codes=codes, exact_values=[e for e, _ in converted]
+    )
 
 
 def pricing_ranks(columns: Columns, errors: Errors, rows: int) -> np.ndarray:

@@ -95,11 +95,12 @@ def _line_breaks(batch: pa.RecordBatch) -> np.ndarray:
     breaks = np.zeros(batch.num_rows, dtype=np.int64)
     for column in batch.columns:
         data = column.buffers()[2]
-        text = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-        if (text == 10).any():  # a look at the raw bytes first: almost no column has a \n
+        # A look at the raw bytes first (memchr): almost no column has a line break.
+        text = data.to_pybytes() if data is not None else b""
+        if b"\n" in text:
             newline = pc.fill_null(pc.count_substring(column, "\n"), 0)
             breaks += newline.to_numpy(zero_copy_only=False)
-        if (text == 13).any():
+        if b"\r" in text:
             crlf = pc.fill_null(pc.count_substring(column, "\r\n"), 0)
             cr = pc.fill_null(pc.count_substring(column, "\r"), 0)
             breaks += cr.to_numpy(zero_copy_only=False) - crlf.to_numpy(zero_copy_only=False)
@@ -131,6 +132,10 @@ def _csv_batches(
     raw = pa.OSFile(str(path))
     stream = pa.CompressedInputStream(raw, "gzip") if _magic(path)[:2] == b"\x1f\x8b" else raw
     line, reported = header_lines + 1, 0
+    # pyarrow parses CSV_BLOCK_BYTES at a time (a few thousand records); validation pays a fixed
+    # cost per chunk, so the blocks are gathered into chunks of ``chunk_rows``.
+    held: list[pa.RecordBatch] = []
+    held_lines: list[np.ndarray] = []
     try:
         with raw, stream:
             reader = pa_csv.open_csv(stream, *options)
@@ -149,10 +154,18 @@ def _csv_batches(
                 if not filled.all():
                     picked = picked.filter(pa.array(filled))
                     lines = lines[filled]
-                for first in range(0, picked.num_rows, chunk_rows):
-                    yield picked.slice(first, chunk_rows), lines[first : first + chunk_rows]
+                held.append(picked)
+                held_lines.append(lines)
+                if sum(b.num_rows for b in held) >= chunk_rows:
+                    chunk, chunk_lines = pa.concat_batches(held), np.concatenate(held_lines)
+                    whole = chunk.num_rows - chunk.num_rows % chunk_rows
+                    for first in range(0, whole, chunk_rows):
+                        yield chunk.slice(first, chunk_rows), chunk_lines[first : first + chunk_rows]
+                    held, held_lines = [chunk.slice(whole)], [chunk_lines[whole:]]
                 progress(raw.tell() - reported)
                 reported = raw.tell()
+            if held and sum(b.num_rows for b in held):
+                yield pa.concat_batches(held), np.concatenate(held_lines)
     except (pa.ArrowException, OSError, EOFError) as exc:
         _locate_csv_failure(path, len(header))
         raise ImportInputError(path, f"could not be read as CSV ({exc})", line=line) from None

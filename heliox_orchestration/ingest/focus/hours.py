@@ -142,9 +142,9 @@ def _process_chunk(
     reason = skip_reasons(charges, is_gpu, columns["ResourceId"].notna())
 
     state.rows += len(lines)
-    state.cost_columns.update(charges.cost_column.tolist())
-    state.skipped.update(r for r in reason.tolist() if r)
-    for key in set(reason[is_gpu].tolist()) - {""}:
+    state.cost_columns.update(_counts(charges.cost_column))
+    state.skipped.update(_counts(reason[reason != ""]))
+    for key in set(np.unique(reason[is_gpu]).tolist()) - {""}:
         rows = np.flatnonzero(is_gpu & (reason == key))
         cost = sum((Decimal(charges.cost_text.row(i)) for i in rows.tolist()), Decimal(0))
         state.skip_gpu(key, len(rows), cost)
@@ -168,12 +168,17 @@ def _process_chunk(
     correction, hours = charges.correction[take], spread.hours
     regular = ~correction
     correction_part = correction[spread.charge]
-    state.file_gpu_cost += sum((spread.exact[i] for i in np.flatnonzero(regular).tolist()), Decimal(0))
+    state.file_gpu_cost += spread.exact_sum(regular)
     state.spread += int((hours[regular] > 1).sum())
     state.kept += int((hours[regular] == 1).sum())
     for i in np.flatnonzero(correction).tolist():
-        state.correction_lines[int(errors.lines[i])] = (spread.exact[i], bool(hours[i] > 1))
+        state.correction_lines[int(errors.lines[i])] = (spread.exact(i), bool(hours[i] > 1))
     return spread.parts.append_column("_correction", pa.array(correction_part))
+
+
+def _counts(values: np.ndarray) -> dict[str, int]:
+    names, counts = np.unique(values, return_counts=True)
+    return dict(zip(names.tolist(), counts.tolist(), strict=True))
 
 
 def _net_corrections(hourly: pd.DataFrame, corrections: pd.DataFrame, state: FocusState) -> pd.DataFrame:
