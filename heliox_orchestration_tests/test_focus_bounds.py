@@ -32,6 +32,7 @@ from heliox_orchestration_tests.test_focus_import import (
     _one_gpu_row,
     _row,
     stored,
+    stored_frame,
     write_focus,
 )
 
@@ -442,10 +443,14 @@ def test_sqlite_refuses_amounts_its_real_cannot_hold_exactly() -> None:
         micros_real([-(2**31) * 10**6])
 
 
-def test_both_write_paths_store_money_exactly(any_engine: Engine) -> None:
+@pytest.mark.parametrize("utilization", [np.nan, 42.5], ids=["binary-copy", "csv-copy"])
+def test_both_write_paths_store_money_exactly(any_engine: Engine, utilization: float) -> None:
+    """On PostgreSQL rows without a utilization go by binary COPY, the others by CSV: both exact."""
     micros = [-1, 1, 100_000, 300_000, -2_359_680_007, 10**15 - 1, -(2**31 * 10**6 - 1)]
     if any_engine.dialect.name == "postgresql":
         micros.append(999_999_999_999_999_999)  # NUMERIC(18, 6)'s largest; SQLite's REAL is a double
+    names = ["", None, "Llama 3 ✓ 70B", 'team, "quoted"\nline']
+    models = [names[i % len(names)] for i in range(len(micros))]
     frame = pd.DataFrame(
         {
             "usage_hour": pd.to_datetime(
@@ -456,14 +461,21 @@ def test_both_write_paths_store_money_exactly(any_engine: Engine) -> None:
             "resource_id": "i-exact",
             "gpu_type": "H100",
             "gpu_count": 1,
-            "model_name": None,
+            "model_name": models,
             "team": None,
             "cost_micros": np.array(micros, dtype=np.int64),
-            "gpu_utilization_pct": np.nan,
+            "gpu_utilization_pct": utilization,
         }
     )
     with any_engine.begin() as conn:
         replace_usage_hours(conn, frame)
+    stored_rows = stored_frame(any_engine).sort_values("usage_hour")
+    assert [None if pd.isna(m) else m for m in stored_rows["model_name"]] == models
+    assert (
+        stored_rows["gpu_utilization_pct"].isna().all()
+        if np.isnan(utilization)
+        else (stored_rows["gpu_utilization_pct"] == utilization).all()
+    )
     with any_engine.connect() as conn:
         rows = conn.execute(
             select(money_sum_micros(gpu_usage_hourly.c.cost_usd), gpu_usage_hourly.c.cost_usd)

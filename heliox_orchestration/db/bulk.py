@@ -25,6 +25,16 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, Table, delete, select, tuple_
 
+from heliox_orchestration.db.copy_binary import (
+    CopyStream,
+    copy_data,
+    int4_fields,
+    null_fields,
+    numeric_fields,
+    records,
+    text_fields,
+    timestamp_fields,
+)
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_rows, sqlite_datetime_text
 from heliox_orchestration.db.usage_partitions import ensure_usage_partitions
 from heliox_orchestration.db.usage_store import (
@@ -105,14 +115,54 @@ def ensure_frame_partitions(conn: Connection, frame: pd.DataFrame) -> None:
 
 def _copy_postgres(conn: Connection, frame: pd.DataFrame, table_name: str, columns: list[str]) -> None:
     table = pa.Table.from_pandas(frame[[c for c in columns if c != "cost_usd"]], preserve_index=False)
+    if "gpu_utilization_pct" in columns:
+        utilization = table.column("gpu_utilization_pct")
+        table = table.set_column(
+            table.schema.get_field_index("gpu_utilization_pct"),
+            "gpu_utilization_pct",
+            utilization.cast(pa.float64()),
+        )
     micros = pa.array(frame["cost_micros"].to_numpy(dtype=np.int64))
     copy_table(conn, table.append_column("cost_micros", micros), table_name, columns)
 
 
 def copy_table(conn: Connection, rows: pa.Table, table_name: str, columns: list[str]) -> None:
     """One COPY of ``rows`` (the ``columns`` but ``cost_usd``, plus ``cost_micros``) into
-    ``table_name`` on psycopg2, its CSV written by pyarrow: a null is an unquoted empty field
-    (COPY's NULL in CSV), an empty text a quoted one."""
+    ``table_name`` on psycopg2: binary (``copy_binary``) unless a utilization is known (a
+    float, whose decimal rounding only the text path reproduces), else CSV written by pyarrow."""
+    data: CopyStream | pa.BufferReader
+    if rows.column("gpu_utilization_pct").null_count == rows.num_rows:
+        fields = [f for c in columns for f in _binary_fields(rows, c)]
+        form, data = "binary", CopyStream(copy_data(rows.num_rows, len(columns), fields))
+        size = 1 << 30  # the parts are returned whole whatever is asked
+    else:
+        form, data = "csv", _csv_data(rows, columns)
+        size = max(data.size(), 1)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        # One read per part: psycopg2 reads 8 KiB at a time by default, taking the GIL back for
+        # each, which a writer thread beside a busy main thread waits for.
+        sql = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT {form})"
+        cursor.copy_expert(sql, data, size=size)
+    finally:
+        cursor.close()
+
+
+def _binary_fields(rows: pa.Table, column: str) -> list[pa.Array]:
+    if column == "cost_usd":
+        return [records(numeric_fields(rows.column("cost_micros").to_numpy(), 6))]
+    values = rows.column(column).combine_chunks()
+    if column == "usage_hour":
+        return [records(timestamp_fields(values))]
+    if column in ("resource_key", "gpu_count"):
+        return [records(int4_fields(values))]
+    if column == "gpu_utilization_pct":
+        return [records(null_fields(rows.num_rows))]
+    return text_fields(values)
+
+
+def _csv_data(rows: pa.Table, columns: list[str]) -> pa.BufferReader:
+    """The rows as CSV: a null is an unquoted empty field (COPY's NULL), an empty text a quoted one."""
     # Hours and costs repeat: each distinct value is formatted once (strftime is slow per value).
     hours = _distinct_text(rows.column("usage_hour"), lambda h: pc.strftime(h, format=_COPY_HOUR))
     rows = rows.set_column(rows.schema.get_field_index("usage_hour"), "usage_hour", hours)
@@ -121,15 +171,7 @@ def copy_table(conn: Connection, rows: pa.Table, table_name: str, columns: list[
     rows = rows.append_column("cost_usd", costs).select(columns)
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(rows, sink, pa_csv.WriteOptions(include_header=False))
-    data = sink.getvalue()
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        sql = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
-        # One read of the whole buffer: psycopg2 reads 8 KiB at a time by default, taking the GIL
-        # back for each, which a thread beside a busy main thread waits for.
-        cursor.copy_expert(sql, pa.BufferReader(data), size=max(data.size, 1))
-    finally:
-        cursor.close()
+    return pa.BufferReader(sink.getvalue())
 
 
 @dataclass

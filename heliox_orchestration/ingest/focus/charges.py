@@ -47,7 +47,8 @@ OPTIONAL_COLUMNS = ("ChargeClass", "RegionId", "Tags", "BillingCurrency", "Prici
 # Searched, in this order, for an instance type name; every x_ column goes first.
 RECOGNITION_COLUMNS = ("SkuMeter", "SkuPriceDetails", "ResourceType", "SkuId", "ChargeDescription")
 
-CHARGE_CATEGORIES = {c.lower(): c for c in ("Usage", "Purchase", "Tax", "Credit", "Adjustment")}
+CATEGORY_NAMES = ("Usage", "Purchase", "Tax", "Credit", "Adjustment")
+CATEGORY_CODES = {c.lower(): code for code, c in enumerate(CATEGORY_NAMES)}
 # FOCUS PricingCategory in the order a resource-hour's charges decide it: the highest wins, so an
 # hour any part of which is Committed is Committed (stopping the GPU would not save the committed
 # part). 0 is "not known" (empty), which never outranks a stated category.
@@ -64,6 +65,7 @@ SKIP_REASONS: dict[str, str] = {
     "no_resource": "GPU usage without a ResourceId",
     "orphan_correction": "Correction to an hour this file does not otherwise charge",
 }
+SKIP_KEYS = ("", *SKIP_REASONS)  # skip_reasons' codes: 0 = imported
 
 
 @dataclass(frozen=True)
@@ -131,10 +133,10 @@ class Charges:
     end: np.ndarray
     start_hour: np.ndarray  # int64 microseconds: start's hour
     end_hour: np.ndarray  # int64 microseconds: end rounded up to the hour
-    category: np.ndarray  # canonical ChargeCategory
+    category: np.ndarray  # int8: index into CATEGORY_NAMES
     correction: np.ndarray  # ChargeClass is Correction
-    cost_text: Coded  # the cost as written, from cost_column
-    cost_column: np.ndarray  # "EffectiveCost" or "BilledCost"
+    cost_text: Coded  # the cost as written, from EffectiveCost or (where ``billed``) BilledCost
+    billed: np.ndarray  # the cost is the row's BilledCost
     provider: Coded  # normalized
 
 
@@ -165,10 +167,12 @@ def validate_charges(columns: Columns, errors: Errors) -> Charges:
         check_times(errors, columns[column], parsed, column)
     errors.check(end < start, "ChargePeriodEnd", lambda _i: "is before ChargePeriodStart")
 
-    category = columns["ChargeCategory"].map(lambda v: CHARGE_CATEGORIES.get(v.strip().lower()))
-    allowed = ", ".join(CHARGE_CATEGORIES.values())
+    category = columns["ChargeCategory"].map(
+        lambda v: CATEGORY_CODES.get(v.strip().lower(), -1), missing=-1, dtype=np.int8
+    )
+    allowed = ", ".join(CATEGORY_NAMES)
     errors.check(
-        pd.isna(category),
+        category < 0,
         "ChargeCategory",
         lambda i: f"{value('ChargeCategory')(i)} is not a FOCUS ChargeCategory ({allowed})",
     )
@@ -215,26 +219,20 @@ def validate_charges(columns: Columns, errors: Errors) -> Charges:
         category=category,
         correction=correction,
         cost_text=cost_text,
-        cost_column=np.where(uses_effective, "EffectiveCost", "BilledCost"),
+        billed=~uses_effective,
         provider=Coded(provider_text.codes, [normalize_provider(n) for n in provider_text.values]),
     )
 
 
 def skip_reasons(charges: Charges, is_gpu: np.ndarray, has_resource: np.ndarray) -> np.ndarray:
-    """SKIP_REASONS key per row; "" for the GPU usage that is imported."""
+    """Per row, the index into SKIP_KEYS of why it is skipped; 0 for the GPU usage imported."""
     category = charges.category
+    conditions = [category == CATEGORY_NAMES.index(c) for c in ("Purchase", "Credit", "Tax", "Adjustment")]
     return np.select(
-        [
-            category == "Purchase",
-            category == "Credit",
-            category == "Tax",
-            category == "Adjustment",
-            ~is_gpu,
-            ~has_resource,
-        ],
-        ["purchase", "credit", "tax", "adjustment", "not_gpu", "no_resource"],
-        default="",
-    )
+        [*conditions, ~is_gpu, ~has_resource],
+        [SKIP_KEYS.index(k) for k in ("purchase", "credit", "tax", "adjustment", "not_gpu", "no_resource")],
+        default=0,
+    ).astype(np.int8)
 
 
 def recognize(columns: Columns, provider: Coded) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ from heliox_orchestration import clock
 from heliox_orchestration.ingest.focus.charges import (
     COST_COLUMNS,
     DEFAULT_TAG_KEYS,
+    SKIP_KEYS,
     SKIP_REASONS,
     Columns,
     Selected,
@@ -142,14 +143,19 @@ def _process_chunk(
     reason = skip_reasons(charges, is_gpu, columns["ResourceId"].notna())
 
     state.rows += len(lines)
-    state.cost_columns.update(_counts(charges.cost_column))
-    state.skipped.update(_counts(reason[reason != ""]))
-    for key in set(np.unique(reason[is_gpu]).tolist()) - {""}:
-        rows = np.flatnonzero(is_gpu & (reason == key))
+    billed = int(charges.billed.sum())
+    state.cost_columns.update({"BilledCost": billed, "EffectiveCost": len(lines) - billed})
+    counts = np.bincount(reason, minlength=len(SKIP_KEYS)).tolist()
+    state.skipped.update({SKIP_KEYS[code]: n for code, n in enumerate(counts) if code and n})
+    for code in np.unique(reason[is_gpu]).tolist():
+        if not code:
+            continue
+        key = SKIP_KEYS[code]
+        rows = np.flatnonzero(is_gpu & (reason == code))
         cost = sum((Decimal(charges.cost_text.row(i)) for i in rows.tolist()), Decimal(0))
         state.skip_gpu(key, len(rows), cost)
 
-    take = np.flatnonzero(reason == "")
+    take = np.flatnonzero(reason == 0)
     if not len(take):
         return None
     sel = Selected(
@@ -161,7 +167,7 @@ def _process_chunk(
         provider=charges.provider.take(take),
         gpu_type=gpu_type[take],
         gpu_count=gpu_count[take],
-        billed=charges.cost_column[take] == "BilledCost",
+        billed=charges.billed[take],
     )
     errors = Errors(path, lines[take], parquet)
     spread = spread_gpu_charges(sel, errors, tag_keys, now)
@@ -174,11 +180,6 @@ def _process_chunk(
     for i in np.flatnonzero(correction).tolist():
         state.correction_lines[int(errors.lines[i])] = (spread.exact(i), bool(hours[i] > 1))
     return spread.parts.append_column("_correction", pa.array(correction_part))
-
-
-def _counts(values: np.ndarray) -> dict[str, int]:
-    names, counts = np.unique(values, return_counts=True)
-    return dict(zip(names.tolist(), counts.tolist(), strict=True))
 
 
 def _net_corrections(hourly: pd.DataFrame, corrections: pd.DataFrame, state: FocusState) -> pd.DataFrame:
