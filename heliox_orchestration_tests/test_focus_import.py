@@ -687,6 +687,18 @@ def test_blank_lines_and_line_breaks_keep_the_line_numbers(tmp_path: Path) -> No
         read_focus(path, chunk_rows=2)
 
 
+@pytest.mark.parametrize("name", ["bad.csv", "bad.csv.gz"])
+def test_line_breaks_in_columns_not_read_still_count(tmp_path: Path, name: str) -> None:
+    """Only the columns Heliox uses are converted; the line named is found by a scan of the file."""
+    rows = [_one_gpu_row() for _ in range(5)]
+    rows[0]["ChargeDescription"] = "a description\nover two lines"
+    rows[1]["ServiceName"] = "a service\r\nover\nthree lines"  # a column the import does not read
+    rows[3] = _one_gpu_row(EffectiveCost="12,50")
+    path = write_focus(tmp_path / name, rows)
+    with pytest.raises(ImportInputError, match=rf"{name}, line {BAD_LINE + 2}, column EffectiveCost"):
+        read_focus(path, chunk_rows=2)
+
+
 @pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
 def test_a_header_alone_imports_nothing(tmp_path: Path, ending: str) -> None:
     path = tmp_path / "header.csv"

@@ -1,14 +1,15 @@
 """Reading FOCUS exports and utilization samples a batch at a time with pyarrow's streaming
 readers: CSV (plain or gzip, detected by content) through ``pyarrow.csv.open_csv`` and Parquet
-through ``ParquetFile.iter_batches``. Both arrive as text with ``_line``, the line (or Parquet
-row) each record starts on, so that both formats share one validation. Memory follows the
-batch (``CSV_BLOCK_BYTES`` of CSV, ``chunk_rows`` rows), never the file.
+through ``ParquetFile.iter_batches``. Both arrive as text with ``_line``, the number of the
+record (the Parquet row), so that both formats share one validation. Memory follows the batch
+(``CSV_BLOCK_BYTES`` of CSV, ``chunk_rows`` rows), never the file.
 
 CSV values are read as strings, never inferred, so validation sees exactly what the file says.
-Every column is read, so that line breaks inside quoted values are counted and ``_line`` stays
-the physical line. Blank lines are skipped, as are records whose every field is empty. When
-pyarrow refuses a file (a record with the wrong number of fields, bytes that are not UTF-8, a
-corrupt gzip stream), the file is scanned again with Python's csv module to name the line."""
+Only the chosen columns are converted (an export has 50 or more). A quoted value may span
+lines, so the line of a CSV record is found only when an error names it: ``located`` scans the
+file with Python's csv module up to that record. Blank lines are skipped, as are records whose
+every chosen field is empty. When pyarrow refuses a file (a record with the wrong number of
+fields, bytes that are not UTF-8, a corrupt gzip stream), the scan names the line."""
 
 from __future__ import annotations
 
@@ -89,30 +90,12 @@ def _csv_header(path: Path) -> tuple[list[str], int, bool]:
         return header, lines, more
 
 
-def _line_breaks(batch: pa.RecordBatch) -> np.ndarray:
-    """Line breaks inside the quoted values of each record (all columns): a record spans that
-    many lines more than one. \\r\\n counts once, like a bare \\r or \\n."""
-    breaks = np.zeros(batch.num_rows, dtype=np.int64)
-    for column in batch.columns:
-        data = column.buffers()[2]
-        # A look at the raw bytes first (memchr): almost no column has a line break.
-        text = data.to_pybytes() if data is not None else b""
-        if b"\n" in text:
-            newline = pc.fill_null(pc.count_substring(column, "\n"), 0)
-            breaks += newline.to_numpy(zero_copy_only=False)
-        if b"\r" in text:
-            crlf = pc.fill_null(pc.count_substring(column, "\r\n"), 0)
-            cr = pc.fill_null(pc.count_substring(column, "\r"), 0)
-            breaks += cr.to_numpy(zero_copy_only=False) - crlf.to_numpy(zero_copy_only=False)
-    return breaks
-
-
 def _csv_batches(
     path: Path, choose_columns: ColumnChooser, chunk_rows: int, progress: Callable[[int], None]
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Batches of at most ``chunk_rows`` records holding the chosen columns as text (null for
-    empty or NULL), with the physical line each record starts on. Plain or gzip."""
-    header, header_lines, more = _csv_header(path)
+    empty or NULL), with each record's number (``located`` turns it into its line). Plain or gzip."""
+    header, _, more = _csv_header(path)
     picks = choose_columns([h.strip() for h in header])
     if not more:  # a header alone (pyarrow cannot skip a last line without a line break)
         return
@@ -121,9 +104,10 @@ def _csv_batches(
     labels = [f"c{i}" for i in range(len(header))]
     options = (
         pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, skip_rows=1, column_names=labels),
-        pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+        pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
         pa_csv.ConvertOptions(
-            column_types=dict.fromkeys(labels, pa.string()),
+            column_types={labels[i]: pa.string() for i in positions},
+            include_columns=[labels[i] for i in positions],  # the other columns are not converted
             null_values=sorted(NULL_TEXTS),
             strings_can_be_null=True,
             quoted_strings_can_be_null=True,
@@ -131,44 +115,75 @@ def _csv_batches(
     )
     raw = pa.OSFile(str(path))
     stream = pa.CompressedInputStream(raw, "gzip") if _magic(path)[:2] == b"\x1f\x8b" else raw
-    line, reported = header_lines + 1, 0
+    record, reported = 1, 0
     # pyarrow parses CSV_BLOCK_BYTES at a time (a few thousand records); validation pays a fixed
     # cost per chunk, so the blocks are gathered into chunks of ``chunk_rows``.
     held: list[pa.RecordBatch] = []
-    held_lines: list[np.ndarray] = []
+    held_records: list[np.ndarray] = []
     try:
         with raw, stream:
-            reader = pa_csv.open_csv(stream, *options)
-            for batch in reader:
-                breaks = _line_breaks(batch)
-                lines = line + np.arange(batch.num_rows) + np.cumsum(breaks) - breaks
-                line += batch.num_rows + int(breaks.sum())
-                # Blank lines arrive as records of nulls: skip them, and any record of empty fields.
+            for batch in pa_csv.open_csv(stream, *options):
+                records = np.arange(record, record + batch.num_rows)
+                record += batch.num_rows
+                # A record whose every field read is empty carries nothing to import: skipped,
+                # like a blank line.
                 filled = np.zeros(batch.num_rows, dtype=bool)
-                if all(column.null_count for column in batch.columns):  # else no record is all null
+                if all(column.null_count for column in batch.columns):  # else none is all null
                     for column in batch.columns:
                         filled |= column.is_valid().to_numpy(zero_copy_only=False)
                 else:
                     filled[:] = True
-                picked = batch.select(positions).rename_columns(names)
+                picked = batch.rename_columns(names)
                 if not filled.all():
                     picked = picked.filter(pa.array(filled))
-                    lines = lines[filled]
+                    records = records[filled]
                 held.append(picked)
-                held_lines.append(lines)
+                held_records.append(records)
                 if sum(b.num_rows for b in held) >= chunk_rows:
-                    chunk, chunk_lines = pa.concat_batches(held), np.concatenate(held_lines)
+                    chunk, numbers = pa.concat_batches(held), np.concatenate(held_records)
                     whole = chunk.num_rows - chunk.num_rows % chunk_rows
                     for first in range(0, whole, chunk_rows):
-                        yield chunk.slice(first, chunk_rows), chunk_lines[first : first + chunk_rows]
-                    held, held_lines = [chunk.slice(whole)], [chunk_lines[whole:]]
+                        yield chunk.slice(first, chunk_rows), numbers[first : first + chunk_rows]
+                    held, held_records = [chunk.slice(whole)], [numbers[whole:]]
                 progress(raw.tell() - reported)
                 reported = raw.tell()
             if held and sum(b.num_rows for b in held):
-                yield pa.concat_batches(held), np.concatenate(held_lines)
+                yield pa.concat_batches(held), np.concatenate(held_records)
     except (pa.ArrowException, OSError, EOFError) as exc:
         _locate_csv_failure(path, len(header))
-        raise ImportInputError(path, f"could not be read as CSV ({exc})", line=line) from None
+        raise ImportInputError(path, f"could not be read as CSV ({exc})", record=record) from None
+
+
+def record_line(path: Path, record: int) -> int | None:
+    """The line CSV record number ``record`` starts on (records counted as ``_csv_batches``
+    counts them: blank lines not), by a scan of the file with Python's csv module."""
+    with _open_binary(path) as raw:
+        text = io.TextIOWrapper(_decompressed(raw), encoding="utf-8-sig", newline="")
+        reader = csv.reader(text)
+        try:
+            next(reader, None)  # the header
+            seen = 0
+            start = reader.line_num + 1
+            for fields in reader:
+                if fields:
+                    seen += 1
+                    if seen == record:
+                        return start
+                start = reader.line_num + 1
+        except (csv.Error, UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error):
+            pass
+    return None
+
+
+@contextmanager
+def located(path: Path) -> Iterator[None]:
+    """Errors raised inside name the line of the CSV record they name."""
+    try:
+        yield
+    except ImportInputError as exc:
+        if exc.record is None:
+            raise
+        raise exc.at_line(record_line(path, exc.record)) from None
 
 
 def _csv_chunks(

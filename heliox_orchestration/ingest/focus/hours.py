@@ -35,7 +35,7 @@ from heliox_orchestration.ingest.focus.charges import (
     spread_gpu_charges,
     validate_charges,
 )
-from heliox_orchestration.ingest.focus.files import DEFAULT_CHUNK_ROWS, ProgressFactory, coded_chunks
+from heliox_orchestration.ingest.focus.files import DEFAULT_CHUNK_ROWS, ProgressFactory, coded_chunks, located
 from heliox_orchestration.ingest.focus.report import ImportReport
 from heliox_orchestration.ingest.focus.spool import Spool, partition_count, spool_directory
 from heliox_orchestration.ingest.focus.utilization import HOUR_DTYPE
@@ -296,7 +296,8 @@ def read_focus(
     state = FocusState()
     directory = spool_directory()
     try:
-        return _read(path, directory, tag_keys, chunk_rows, progress, now, max_hourly_cost_usd, state)
+        with located(path):
+            return _read(path, directory, tag_keys, chunk_rows, progress, now, max_hourly_cost_usd, state)
     except BaseException:
         directory.cleanup()
         raise

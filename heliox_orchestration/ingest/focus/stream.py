@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from heliox_orchestration.db.bulk import CopyTargets, copy_usage_rows
 from heliox_orchestration.db.schema import gpu_usage_hourly, gpu_usage_pending
 from heliox_orchestration.ingest.focus.charges import TagKeys
-from heliox_orchestration.ingest.focus.files import ProgressFactory
+from heliox_orchestration.ingest.focus.files import ProgressFactory, located
 from heliox_orchestration.ingest.focus.hours import (
     FocusState,
     Totals,
@@ -48,10 +48,10 @@ from heliox_orchestration.ingest.pending import release_due_usage, serialize_usa
 
 # COPYs handed to the writer and not yet done: the main thread reads ahead at most this many,
 # so memory stays a few COPYs whatever the file.
-WRITES_AHEAD = 2
+WRITES_AHEAD = 1
 # Rows per COPY, sorted by primary key: the more rows of a resource one COPY holds, the fewer
 # times each index page is written (the server's cost of an export ordered by hour).
-COPY_ROWS = 200_000
+COPY_ROWS = 100_000
 _UNIQUE_VIOLATION = "23505"
 
 
@@ -76,6 +76,19 @@ def stream_focus(
     """Read, validate and write the file in one pass (``engine`` is opened once a chunk has
     rows to write); raises ImportInputError for a bad value and NotStreamable for a file that
     needs the general import, in both cases with nothing written."""
+    with located(path):
+        return _stream(engine, path, tag_keys, chunk_rows, progress, now, max_hourly_cost_usd)
+
+
+def _stream(
+    engine: Callable[[], Engine],
+    path: Path,
+    tag_keys: TagKeys,
+    chunk_rows: int,
+    progress: ProgressFactory | None,
+    now: dt.datetime,
+    max_hourly_cost_usd: Decimal,
+) -> ImportReport:
     state, totals = FocusState(), Totals(now)
     resources: set[str] = set()
     writer: _Writer | None = None

@@ -12,7 +12,13 @@ import numpy as np
 import pandas as pd
 
 from heliox_orchestration import clock
-from heliox_orchestration.ingest.focus.files import DEFAULT_CHUNK_ROWS, ProgressFactory, chunks, column_picker
+from heliox_orchestration.ingest.focus.files import (
+    DEFAULT_CHUNK_ROWS,
+    ProgressFactory,
+    chunks,
+    column_picker,
+    located,
+)
 from heliox_orchestration.ingest.focus.validation import (
     EARLIEST,
     OUT_OF_RANGE,
@@ -110,7 +116,13 @@ def read_utilization(
     gpu_utilization_pct``; timestamps ISO 8601 or Unix seconds, UTC). Returns the frame
     (resource_id, usage_hour, gpu_utilization_pct) and the number of samples."""
     path = Path(path)
-    now = now or clock.utc_now()
+    with located(path):
+        return _read_utilization(path, chunk_rows, progress, now or clock.utc_now())
+
+
+def _read_utilization(
+    path: Path, chunk_rows: int, progress: ProgressFactory | None, now: dt.datetime
+) -> tuple[pd.DataFrame, int]:
     sums: list[pd.DataFrame] = []
     samples = 0
     for frame, parquet in chunks(path, _utilization_columns(path), chunk_rows, progress):

@@ -46,7 +46,11 @@ OUT_OF_RANGE = f"is out of range: expected a date-time from {EARLIEST:%Y-%m-%d} 
 
 
 class ImportInputError(ValueError):
-    """An input file is unusable; the message names the file, line (or row) and column."""
+    """An input file is unusable; the message names the file, line (or row) and column.
+
+    ``record`` (the n-th record of a CSV file, blank lines not counted) stands in for the line
+    while the file is read: a record may span lines, and only an error needs its line, which
+    ``files.located`` finds then (``at_line``)."""
 
     def __init__(
         self,
@@ -56,15 +60,23 @@ class ImportInputError(ValueError):
         line: int | None = None,
         row: int | None = None,
         column: str | None = None,
+        record: int | None = None,
     ) -> None:
+        self.path, self.message, self.column, self.record = Path(path), message, column, record
         where = [str(path)]
         if line is not None:
             where.append(f"line {line}")
         if row is not None:
             where.append(f"row {row}")
+        if record is not None:
+            where.append(f"record {record}")
         if column is not None:
             where.append(f"column {column}")
         super().__init__(f"{', '.join(where)}: {message}")
+
+    def at_line(self, line: int | None) -> ImportInputError:
+        """The same error, naming the line its record starts on."""
+        return ImportInputError(self.path, self.message, line=line, column=self.column)
 
 
 class Errors:
@@ -86,8 +98,10 @@ class Errors:
             raise error_at(self.path, self.parquet, line, column, message)
 
 
-def error_at(path: Path, parquet: bool, line: int, column: str, message: str) -> ImportInputError:
-    place = {"row": line} if parquet else {"line": line}
+def error_at(path: Path, parquet: bool, record: int, column: str, message: str) -> ImportInputError:
+    """The error of a value of ``record`` (a Parquet row, or a CSV record: ``files.located``
+    turns it into its line)."""
+    place = {"row": record} if parquet else {"record": record}
     return ImportInputError(path, message, column=column, **place)
 
 
