@@ -699,6 +699,13 @@ def test_line_breaks_in_columns_not_read_still_count(tmp_path: Path, name: str) 
         read_focus(path, chunk_rows=2)
 
 
+def test_bytes_that_are_not_utf8_are_refused_with_their_line(tmp_path: Path) -> None:
+    path = _bad_focus(tmp_path, {"ResourceId": "i-0latin1-PLACEHOLDER"})
+    path.write_bytes(path.read_bytes().replace(b"PLACEHOLDER", b"caf\xe9"))
+    with pytest.raises(ImportInputError, match=rf"bad\.csv, line {BAD_LINE}: is not UTF-8 text"):
+        read_focus(path, chunk_rows=2)
+
+
 @pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
 def test_a_header_alone_imports_nothing(tmp_path: Path, ending: str) -> None:
     path = tmp_path / "header.csv"

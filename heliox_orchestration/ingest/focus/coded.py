@@ -31,7 +31,10 @@ class Coded:
         if isinstance(encoded, pa.ChunkedArray):
             encoded = encoded.combine_chunks()
         codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        return Coded(codes, encoded.dictionary.to_pylist())
+        dictionary = encoded.dictionary
+        if pa.types.is_binary(dictionary.type):  # checked as UTF-8 here, a distinct value at a time
+            dictionary = dictionary.cast(pa.string())
+        return Coded(codes, dictionary.to_pylist())
 
     @staticmethod
     def from_texts(texts: Any) -> Coded:

@@ -106,7 +106,8 @@ def _csv_batches(
         pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, skip_rows=1, column_names=labels),
         pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
         pa_csv.ConvertOptions(
-            column_types={labels[i]: pa.string() for i in positions},
+            # Bytes: UTF-8 is checked once per distinct value (``_utf8_checked``), not once per field.
+            column_types={labels[i]: pa.binary() for i in positions},
             include_columns=[labels[i] for i in positions],  # the other columns are not converted
             null_values=sorted(NULL_TEXTS),
             strings_can_be_null=True,
@@ -191,9 +192,21 @@ def _csv_chunks(
 ) -> Iterator[pd.DataFrame]:
     """Frames of the chosen columns as text (None for empty or NULL) and ``_line``."""
     for batch, lines in _csv_batches(path, choose_columns, chunk_rows, progress):
-        frame = batch.to_pandas()
+        with _utf8_checked(path, lines):
+            texts = [column.cast(pa.string()) for column in batch.columns]
+        frame = pa.RecordBatch.from_arrays(texts, names=batch.schema.names).to_pandas()
         frame["_line"] = lines
         yield frame
+
+
+@contextmanager
+def _utf8_checked(path: Path, records: np.ndarray) -> Iterator[None]:
+    """Bytes read from a CSV file made text: bytes that are not UTF-8 are refused with their line."""
+    try:
+        yield
+    except pa.ArrowInvalid:
+        _locate_csv_failure(path, None)
+        raise ImportInputError(path, "is not UTF-8 text", record=int(records[0])) from None
 
 
 def _locate_csv_failure(path: Path, width: int | None) -> None:
@@ -338,7 +351,8 @@ def coded_chunks(
                 yield {name: Coded.from_texts(values) for name, values in texts.items()}, lines, True
         else:
             for batch, lines in _csv_batches(path, choose_columns, chunk_rows, update):
-                columns = {name: Coded.from_arrow(batch.column(name)) for name in batch.schema.names}
+                with _utf8_checked(path, lines):
+                    columns = {name: Coded.from_arrow(batch.column(name)) for name in batch.schema.names}
                 yield columns, lines, False
 
 
