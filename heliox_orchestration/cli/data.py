@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import sys
 
@@ -163,6 +164,9 @@ def import_focus_command(
     """
     settings = load_settings()
     url = resolve_database_url(database_url, settings)[0]
+    # The modules loaded so far are never garbage: kept out of the collector's full passes, which
+    # the import's many short-lived objects trigger (a few percent of a big import).
+    gc.freeze()
     report = import_focus(
         None if dry_run else lambda: open_database(database_url, settings),
         path,

@@ -92,8 +92,8 @@ def _csv_header(path: Path) -> tuple[list[str], int, bool]:
 
 def _csv_batches(
     path: Path, choose_columns: ColumnChooser, chunk_rows: int, progress: Callable[[int], None]
-) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """Batches of at most ``chunk_rows`` records holding the chosen columns as text (null for
+) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """Tables of at most ``chunk_rows`` records holding the chosen columns as text (null for
     empty or NULL), with each record's number (``located`` turns it into its line). Plain or gzip."""
     header, _, more = _csv_header(path)
     picks = choose_columns([h.strip() for h in header])
@@ -141,15 +141,16 @@ def _csv_batches(
                 held.append(picked)
                 held_records.append(records)
                 if sum(b.num_rows for b in held) >= chunk_rows:
-                    chunk, numbers = pa.concat_batches(held), np.concatenate(held_records)
+                    # A table of the blocks, not a copy of them.
+                    chunk, numbers = pa.Table.from_batches(held), np.concatenate(held_records)
                     whole = chunk.num_rows - chunk.num_rows % chunk_rows
                     for first in range(0, whole, chunk_rows):
                         yield chunk.slice(first, chunk_rows), numbers[first : first + chunk_rows]
-                    held, held_records = [chunk.slice(whole)], [numbers[whole:]]
+                    held, held_records = chunk.slice(whole).to_batches(), [numbers[whole:]]
                 progress(raw.tell() - reported)
                 reported = raw.tell()
             if held and sum(b.num_rows for b in held):
-                yield pa.concat_batches(held), np.concatenate(held_records)
+                yield pa.Table.from_batches(held), np.concatenate(held_records)
     except (pa.ArrowException, OSError, EOFError) as exc:
         _locate_csv_failure(path, len(header))
         raise ImportInputError(path, f"could not be read as CSV ({exc})", record=record) from None
@@ -194,7 +195,7 @@ def _csv_chunks(
     for batch, lines in _csv_batches(path, choose_columns, chunk_rows, progress):
         with _utf8_checked(path, lines):
             texts = [column.cast(pa.string()) for column in batch.columns]
-        frame = pa.RecordBatch.from_arrays(texts, names=batch.schema.names).to_pandas()
+        frame = pa.Table.from_arrays(texts, names=batch.schema.names).to_pandas()
         frame["_line"] = lines
         yield frame
 

@@ -163,6 +163,9 @@ class _Writer:
         assert self._conn is not None
         now = pa.scalar(self._now, pa.timestamp("us", "UTC"))
         started = pc.less_equal(rows.column("usage_hour"), now)
+        if pc.all(started).as_py():  # the common case: no copy of the rows
+            copy_usage_rows(self._conn, rows, gpu_usage_hourly, self._targets)
+            return
         for table, held in ((gpu_usage_hourly, False), (gpu_usage_pending, True)):
             part = rows.filter(pc.invert(started) if held else started)
             if part.num_rows:
