@@ -191,3 +191,14 @@ def test_the_command_line_streams_into_postgres(tmp_path: Path, postgres_engine:
     assert result.exit_code == 0, result.output
     assert "Wrote 144 resource-hours of 5 GPU resources" in result.output
     assert stored(postgres_engine)[0] == 144
+
+
+def test_a_database_the_stream_cannot_copy_into_gets_the_general_import(
+    tmp_path: Path, sqlite_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=IMPORTER_LOG)
+    path = write_focus(tmp_path / "fleet.csv", fleet_rows())
+    report = import_focus(sqlite_engine, path, now=NOW, chunk_rows=CHUNK, stream=True)
+    (message,) = _read_again(caplog)
+    assert "COPY needs PostgreSQL through psycopg2, not sqlite" in message
+    assert report.resource_hours == stored(sqlite_engine)[0] + report.pending_hours

@@ -113,10 +113,7 @@ def _stream(
             resources |= new
             totals.add(final, len(new))
             if writer is None:
-                opened = engine()
-                if not can_stream(opened):
-                    raise NotStreamable(f"COPY needs PostgreSQL through psycopg2, not {opened.dialect.name}")
-                writer = _Writer(opened, now)
+                writer = _Writer(engine, now)  # opens the database on its thread
             writer.write(final)
         if first_error is not None:
             raise first_error[2]
@@ -132,7 +129,7 @@ class _Writer:
     """The import's transaction on a thread of its own: each ``write`` is COPYed there, in order,
     while the caller goes on; ``commit`` or ``abort`` ends it."""
 
-    def __init__(self, engine: Engine, now: dt.datetime) -> None:
+    def __init__(self, engine: Callable[[], Engine], now: dt.datetime) -> None:
         self._now = now
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heliox-import-write")
         self._queued: deque[Future[Any]] = deque()
@@ -142,7 +139,11 @@ class _Writer:
         self._gathered: list[pa.Table] = []
         self._submit(self._begin, engine)
 
-    def _begin(self, engine: Engine) -> None:
+    def _begin(self, open_engine: Callable[[], Engine]) -> None:
+        # Opening (and on a new database creating the schema) overlaps the reading of the file.
+        engine = open_engine()
+        if not can_stream(engine):
+            raise NotStreamable(f"COPY needs PostgreSQL through psycopg2, not {engine.dialect.name}")
         self._conn = engine.connect()
         self._conn.begin()
         serialize_usage_writes(self._conn)
