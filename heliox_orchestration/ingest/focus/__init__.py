@@ -33,8 +33,11 @@ Re-importing is idempotent: the rows written replace stored rows of the same (re
 usage_hour), in either table, and nothing else. That scope never deletes what a file does not
 mention (another account's export, the demo fleet, earlier months), at the price that a GPU
 charge removed from a later version of the same export stays stored. The write is one
-transaction, and it starts only after both files have been read and validated: a bad file
-leaves the database untouched.
+transaction: a bad file leaves the database's data untouched. On PostgreSQL a FOCUS file is
+written as it is read (``stream``: each chunk COPYed while the next is read), and read again the
+general way when it needs the whole file to be summed (a resource-hour charged twice, a
+correction, hours already stored); otherwise both files are read and validated before the
+database is opened.
 
 * ``PricingCategory`` is kept (``pricing_category``: Standard, Committed, Dynamic, Other, or NULL
   when not known); charges of one resource-hour with different categories: Committed > Dynamic >
@@ -45,7 +48,9 @@ streaming readers, a batch at a time), ``coded`` (a column as the codes of its d
 so that each rule runs once per distinct value), ``charges`` (the FOCUS rules above, per charge),
 ``validation`` (what is refused, and the one-line error), ``spool`` (the hourly parts on disk, by
 resource, so that memory follows a batch, not the file), ``hours`` (charges summed into
-resource-hours, corrections netted, a spool partition at a time), ``utilization`` (samples
+resource-hours, corrections netted, a spool partition at a time), ``stream`` (the one-pass
+write on PostgreSQL), ``utilization`` (samples
 averaged per hour and merged), ``report`` (what the import did, as text) and ``importer``
-(``import_focus``: read everything, then write once, streaming the spool).
+(``import_focus``: the one pass where it can, else read everything, then write once,
+streaming the spool).
 """

@@ -77,52 +77,40 @@ def stream_focus(
     rows to write); raises ImportInputError for a bad value and NotStreamable for a file that
     needs the general import, in both cases with nothing written."""
     with located(path):
-        return _stream(engine, path, tag_keys, chunk_rows, progress, now, max_hourly_cost_usd)
-
-
-def _stream(
-    engine: Callable[[], Engine],
-    path: Path,
-    tag_keys: TagKeys,
-    chunk_rows: int,
-    progress: ProgressFactory | None,
-    now: dt.datetime,
-    max_hourly_cost_usd: Decimal,
-) -> ImportReport:
-    state, totals = FocusState(), Totals(now)
-    resources: set[str] = set()
-    writer: _Writer | None = None
-    first_error = None
-    try:
-        for parts, parquet in charge_parts(path, tag_keys, chunk_rows, progress, now, state):
-            if not parts.num_rows:
-                continue
-            if pc.any(parts.column("_correction")).as_py():
-                raise NotStreamable("the file corrects charges (ChargeClass Correction)")
-            parts = parts.drop_columns(["_correction"])
-            if not distinct_hours(parts):
-                raise NotStreamable("a resource-hour is charged on more than one line")
-            # As the general import: every value is checked before an hourly total is refused.
-            error = total_error(checked_hours(parts), path, parquet, max_hourly_cost_usd)
-            if error is not None and (first_error is None or error[:2] < first_error[:2]):
-                first_error = error
+        state, totals = FocusState(), Totals(now)
+        resources: set[str] = set()
+        writer: _Writer | None = None
+        first_error = None
+        try:
+            for parts, parquet in charge_parts(path, tag_keys, chunk_rows, progress, now, state):
+                if not parts.num_rows:
+                    continue
+                if pc.any(parts.column("_correction")).as_py():
+                    raise NotStreamable("the file corrects charges (ChargeClass Correction)")
+                parts = parts.drop_columns(["_correction"])
+                if not distinct_hours(parts):
+                    raise NotStreamable("a resource-hour is charged on more than one line")
+                # As the general import: every value is checked before an hourly total is refused.
+                error = total_error(checked_hours(parts), path, parquet, max_hourly_cost_usd)
+                if error is not None and (first_error is None or error[:2] < first_error[:2]):
+                    first_error = error
+                if first_error is not None:
+                    continue
+                final = final_rows(parts)
+                new = set(pc.unique(final.column("resource_id")).to_pylist()) - resources
+                resources |= new
+                totals.add(final, len(new))
+                if writer is None:
+                    writer = _Writer(engine, now)  # opens the database on its thread
+                writer.write(final)
             if first_error is not None:
-                continue
-            final = final_rows(parts)
-            new = set(pc.unique(final.column("resource_id")).to_pylist()) - resources
-            resources |= new
-            totals.add(final, len(new))
-            if writer is None:
-                writer = _Writer(engine, now)  # opens the database on its thread
-            writer.write(final)
-        if first_error is not None:
-            raise first_error[2]
-        released = writer.commit() if writer is not None else 0
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    return replace(totals.report(path, state), released_rows=released)
+                raise first_error[2]
+            released = writer.commit() if writer is not None else 0
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        return replace(totals.report(path, state), released_rows=released)
 
 
 class _Writer:
