@@ -70,8 +70,8 @@ def _magic(path: Path) -> bytes:
 # --- CSV -----------------------------------------------------------------------------------------
 
 
-def _csv_header(path: Path) -> tuple[list[str], int, bool]:
-    """The header's names, the number of physical lines it takes, and whether anything follows."""
+def _csv_header(path: Path) -> tuple[list[str], bool]:
+    """The header's names, and whether anything follows."""
     with _open_binary(path) as raw:
         text = io.TextIOWrapper(_decompressed(raw), encoding="utf-8-sig", newline="")
         reader = csv.reader(text)
@@ -82,12 +82,11 @@ def _csv_header(path: Path) -> tuple[list[str], int, bool]:
             _locate_csv_failure(path, None)
         if not header:
             raise ImportInputError(path, "is empty: expected a CSV header row", line=1)
-        lines = reader.line_num
         try:
             more = next(reader, None) is not None
         except (csv.Error, UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error):
             more = True  # pyarrow's read fails too, and the scan names the line
-        return header, lines, more
+        return header, more
 
 
 def _csv_batches(
@@ -95,7 +94,7 @@ def _csv_batches(
 ) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """Tables of at most ``chunk_rows`` records holding the chosen columns as text (null for
     empty or NULL), with each record's number (``located`` turns it into its line). Plain or gzip."""
-    header, _, more = _csv_header(path)
+    header, more = _csv_header(path)
     picks = choose_columns([h.strip() for h in header])
     if not more:  # a header alone (pyarrow cannot skip a last line without a line break)
         return
